@@ -1,0 +1,112 @@
+//! The command line: what users type, and what each command does with the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::logging::LogFormat;
+use crate::run;
+
+/// How a run ended, as the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every image mirrored or already up to date.
+    Success = 0,
+    /// At least one image failed; all the others were still done.
+    SomeFailed = 1,
+    /// Bad config or usage: nothing was attempted.
+    BadConfig = 2,
+}
+
+/// Keeps copies of container images in a registry you control, fresh and within upstream
+/// rate limits.
+#[derive(Debug, Parser)]
+#[command(name = "regmirror", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "REGMIRROR_CONFIG",
+        default_value = "mirrors.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+
+    /// Run one pass over every image, then exit (0 all mirrored, 1 some failed, 2 bad config).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Compare only: print what would be copied, copy nothing, spend no pulls. Implies --once.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less log detail (-q warnings, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and print the plan (each source → target); exit 0 or 2.
+    Check,
+}
+
+impl Cli {
+    pub fn verbosity(&self) -> i8 {
+        self.verbose.min(4) as i8 - self.quiet.min(4) as i8
+    }
+}
+
+/// Runs what the command line asks for. Reports go to stdout, errors and logs to stderr.
+pub async fn execute(cli: Cli) -> Exit {
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::BadConfig;
+        }
+    };
+    match cli.command {
+        Some(Command::Check) => {
+            println!("{}: {} images", config.path.display(), config.jobs.len());
+            for job in &config.jobs {
+                println!("  {} → {}", job.source, job.target);
+            }
+            Exit::Success
+        }
+        None if cli.once || cli.dry_run => match run::run_pass(&config, cli.dry_run).await {
+            Ok(report) => {
+                println!("{}", report.render());
+                if report.failed() > 0 {
+                    Exit::SomeFailed
+                } else {
+                    Exit::Success
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", config.path.display());
+                Exit::BadConfig
+            }
+        },
+        None => {
+            eprintln!(
+                "error: running on a schedule (daemon mode) is not available yet; \
+                 run one pass with `regmirror --once`, from cron or a scheduled task"
+            );
+            Exit::BadConfig
+        }
+    }
+}

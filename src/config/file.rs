@@ -1,0 +1,64 @@
+//! Stage one of the config: a plain serde mirror of mirrors.toml.
+//!
+//! Every struct refuses unknown keys, so a misspelt `concurrensy` is an error that names it
+//! rather than a setting silently ignored. Values the second stage must point at keep their
+//! byte span (`Spanned`) so its errors can give a line and column too.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Shorthand list: each reference is mirrored under `defaults.target`.
+    #[serde(default)]
+    pub images: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    /// Per-registry settings, keyed by registry host as users write it.
+    #[serde(default)]
+    pub registries: BTreeMap<Spanned<String>, RawRegistry>,
+    /// `[[mirror]]` entries: a source repository with its tags, and optionally its own target.
+    #[serde(default)]
+    pub mirror: Vec<Spanned<RawMirror>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub target: Option<Spanned<String>>,
+    pub concurrency: Option<Spanned<i64>>,
+}
+
+/// Settings for one registry. Its `Debug` is derived, but the password it can print is a
+/// `${VAR}` reference or a literal the user chose to put in the file: it never reaches a log,
+/// because only the resolved `Credentials` (with a redacting `Debug`) travel past stage two.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub insecure: Option<bool>,
+    pub ca_file: Option<Spanned<String>>,
+}
+
+impl std::fmt::Debug for RawRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRegistry")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("insecure", &self.insecure)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub source: Spanned<String>,
+    pub tags: Option<Vec<Spanned<String>>>,
+    pub target: Option<Spanned<String>>,
+}

@@ -1,0 +1,83 @@
+//! mirrors.toml: what to mirror, where to, and how to reach each registry.
+//!
+//! Read in two stages, as ripgrep and static-web-server do: [`file`] is a plain serde mirror of
+//! what the user typed; [`resolve`] turns it into the [`Config`] below, with `${VAR}`s
+//! expanded, references parsed, targets named and credentials found. Nothing downstream
+//! re-parses a string from the file. Every refusal is a [`ConfigError`] that names the file
+//! and, where there is one, the line and column.
+//!
+//! (The style guide suggests calling this module `manifest`; in a registry tool that word
+//! means an OCI manifest, so mirrors.toml lives in `config` and OCI manifests in `manifest`.)
+
+mod error;
+mod file;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::ConfigError;
+
+use crate::credentials::{Credentials, DockerConfig};
+use crate::reference::{canonical_registry, is_loopback, ImageRef};
+
+/// Images copied at once unless `defaults.concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// The validated configuration: everything a pass needs, nothing left to parse.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    /// Every image to mirror, each once, in the order the file lists them.
+    pub jobs: Vec<Job>,
+    /// How many images are copied at once.
+    pub concurrency: usize,
+    /// Settings of every registry a job reads or writes, by canonical name.
+    pub registries: BTreeMap<String, RegistrySettings>,
+}
+
+/// One image to mirror: a source reference and the reference it becomes in the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub source: ImageRef,
+    pub target: ImageRef,
+    /// The line of mirrors.toml that asked for it, so messages can point there.
+    pub line: usize,
+}
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// From mirrors.toml, else Docker's config.json; `None` means anonymous.
+    pub credentials: Option<Credentials>,
+    /// Plain HTTP: set by `insecure = true`, and the default for loopback registries.
+    pub plain_http: bool,
+    /// Extra CA certificate (PEM) to trust for this registry's TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a config file, taking `${VAR}`s from the process environment and
+    /// missing credentials from Docker's config.json.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
+        let docker = DockerConfig::load_default().map_err(|e| ConfigError::Whole {
+            path: path.to_path_buf(),
+            message: format!("cannot use Docker's credentials: {e}"),
+        })?;
+        resolve::resolve(path, &text, &|name| std::env::var(name).ok(), &docker)
+    }
+
+    /// Settings for a registry, by any of its names; loopback registries default to plain HTTP.
+    pub fn registry(&self, name: &str) -> RegistrySettings {
+        let name = canonical_registry(name);
+        self.registries
+            .get(name)
+            .cloned()
+            .unwrap_or(RegistrySettings {
+                plain_http: is_loopback(name),
+                ..RegistrySettings::default()
+            })
+    }
+}

@@ -1,0 +1,413 @@
+//! Stage two of the config: from what the user typed to the validated [`Config`].
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::file::{RawConfig, RawMirror, RawRegistry};
+use super::{Config, ConfigError, Job, RegistrySettings, DEFAULT_CONCURRENCY};
+use crate::credentials::{Credentials, DockerConfig, Secret};
+use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
+
+/// The most images one process copies at once; beyond it a registry sees a flood.
+const MAX_CONCURRENCY: i64 = 64;
+
+/// Validates `text` (the contents of `path`), reading `${VAR}`s through `env`.
+pub(super) fn resolve(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    docker: &DockerConfig,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().replace("unknown field", "unknown key");
+        ConfigError::at(path, text, e.span().unwrap_or(0..0), message)
+    })?;
+    let r = Resolver { path, text, env };
+
+    let default_target = match &raw.defaults.target {
+        Some(target) => {
+            let written = r.expand(target, "defaults.target")?;
+            Some(
+                Repository::parse(&written, false)
+                    .map_err(|e| r.at(target.span(), e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let concurrency = match &raw.defaults.concurrency {
+        None => DEFAULT_CONCURRENCY,
+        Some(n) if (1..=MAX_CONCURRENCY).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            return Err(r.at(
+                n.span(),
+                format!(
+                    "defaults.concurrency must be between 1 and {MAX_CONCURRENCY}, not {}",
+                    n.get_ref()
+                ),
+            ))
+        }
+    };
+
+    let mut registries = BTreeMap::new();
+    for (name, settings) in &raw.registries {
+        let key = canonical_registry(name.get_ref()).to_string();
+        let settings = r.registry_settings(name, settings)?;
+        registries.insert(key, settings);
+    }
+
+    let mut jobs = Jobs::default();
+    for image in &raw.images {
+        let written = r.expand(image, "images")?;
+        let source = ImageRef::parse(&written).map_err(|e| r.at(image.span(), e.to_string()))?;
+        let target = r.default_target_for(&source, default_target.as_ref(), image.span())?;
+        jobs.add(&r, source, target, image.span())?;
+    }
+    for mirror in &raw.mirror {
+        r.mirror_jobs(mirror, default_target.as_ref(), &mut jobs)?;
+    }
+    if jobs.list.is_empty() {
+        return Err(ConfigError::Whole {
+            path: path.to_path_buf(),
+            message:
+                "nothing to mirror: list references in `images = [...]` or add [[mirror]] entries"
+                    .to_string(),
+        });
+    }
+
+    // Every registry a job touches gets settings: loopback speaks plain HTTP, and credentials
+    // the file does not give come from Docker's config.json.
+    for job in &jobs.list {
+        for registry in [&job.source.registry, &job.target.registry] {
+            let settings = registries
+                .entry(canonical_registry(registry).to_string())
+                .or_insert_with(|| RegistrySettings {
+                    plain_http: is_loopback(registry),
+                    ..RegistrySettings::default()
+                });
+            if settings.credentials.is_none() {
+                settings.credentials = docker.credentials(registry).cloned();
+            }
+        }
+    }
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        jobs: jobs.list,
+        concurrency,
+        registries,
+    })
+}
+
+struct Resolver<'a> {
+    path: &'a Path,
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    fn at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.text, span, message)
+    }
+
+    /// Expands `${VAR}` from the environment (`$$` is a literal `$`); an unset variable is an
+    /// error naming it and the key that used it.
+    fn expand(&self, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let raw = value.get_ref();
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw.as_str();
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(after) = rest.strip_prefix("$$") {
+                out.push('$');
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("${") {
+                let Some(end) = after.find('}') else {
+                    return Err(
+                        self.at(value.span(), format!("{key}: `${{` without a closing `}}`"))
+                    );
+                };
+                let name = &after[..end];
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(self.at(
+                        value.span(),
+                        format!("{key}: {name:?} is not an environment variable name"),
+                    ));
+                }
+                match (self.env)(name) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        return Err(self.at(
+                            value.span(),
+                            format!("{key}: environment variable {name} is not set"),
+                        ))
+                    }
+                }
+                rest = &after[end + 1..];
+            } else {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn default_target_for(
+        &self,
+        source: &ImageRef,
+        default_target: Option<&Repository>,
+        span: Range<usize>,
+    ) -> Result<ImageRef, ConfigError> {
+        match default_target {
+            Some(prefix) => Ok(prefix.join(&source.written_path).image_for(source)),
+            None => Err(self.at(
+                span,
+                format!("no target for {source}: set `target` in [defaults], or give this image a [[mirror]] entry with its own `target`"),
+            )),
+        }
+    }
+
+    fn mirror_jobs(
+        &self,
+        mirror: &Spanned<RawMirror>,
+        default_target: Option<&Repository>,
+        jobs: &mut Jobs,
+    ) -> Result<(), ConfigError> {
+        let m = mirror.get_ref();
+        let written = self.expand(&m.source, "mirror.source")?;
+        let sources = match &m.tags {
+            None => vec![(
+                ImageRef::parse(&written).map_err(|e| self.at(m.source.span(), e.to_string()))?,
+                m.source.span(),
+            )],
+            Some(tags) if tags.is_empty() => {
+                return Err(self.at(m.source.span(), "mirror.tags is empty: list at least one tag, or leave `tags` out and name the tag in `source`"))
+            }
+            Some(tags) => {
+                let repo = ImageRef::parse_repository(&written)
+                    .map_err(|e| self.at(m.source.span(), e.to_string()))?;
+                let mut sources = Vec::with_capacity(tags.len());
+                for tag in tags {
+                    let name = self.expand(tag, "mirror.tags")?;
+                    let source = repo.with_tag(&name).map_err(|e| self.at(tag.span(), e.to_string()))?;
+                    sources.push((source, tag.span()));
+                }
+                sources
+            }
+        };
+        let own_target = match &m.target {
+            Some(target) => {
+                let written = self.expand(target, "mirror.target")?;
+                Some(
+                    Repository::parse(&written, true)
+                        .map_err(|e| self.at(target.span(), e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        for (source, span) in sources {
+            let target = match &own_target {
+                Some(repo) => repo.image_for(&source),
+                None => self.default_target_for(&source, default_target, span.clone())?,
+            };
+            jobs.add(self, source, target, span)?;
+        }
+        Ok(())
+    }
+
+    fn registry_settings(
+        &self,
+        name: &Spanned<String>,
+        raw: &RawRegistry,
+    ) -> Result<RegistrySettings, ConfigError> {
+        let key = |field: &str| format!("registries.{:?}.{field}", name.get_ref());
+        let credentials = match (&raw.username, &raw.password) {
+            (None, None) => None,
+            (Some(user), Some(password)) => Some(Credentials {
+                username: self.expand(user, &key("username"))?,
+                password: Secret::new(self.expand(password, &key("password"))?),
+            }),
+            (Some(user), None) => {
+                return Err(self.at(
+                    user.span(),
+                    format!("{} is set but {} is not", key("username"), key("password")),
+                ))
+            }
+            (None, Some(password)) => {
+                return Err(self.at(
+                    password.span(),
+                    format!("{} is set but {} is not", key("password"), key("username")),
+                ))
+            }
+        };
+        let ca_file = match &raw.ca_file {
+            Some(file) => {
+                let path = PathBuf::from(self.expand(file, &key("ca_file"))?);
+                if !path.is_file() {
+                    return Err(self.at(
+                        file.span(),
+                        format!("{}: no such file {}", key("ca_file"), path.display()),
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(RegistrySettings {
+            credentials,
+            plain_http: raw.insecure.unwrap_or_else(|| is_loopback(name.get_ref())),
+            ca_file,
+        })
+    }
+}
+
+/// The job list under construction: each target once.
+#[derive(Default)]
+struct Jobs {
+    list: Vec<Job>,
+    /// Target reference → index in `list`, to catch two sources landing on one target.
+    by_target: BTreeMap<String, usize>,
+}
+
+impl Jobs {
+    fn add(
+        &mut self,
+        r: &Resolver<'_>,
+        source: ImageRef,
+        target: ImageRef,
+        span: Range<usize>,
+    ) -> Result<(), ConfigError> {
+        let line = r.text[..span.start.min(r.text.len())].matches('\n').count() + 1;
+        let key = target.to_string();
+        if let Some(&first) = self.by_target.get(&key) {
+            let earlier = &self.list[first];
+            if earlier.source == source {
+                return Ok(()); // the same image listed twice is mirrored once
+            }
+            return Err(r.at(
+                span,
+                format!(
+                    "{source} and {} (line {}) would both be mirrored to {key}",
+                    earlier.source, earlier.line
+                ),
+            ));
+        }
+        self.by_target.insert(key, self.list.len());
+        self.list.push(Job {
+            source,
+            target,
+            line,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_with(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve(
+            Path::new("mirrors.toml"),
+            text,
+            &|name| env.get(name).cloned(),
+            &DockerConfig::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn targets(config: &Config) -> Vec<String> {
+        config.jobs.iter().map(|j| j.target.to_string()).collect()
+    }
+
+    #[test]
+    fn the_issue_example_resolves() {
+        let text = r#"
+images = ["nginx:stable", "ghcr.io/org/app:v1"]
+[defaults]
+target = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/mirror"
+concurrency = 4
+[registries."docker.io"]
+username = "${DOCKERHUB_USERNAME}"
+password = "${DOCKERHUB_TOKEN}"
+[registries."registry.internal:5000"]
+insecure = true
+[[mirror]]
+source = "ghcr.io/org/tool"
+tags = ["v1.2.0", "v1.3.0"]
+target = "registry.internal:5000/tools/tool"
+"#;
+        let config = resolve_with(
+            text,
+            &[("DOCKERHUB_USERNAME", "me"), ("DOCKERHUB_TOKEN", "tok")],
+        )
+        .unwrap();
+        let ecr = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/mirror";
+        assert_eq!(
+            targets(&config),
+            [
+                format!("{ecr}/nginx:stable"),
+                format!("{ecr}/org/app:v1"),
+                "registry.internal:5000/tools/tool:v1.2.0".to_string(),
+                "registry.internal:5000/tools/tool:v1.3.0".to_string(),
+            ]
+        );
+        let hub = config.registry("registry-1.docker.io");
+        assert_eq!(hub.credentials.unwrap().password.expose(), "tok");
+        assert!(config.registry("registry.internal:5000").plain_http);
+        assert!(!config.registry("ghcr.io").plain_http);
+        assert!(config.registry("127.0.0.1:5000").plain_http);
+        assert_eq!(config.jobs[0].line, 2);
+        assert_eq!(config.jobs[3].line, 13);
+    }
+
+    #[test]
+    fn refusals_point_at_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("images = [\"a\"\n", "mirrors.toml:1:"),
+            ("[defaults]\nconcurrensy = 4\n", "mirrors.toml:2:1: unknown key `concurrensy`"),
+            ("images = [\"Nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n", "mirrors.toml:1:11: invalid image reference \"Nginx:1\""),
+            ("images = [\"nginx\"]\n", "mirrors.toml:1:11: no target for docker.io/library/nginx:latest"),
+            (
+                "images = [\"nginx:1\", \"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n",
+                "",
+            ),
+            (
+                "images = [\"nginx:1\", \"quay.io/x/nginx:1\"]\n[[mirror]]\nsource = \"ghcr.io/nginx\"\ntags = [\"1\"]\ntarget = \"r.io/m/nginx\"\n[defaults]\ntarget = \"r.io/m\"\n",
+                "mirrors.toml:4:9: ghcr.io/nginx:1 and docker.io/library/nginx:1 (line 1) would both be mirrored to r.io/m/nginx:1",
+            ),
+            ("[registries.\"x.io\"]\nusername = \"u\"\npassword = \"${NOPE}\"\n", "mirrors.toml:3:12: registries.\"x.io\".password: environment variable NOPE is not set"),
+            ("[registries.\"x.io\"]\npassword = \"p\"\n", "mirrors.toml:2:12: registries.\"x.io\".password is set but registries.\"x.io\".username is not"),
+            ("images = [\"a\"]\n[defaults]\ntarget = \"mirror\"\n", "mirrors.toml:3:10: invalid target \"mirror\""),
+            ("images = [\"a\"]\n[defaults]\ntarget = \"r.io\"\nconcurrency = 0\n", "mirrors.toml:4:15: defaults.concurrency must be between 1 and 64"),
+            ("", "nothing to mirror"),
+            ("[[mirror]]\nsource = \"x.io/a:1\"\ntags = [\"2\"]\ntarget = \"r.io/a\"\n", "mirrors.toml:2:10: invalid image reference \"x.io/a:1\": names a tag"),
+        ];
+        for (text, expected) in cases {
+            match resolve_with(text, &[]) {
+                Ok(config) if expected.is_empty() => {
+                    assert_eq!(config.jobs.len(), 1, "duplicates collapse")
+                }
+                Ok(_) => panic!("accepted {text:?}"),
+                Err(err) => assert!(err.contains(expected), "{text:?}\n{err}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dollar_escapes_and_literal_dollars_survive() {
+        let text = "images = [\"a\"]\n[defaults]\ntarget = \"r.io/${P}\"\n[registries.\"r.io\"]\nusername = \"u\"\npassword = \"p$$w$d\"\n";
+        let config = resolve_with(text, &[("P", "mirror")]).unwrap();
+        assert_eq!(targets(&config), ["r.io/mirror/a:latest"]);
+        let creds = config.registry("r.io").credentials.unwrap();
+        assert_eq!(creds.password.expose(), "p$w$d");
+    }
+}

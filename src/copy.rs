@@ -1,0 +1,224 @@
+//! Mirroring one image: compare by HEAD, then copy in the one order that keeps a tag honest.
+//!
+//! 1. HEAD the source and the target (free on Docker Hub). Equal digests: done, no GET.
+//! 2. GET the source manifest by the digest just seen, so a tag moving meanwhile cannot mix
+//!    two versions.
+//! 3. Depth first: every blob of an image, then the image manifest by digest; every child of
+//!    an index, then the index. The tag is pushed last, so at every instant it points either
+//!    at its old content or at complete new content. A process killed anywhere leaves at worst
+//!    unreferenced blobs and manifests, which the next run reuses.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::{stream, FutureExt, StreamExt, TryStreamExt};
+
+use crate::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
+use crate::config::Job;
+use crate::manifest::{Descriptor, Manifest, ManifestError};
+use crate::reference::{ImageRef, Repository};
+use crate::registry::{Registries, RegistryError};
+
+/// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
+const CHILD_MANIFESTS_AT_ONCE: usize = 4;
+
+/// What is shared by every image of one pass.
+#[derive(Debug, Clone)]
+pub struct PassContext {
+    pub registries: Arc<Registries>,
+    pub ledger: Arc<BlobLedger>,
+    /// Compare only: report what would be copied and copy nothing.
+    pub dry_run: bool,
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target tag already points at the source digest.
+    Unchanged { digest: String },
+    /// Copied; the target now points at `digest`.
+    Mirrored { digest: String, stats: CopyStats },
+    /// Dry run: the target differs (`target` is what it points at now, if anything).
+    WouldCopy {
+        digest: String,
+        target: Option<String>,
+    },
+}
+
+/// Work done for one image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Manifest GETs sent to the source: Docker Hub's unit of rate limiting.
+    pub pulls: u64,
+    pub manifests_pushed: u64,
+    pub blobs_copied: u64,
+    pub blobs_mounted: u64,
+    pub blobs_present: u64,
+    pub bytes_copied: u64,
+}
+
+impl std::ops::AddAssign for CopyStats {
+    fn add_assign(&mut self, o: Self) {
+        self.pulls += o.pulls;
+        self.manifests_pushed += o.manifests_pushed;
+        self.blobs_copied += o.blobs_copied;
+        self.blobs_mounted += o.blobs_mounted;
+        self.blobs_present += o.blobs_present;
+        self.bytes_copied += o.bytes_copied;
+    }
+}
+
+/// Why an image was not mirrored.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("source {0} does not exist")]
+    SourceMissing(String),
+    #[error("{image} {source}")]
+    Manifest {
+        image: String,
+        #[source]
+        source: ManifestError,
+    },
+}
+
+/// Mirrors one image, or in a dry run says whether it would.
+pub async fn mirror(ctx: &PassContext, job: &Job) -> Result<Outcome, CopyError> {
+    let registries = &ctx.registries;
+    let source_digest = match &job.source.digest {
+        Some(pinned) => pinned.clone(),
+        None => registries
+            .manifest_digest(&job.source)
+            .await?
+            .ok_or_else(|| CopyError::SourceMissing(job.source.to_string()))?,
+    };
+    let target_digest = registries.manifest_digest(&job.target.named()).await?;
+    if target_digest.as_deref() == Some(source_digest.as_str()) {
+        return Ok(Outcome::Unchanged {
+            digest: source_digest,
+        });
+    }
+    if ctx.dry_run {
+        return Ok(Outcome::WouldCopy {
+            digest: source_digest,
+            target: target_digest,
+        });
+    }
+
+    let source = job.source.pinned(&source_digest);
+    let (body, digest) = registries.pull_manifest(&source).await?;
+    let mut stats = CopyStats {
+        pulls: 1,
+        ..CopyStats::default()
+    };
+    let manifest = Manifest::parse(&body, None).map_err(|source_err| CopyError::Manifest {
+        image: source.to_string(),
+        source: source_err,
+    })?;
+    let from = repository_of(&job.source);
+    let to = repository_of(&job.target);
+    stats += copy_references(ctx, &from, &to, &manifest).await?;
+    registries
+        .push_manifest(&job.target, body, manifest.media_type())
+        .await?;
+    stats.manifests_pushed += 1;
+    Ok(Outcome::Mirrored { digest, stats })
+}
+
+/// Copies everything `manifest` references into `to`, so that it can be pushed there.
+fn copy_references<'a>(
+    ctx: &'a PassContext,
+    from: &'a Repository,
+    to: &'a Repository,
+    manifest: &'a Manifest,
+) -> BoxFuture<'a, Result<CopyStats, CopyError>> {
+    async move {
+        let work: Vec<BoxFuture<'a, Result<CopyStats, CopyError>>> = match manifest {
+            Manifest::Image { blobs, .. } => blobs
+                .iter()
+                .map(|blob| place_blob(ctx, from, to, blob).boxed())
+                .collect(),
+            Manifest::Index { children, .. } => children
+                .iter()
+                .map(|child| copy_child(ctx, from, to, &child.digest, &child.media_type).boxed())
+                .collect(),
+        };
+        let at_once = match manifest {
+            Manifest::Image { .. } => MAX_BLOB_TRANSFERS,
+            Manifest::Index { .. } => CHILD_MANIFESTS_AT_ONCE,
+        };
+        stream::iter(work)
+            .buffer_unordered(at_once)
+            .try_fold(CopyStats::default(), |mut total, s| async move {
+                total += s;
+                Ok(total)
+            })
+            .await
+    }
+    .boxed()
+}
+
+async fn place_blob(
+    ctx: &PassContext,
+    from: &Repository,
+    to: &Repository,
+    blob: &Descriptor,
+) -> Result<CopyStats, CopyError> {
+    let mut stats = CopyStats::default();
+    match ctx.ledger.place(&ctx.registries, from, to, blob).await? {
+        Placed::AlreadyThere => stats.blobs_present += 1,
+        Placed::Mounted => stats.blobs_mounted += 1,
+        Placed::Copied(bytes) => {
+            stats.blobs_copied += 1;
+            stats.bytes_copied += bytes;
+        }
+    }
+    Ok(stats)
+}
+
+/// Copies one child manifest of an index (and all it references), pushed by digest.
+async fn copy_child(
+    ctx: &PassContext,
+    from: &Repository,
+    to: &Repository,
+    digest: &str,
+    declared_type: &str,
+) -> Result<CopyStats, CopyError> {
+    let target = digest_only(to, digest);
+    let mut stats = CopyStats::default();
+    if ctx.registries.manifest_digest(&target).await?.is_some() {
+        return Ok(stats); // a registry only stores a manifest whose references it holds
+    }
+    let source = digest_only(from, digest);
+    let (body, _) = ctx.registries.pull_manifest(&source).await?;
+    stats.pulls += 1;
+    let manifest =
+        Manifest::parse(&body, Some(declared_type)).map_err(|e| CopyError::Manifest {
+            image: source.to_string(),
+            source: e,
+        })?;
+    stats += copy_references(ctx, from, to, &manifest).await?;
+    ctx.registries
+        .push_manifest(&target, body, manifest.media_type())
+        .await?;
+    stats.manifests_pushed += 1;
+    Ok(stats)
+}
+
+fn repository_of(image: &ImageRef) -> Repository {
+    Repository {
+        registry: image.registry.clone(),
+        repository: image.repository.clone(),
+    }
+}
+
+fn digest_only(repository: &Repository, digest: &str) -> ImageRef {
+    ImageRef {
+        registry: repository.registry.clone(),
+        repository: repository.repository.clone(),
+        written_path: repository.repository.clone(),
+        tag: None,
+        digest: Some(digest.to_string()),
+    }
+}

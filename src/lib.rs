@@ -1,0 +1,24 @@
+//! regmirror keeps copies of container images in a registry its users control.
+//!
+//! How a run flows through the modules:
+//!
+//! - [`cli`] parses the command line and dispatches; [`logging`] sets up tracing.
+//! - [`config`] reads mirrors.toml in two stages into a validated [`config::Config`]: jobs
+//!   (source → target, built by [`reference`]) and per-registry settings ([`credentials`]).
+//! - [`run`] runs one pass: every job through [`copy`], a bounded number at once, into a
+//!   [`run::Report`].
+//! - [`copy`] mirrors one image: HEAD both sides, then blobs → child manifests → the tag,
+//!   reading manifests with [`manifest`] and placing blobs through [`blobs`] (exists, mount,
+//!   or stream, each blob moved once per pass).
+//! - [`registry`] speaks the distribution protocol through oci-client, with typed errors.
+
+pub mod blobs;
+pub mod cli;
+pub mod config;
+pub mod copy;
+pub mod credentials;
+pub mod logging;
+pub mod manifest;
+pub mod reference;
+pub mod registry;
+pub mod run;

@@ -1,0 +1,37 @@
+//! Logs to stderr: readable text for people, one JSON object per line for CloudWatch and
+//! journald pipelines. `RUST_LOG` wins over `-v`/`-q` when set.
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `verbosity` is `-v` count minus `-q` count.
+pub fn init(format: LogFormat, verbosity: i8) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
+        _ => EnvFilter::new(match verbosity {
+            i8::MIN..=-2 => "error",
+            -1 => "warn",
+            0 => "warn,regmirror=info",
+            1 => "info,regmirror=debug",
+            _ => "trace",
+        }),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}

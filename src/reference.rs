@@ -1,0 +1,388 @@
+//! Image references as users write them, and where each one is mirrored to.
+//!
+//! Parsing and validation of the reference grammar is oci-client's (`oci_client::Reference`,
+//! a port of Docker's own normaliser). This module adds the two things a mirror needs on top:
+//! the repository path *as the user wrote it* (target names are built from it, so
+//! `nginx:stable` lands at `<prefix>/nginx`, not `<prefix>/library/nginx`), and the host that
+//! actually serves a registry's API (`docker.io` is served by `registry-1.docker.io`).
+
+use std::fmt;
+
+use oci_client::Reference;
+
+/// The registry name users write for Docker Hub.
+pub const DOCKER_HUB: &str = "docker.io";
+/// The host that serves Docker Hub's registry API.
+pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+/// Why a reference or target could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("invalid image reference {written:?}: {reason}")]
+    Invalid { written: String, reason: String },
+    #[error("invalid target {written:?}: {reason}")]
+    InvalidTarget { written: String, reason: String },
+}
+
+/// A source image: a repository on a registry, pinned by tag, digest or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The registry as users name it (`docker.io`, `ghcr.io`, `127.0.0.1:5001`).
+    pub registry: String,
+    /// The full repository on that registry (`library/nginx`).
+    pub repository: String,
+    /// The repository path as written, registry host dropped (`nginx`); targets are named after it.
+    pub written_path: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// Parses a reference such as `nginx:stable`, `ghcr.io/org/app:v1` or `repo@sha256:…`.
+    ///
+    /// A reference with neither tag nor digest means `:latest`, as it does for Docker.
+    pub fn parse(written: &str) -> Result<Self, ReferenceError> {
+        let (path, tag, digest) = split_written(written)?;
+        let parsed: Reference = written.parse().map_err(|e| ReferenceError::Invalid {
+            written: written.to_string(),
+            reason: format!("{e}"),
+        })?;
+        let written_path = match path.split_once('/') {
+            Some((first, rest)) if looks_like_host(first) => rest.to_string(),
+            _ => path.to_string(),
+        };
+        let tag = match (tag, digest) {
+            (None, None) => Some("latest".to_string()),
+            (tag, _) => tag.map(str::to_string),
+        };
+        Ok(ImageRef {
+            registry: parsed.registry().to_string(),
+            repository: parsed.repository().to_string(),
+            written_path,
+            tag,
+            digest: digest.map(str::to_string),
+        })
+    }
+
+    /// Parses a repository with no tag or digest (a `[[mirror]]` source that lists `tags`).
+    pub fn parse_repository(written: &str) -> Result<Self, ReferenceError> {
+        let (_, tag, digest) = split_written(written)?;
+        if tag.is_some() || digest.is_some() {
+            return Err(ReferenceError::Invalid {
+                written: written.to_string(),
+                reason: "names a tag or digest and also lists `tags`; use one or the other"
+                    .to_string(),
+            });
+        }
+        Self::parse(written)
+    }
+
+    /// The same repository pinned to another tag.
+    pub fn with_tag(&self, tag: &str) -> Result<Self, ReferenceError> {
+        let written = format!("{}/{}:{tag}", self.registry, self.repository);
+        let checked = Self::parse(&written)?;
+        Ok(ImageRef {
+            tag: checked.tag,
+            digest: None,
+            ..self.clone()
+        })
+    }
+
+    /// The same image pinned to `digest`, its tag kept for messages and pushes.
+    pub fn pinned(&self, digest: &str) -> Self {
+        ImageRef {
+            digest: Some(digest.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The name a HEAD should check: the tag when there is one (a tag is what must point at
+    /// the right content), else the digest.
+    pub fn named(&self) -> Self {
+        match &self.tag {
+            Some(_) => ImageRef {
+                digest: None,
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
+    /// What the registry API is asked for: the digest when pinned, else the tag.
+    pub fn api_reference(&self) -> Reference {
+        let host = api_host(&self.registry).to_string();
+        match (&self.tag, &self.digest) {
+            (_, Some(digest)) => {
+                Reference::with_digest(host, self.repository.clone(), digest.clone())
+            }
+            (Some(tag), None) => Reference::with_tag(host, self.repository.clone(), tag.clone()),
+            (None, None) => unreachable!("ImageRef always has a tag or a digest"),
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A repository in the registry the user controls: `host[:port]/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Repository {
+    pub registry: String,
+    pub repository: String,
+}
+
+impl Repository {
+    /// Parses `host[:port][/path]`, as written for `defaults.target` (a prefix, which may be
+    /// the bare host) or a `[[mirror]]` `target` (a full repository).
+    pub fn parse(written: &str, require_path: bool) -> Result<Self, ReferenceError> {
+        let invalid = |reason: &str| ReferenceError::InvalidTarget {
+            written: written.to_string(),
+            reason: reason.to_string(),
+        };
+        let trimmed = written.trim_end_matches('/');
+        let (host, path) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        if !looks_like_host(host) {
+            return Err(invalid(
+                "must start with a registry host, such as `registry.example.com/mirror` or `127.0.0.1:5000`",
+            ));
+        }
+        if require_path && path.is_empty() {
+            return Err(invalid("names a registry but no repository"));
+        }
+        if path.contains(['@', ':']) {
+            return Err(invalid("is a repository: it takes no tag or digest"));
+        }
+        if !path.is_empty() {
+            // Let the reference grammar judge the path (lower case, separators, length).
+            format!("{host}/{path}:probe")
+                .parse::<Reference>()
+                .map_err(|e| invalid(&format!("{e}")))?;
+        }
+        Ok(Repository {
+            registry: host.to_string(),
+            repository: path.to_string(),
+        })
+    }
+
+    /// `prefix/<path>`: where a source is mirrored under a `defaults.target` prefix.
+    pub fn join(&self, path: &str) -> Repository {
+        let repository = if self.repository.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.repository)
+        };
+        Repository {
+            registry: self.registry.clone(),
+            repository,
+        }
+    }
+
+    /// The image `source` becomes in this repository: same tag, same digest.
+    pub fn image_for(&self, source: &ImageRef) -> ImageRef {
+        ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            written_path: self.repository.clone(),
+            tag: source.tag.clone(),
+            digest: source.digest.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)
+    }
+}
+
+/// The host that serves a registry's API.
+pub fn api_host(registry: &str) -> &str {
+    match registry {
+        DOCKER_HUB | "index.docker.io" | DOCKER_HUB_API => DOCKER_HUB_API,
+        other => other,
+    }
+}
+
+/// The one name regmirror uses for a registry, whichever alias a user wrote.
+pub fn canonical_registry(name: &str) -> &str {
+    match name {
+        "index.docker.io" | DOCKER_HUB_API => DOCKER_HUB,
+        other => other,
+    }
+}
+
+/// Whether a registry is reached over loopback, where Docker itself speaks plain HTTP.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Docker's rule: the first path component is a host when it has a dot or a port, or is
+/// `localhost`.
+fn looks_like_host(component: &str) -> bool {
+    component.contains(['.', ':']) || component == "localhost" || component.starts_with('[')
+}
+
+/// Splits `name[:tag][@digest]` as written, keeping the name's spelling.
+fn split_written(written: &str) -> Result<(&str, Option<&str>, Option<&str>), ReferenceError> {
+    if written.trim() != written || written.is_empty() {
+        return Err(ReferenceError::Invalid {
+            written: written.to_string(),
+            reason: "empty or surrounded by spaces".to_string(),
+        });
+    }
+    let (name, digest) = match written.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (written, None),
+    };
+    // A colon after the last slash starts the tag; one before it is a registry port.
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match name[last_slash..].find(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    Ok((path, tag, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn target_of(prefix: &str, source: &str) -> String {
+        let source = ImageRef::parse(source).unwrap();
+        let target = Repository::parse(prefix, false)
+            .unwrap()
+            .join(&source.written_path);
+        target.image_for(&source).to_string()
+    }
+
+    #[test]
+    fn docker_hub_short_names_expand_but_keep_their_written_path() {
+        let r = ImageRef::parse("nginx:stable").unwrap();
+        assert_eq!(r.registry, "docker.io");
+        assert_eq!(r.repository, "library/nginx");
+        assert_eq!(r.written_path, "nginx");
+        assert_eq!(r.api_reference().resolve_registry(), "registry-1.docker.io");
+        assert_eq!(r.api_reference().repository(), "library/nginx");
+    }
+
+    #[test]
+    fn targets_are_named_after_the_path_as_written() {
+        let t = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/mirror";
+        assert_eq!(target_of(t, "nginx:stable"), format!("{t}/nginx:stable"));
+        assert_eq!(
+            target_of(t, "library/alpine:3.19"),
+            format!("{t}/library/alpine:3.19")
+        );
+        assert_eq!(
+            target_of(t, "ghcr.io/org/app:v1"),
+            format!("{t}/org/app:v1")
+        );
+        assert_eq!(
+            target_of(t, "127.0.0.1:5001/team/app:1.0"),
+            format!("{t}/team/app:1.0")
+        );
+        assert_eq!(
+            target_of("localhost:5000", "nginx"),
+            "localhost:5000/nginx:latest"
+        );
+    }
+
+    #[test]
+    fn digest_references_are_pushed_by_digest() {
+        let source = format!("quay.io/prometheus/prometheus@{DIGEST}");
+        assert_eq!(
+            target_of("reg.example.com/m", &source),
+            format!("reg.example.com/m/prometheus/prometheus@{DIGEST}")
+        );
+        let r = ImageRef::parse(&source).unwrap();
+        assert_eq!(r.tag, None);
+        assert_eq!(r.api_reference().digest(), Some(DIGEST));
+    }
+
+    #[test]
+    fn a_registry_port_is_not_a_tag() {
+        let r = ImageRef::parse("127.0.0.1:5001/team/app").unwrap();
+        assert_eq!(r.registry, "127.0.0.1:5001");
+        assert_eq!(r.tag.as_deref(), Some("latest"));
+    }
+
+    #[test]
+    fn bad_references_are_refused_with_the_reference_named() {
+        for bad in [
+            "",
+            "Nginx:1",
+            "nginx:",
+            "a b",
+            "nginx@sha256:short",
+            " nginx",
+        ] {
+            let err = ImageRef::parse(bad).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_mirror_source_with_tags_must_not_name_one_itself() {
+        assert!(ImageRef::parse_repository("ghcr.io/org/tool").is_ok());
+        assert!(ImageRef::parse_repository("ghcr.io/org/tool:v1").is_err());
+        let tagged = ImageRef::parse_repository("ghcr.io/org/tool")
+            .unwrap()
+            .with_tag("v1.2.0");
+        assert_eq!(tagged.unwrap().to_string(), "ghcr.io/org/tool:v1.2.0");
+        assert!(ImageRef::parse_repository("x.io/t")
+            .unwrap()
+            .with_tag("bad tag")
+            .is_err());
+    }
+
+    #[test]
+    fn targets_must_start_with_a_host() {
+        assert!(Repository::parse("mirror/foo", false).is_err());
+        assert!(Repository::parse("reg.example.com", true).is_err());
+        assert!(Repository::parse("reg.example.com/a:b", true).is_err());
+        assert!(Repository::parse("reg.example.com/UPPER", true).is_err());
+        let r = Repository::parse("registry.internal:5000/tools/tool", true).unwrap();
+        assert_eq!(r.registry, "registry.internal:5000");
+        assert_eq!(r.repository, "tools/tool");
+    }
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        for host in [
+            "localhost:5000",
+            "127.0.0.1:5001",
+            "127.1.2.3",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "registry.internal:5000",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+}
