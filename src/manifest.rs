@@ -229,9 +229,7 @@ mod tests {
         for body in [
             "not json".to_string(),
             r#"{"schemaVersion":2}"#.to_string(),
-            format!(
-                r#"{{"schemaVersion":2,"manifests":[{{"digest":"sha256:../../x","size":1}}]}}"#
-            ),
+            r#"{"schemaVersion":2,"manifests":[{"digest":"sha256:../../x","size":1}]}"#.to_string(),
             format!(
                 r#"{{"schemaVersion":3,"config":{{"digest":"{}","size":1}}}}"#,
                 digest('a')

@@ -1,0 +1,35 @@
+//! Test harness shared by the integration tests: real registries, images built on the fly,
+//! a fault-injecting proxy, and a way to run the `regmirror` binary.
+//!
+//! Every test binary declares `mod harness;` and uses what it needs. Everything here is
+//! synchronous for the caller; the proxy runs its own tokio runtime on background threads.
+//!
+//! - [`registry`]: a throwaway CNCF distribution registry (`docker-registry`) per test.
+//! - [`image`]: random images (OCI, Docker v2, multi-arch, artifacts) and pushing them.
+//! - [`remote`]: reading a registry back (manifests, blobs, tags, whole-image checks).
+//! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
+//! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
+
+// Each test binary uses a different subset of the harness, so unused items are expected.
+#![allow(dead_code)]
+
+pub mod cli;
+pub mod image;
+pub mod proxy;
+pub mod registry;
+pub mod remote;
+
+// Re-exported for `use harness::*`; each binary uses only some of them.
+#[allow(unused_imports)]
+pub use cli::{regmirror, write_config, Run, RunExt, Sandbox, Spawned};
+#[allow(unused_imports)]
+pub use image::{sha256_digest, Flavor, Image, ImageBuilder, Layer, Pushed};
+#[allow(unused_imports)]
+pub use proxy::{Action, Holder, Logged, Proxy, RequestInfo, Rule};
+#[allow(unused_imports)]
+pub use registry::{Registry, RegistryOptions};
+#[allow(unused_imports)]
+pub use remote::{
+    blob_exists, check_complete, delete_blob, delete_manifest, get_blob, get_manifest,
+    head_manifest, tags, Remote,
+};

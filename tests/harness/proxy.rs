@@ -1,0 +1,642 @@
+//! A reverse proxy in front of a real registry: it logs every request and applies fault
+//! rules (canned answers, corrupted bodies, held requests) chosen by the test at runtime.
+//!
+//! Bodies are streamed both ways, never buffered whole. `Location` headers pointing at the
+//! upstream are rewritten to point at the proxy, so clients keep talking through it. The
+//! proxy runs on its own tokio runtime; its API is synchronous.
+//!
+//! Rules are consulted in order for each request; the first that returns `Some(action)`
+//! decides, and a request no rule claims is forwarded. A new kind of misbehaviour (a Docker
+//! Hub rate-limit simulator, say) is one more [`Rule`], not a change to the proxy.
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::fmt;
+use std::net::TcpListener as StdTcpListener;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// What a rule sees of a request (the body is not available: it is streamed on).
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub method: String,
+    /// Path with query, e.g. `/v2/library/nginx/manifests/latest`.
+    pub path: String,
+    /// Request headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestInfo {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One request seen by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// Status sent to the client; 0 while held, or when the connection was closed unanswered.
+    pub status: u16,
+}
+
+/// Which registry API endpoint a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v2/`
+    Base,
+    /// `/v2/<repo>/manifests/<reference>`
+    Manifest,
+    /// `/v2/<repo>/blobs/<digest>`
+    Blob,
+    /// `/v2/<repo>/blobs/uploads/...`: POST starts an upload, PUT completes it.
+    Upload,
+    /// `/v2/<repo>/tags/list`
+    Tags,
+    /// Anything else (`/v2/_catalog`, ...).
+    Other,
+}
+
+/// Parses `/v2/<repo>/<kind>/<rest>`; returns the endpoint, repository and the last part.
+fn route(path: &str) -> (Endpoint, &str, &str) {
+    let path = path.split('?').next().unwrap_or_default();
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return (Endpoint::Other, "", "");
+    };
+    if rest.is_empty() {
+        return (Endpoint::Base, "", "");
+    }
+    if let Some((repo, _)) = rest.split_once("/blobs/uploads") {
+        return (Endpoint::Upload, repo, "");
+    }
+    if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
+        return (Endpoint::Manifest, repo, reference);
+    }
+    if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
+        return (Endpoint::Blob, repo, digest);
+    }
+    if let Some(repo) = rest.strip_suffix("/tags/list") {
+        return (Endpoint::Tags, repo, "");
+    }
+    (Endpoint::Other, "", "")
+}
+
+/// The same classification helpers on [`RequestInfo`] (for rules) and [`Logged`] (for counts).
+macro_rules! classify {
+    ($type:ty) => {
+        impl $type {
+            pub fn endpoint(&self) -> Endpoint {
+                route(&self.path).0
+            }
+
+            /// Repository name, e.g. `library/nginx`; empty for `/v2/` and unknown paths.
+            pub fn repo(&self) -> &str {
+                route(&self.path).1
+            }
+
+            /// Tag or digest of a manifest request, digest of a blob request, else empty.
+            pub fn reference(&self) -> &str {
+                route(&self.path).2
+            }
+
+            fn is(&self, method: &str, endpoint: Endpoint) -> bool {
+                self.method == method && self.endpoint() == endpoint
+            }
+
+            pub fn is_manifest_get(&self) -> bool {
+                self.is("GET", Endpoint::Manifest)
+            }
+
+            pub fn is_manifest_head(&self) -> bool {
+                self.is("HEAD", Endpoint::Manifest)
+            }
+
+            pub fn is_manifest_put(&self) -> bool {
+                self.is("PUT", Endpoint::Manifest)
+            }
+
+            pub fn is_blob_get(&self) -> bool {
+                self.is("GET", Endpoint::Blob)
+            }
+
+            pub fn is_blob_head(&self) -> bool {
+                self.is("HEAD", Endpoint::Blob)
+            }
+
+            /// `POST .../blobs/uploads/` (including cross-repository mounts).
+            pub fn is_upload_start(&self) -> bool {
+                self.is("POST", Endpoint::Upload)
+            }
+
+            /// The `PUT` that completes an upload: one per blob written.
+            pub fn is_blob_put(&self) -> bool {
+                self.is("PUT", Endpoint::Upload)
+            }
+        }
+    };
+}
+
+classify!(RequestInfo);
+classify!(Logged);
+
+/// What the proxy does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Pass it to the upstream and the answer back.
+    Forward,
+    /// Forward, then add these headers to the response (e.g. `ratelimit-remaining`).
+    ForwardWithHeaders(Vec<(String, String)>),
+    /// Answer without asking the upstream.
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Forward, but flip one byte of the response body; length and headers are kept, so the
+    /// client receives bytes that do not match their digest.
+    CorruptBody,
+    /// Close the connection without answering, like a network failure.
+    Disconnect,
+    /// Park the request until the test releases it (see [`Proxy::hold_on`]).
+    Hold(Gate),
+}
+
+impl Action {
+    /// A registry-style error answer: `{"errors":[{"code":..,"message":..}]}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Action {
+        let body = serde_json::json!({ "errors": [{ "code": code, "message": message }] });
+        Action::Respond {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+/// Decides what to do with a request; `None` leaves the decision to later rules.
+///
+/// Rules run under the proxy's rule lock: they must not call back into the [`Proxy`].
+pub trait Rule: Send {
+    fn decide(&mut self, request: &RequestInfo) -> Option<Action>;
+}
+
+impl<F> Rule for F
+where
+    F: FnMut(&RequestInfo) -> Option<Action> + Send,
+{
+    fn decide(&mut self, request: &RequestInfo) -> Option<Action> {
+        self(request)
+    }
+}
+
+/// Corrupts the body of every `GET /v2/<any repo>/blobs/<digest>` response.
+pub fn corrupt_blob(digest: &str) -> impl Rule {
+    let digest = digest.to_owned();
+    move |request: &RequestInfo| {
+        (request.is_blob_get() && request.reference() == digest).then_some(Action::CorruptBody)
+    }
+}
+
+/// Answers requests matching `predicate` with a registry error of `status`.
+pub fn fail_with(predicate: impl Fn(&RequestInfo) -> bool + Send, status: u16) -> impl Rule {
+    move |request: &RequestInfo| {
+        predicate(request).then(|| Action::error(status, "INJECTED", "fault injected by test"))
+    }
+}
+
+/// Lets `rule` decide at most `times` requests, then steps aside (e.g. corrupt once, so the
+/// client's retry succeeds).
+pub fn times(times: usize, mut rule: impl Rule) -> impl Rule {
+    let mut left = times;
+    move |request: &RequestInfo| {
+        if left == 0 {
+            return None;
+        }
+        let action = rule.decide(request)?;
+        left -= 1;
+        Some(action)
+    }
+}
+
+/// Shared between a held request and its [`Holder`].
+#[derive(Debug)]
+struct GateState {
+    arrived: Mutex<bool>,
+    arrival: Condvar,
+    release: watch::Sender<Release>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    Pending,
+    Forward,
+    Disconnect,
+}
+
+/// The proxy's side of a hold; made by [`Proxy::hold_on`].
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<GateState>);
+
+/// The test's side of a hold: learn when the request arrived, then release or drop it.
+///
+/// Dropping the holder without [`Holder::release`] closes the held request's connection
+/// without forwarding it, and disarms the hold if nothing arrived yet.
+#[derive(Debug)]
+pub struct Holder(Arc<GateState>);
+
+impl Holder {
+    /// Waits until a matching request is held; `false` if none came within `timeout`.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let arrived = self.0.arrived.lock().unwrap();
+        let (arrived, _) = self
+            .0
+            .arrival
+            .wait_timeout_while(arrived, timeout, |arrived| !*arrived)
+            .unwrap();
+        *arrived
+    }
+
+    /// Whether the request has arrived (without waiting).
+    pub fn arrived(&self) -> bool {
+        *self.0.arrived.lock().unwrap()
+    }
+
+    /// Forwards the held request (or the next matching one, if none arrived yet).
+    pub fn release(self) {
+        self.0.release.send_replace(Release::Forward);
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.0.release.send_if_modified(|release| {
+            let pending = *release == Release::Pending;
+            if pending {
+                *release = Release::Disconnect;
+            }
+            pending
+        });
+    }
+}
+
+/// State shared by the proxy's connections.
+struct Shared {
+    /// `127.0.0.1:PORT` of the registry behind the proxy.
+    upstream: String,
+    /// `127.0.0.1:PORT` of the proxy, for rewriting `Location`.
+    host: String,
+    log: Mutex<Vec<Logged>>,
+    rules: Mutex<Vec<Box<dyn Rule>>>,
+    client: reqwest::Client,
+}
+
+/// A running proxy; shut down (held requests dropped) when dropped.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    /// Runs the accept loop and connections; `None` only during drop.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("host", &self.shared.host)
+            .field("upstream", &self.shared.upstream)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy on a random loopback port forwarding to `upstream_host` (`host:port`).
+    pub fn start(upstream_host: &str) -> Proxy {
+        let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind proxy port");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let host = listener.local_addr().expect("proxy address").to_string();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("test-proxy")
+            .enable_all()
+            .build()
+            .expect("build proxy runtime");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("build proxy client");
+        let shared = Arc::new(Shared {
+            upstream: upstream_host.to_owned(),
+            host,
+            log: Mutex::new(Vec::new()),
+            rules: Mutex::new(Vec::new()),
+            client,
+        });
+        let listener = {
+            let _context = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).expect("register listener")
+        };
+        runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
+        Proxy {
+            shared,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn host(&self) -> &str {
+        &self.shared.host
+    }
+
+    /// `127.0.0.1:PORT` of the registry behind it.
+    pub fn upstream(&self) -> &str {
+        &self.shared.upstream
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Logged> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests logged so far.
+    pub fn clear(&self) {
+        self.shared.log.lock().unwrap().clear();
+    }
+
+    pub fn count(&self, predicate: impl Fn(&Logged) -> bool) -> usize {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| predicate(r))
+            .count()
+    }
+
+    /// Manifest GETs: what Docker Hub counts as pulls.
+    pub fn manifest_gets(&self) -> usize {
+        self.count(Logged::is_manifest_get)
+    }
+
+    pub fn manifest_heads(&self) -> usize {
+        self.count(Logged::is_manifest_head)
+    }
+
+    pub fn manifest_puts(&self) -> usize {
+        self.count(Logged::is_manifest_put)
+    }
+
+    pub fn blob_gets(&self) -> usize {
+        self.count(Logged::is_blob_get)
+    }
+
+    /// Completed blob uploads (`PUT .../blobs/uploads/...`).
+    pub fn blob_puts(&self) -> usize {
+        self.count(Logged::is_blob_put)
+    }
+
+    /// Appends a rule; earlier rules take precedence.
+    pub fn add_rule(&self, rule: impl Rule + 'static) {
+        self.shared.rules.lock().unwrap().push(Box::new(rule));
+    }
+
+    /// Removes every rule (holds included): from now on everything is forwarded.
+    pub fn clear_rules(&self) {
+        self.shared.rules.lock().unwrap().clear();
+    }
+
+    /// Holds the first request matching `predicate` (ahead of all other rules) until the
+    /// returned [`Holder`] releases it. Typical use: wait for it, SIGKILL the client, drop.
+    pub fn hold_on(&self, predicate: impl Fn(&RequestInfo) -> bool + Send + 'static) -> Holder {
+        let state = Arc::new(GateState {
+            arrived: Mutex::new(false),
+            arrival: Condvar::new(),
+            release: watch::Sender::new(Release::Pending),
+        });
+        let weak: Weak<GateState> = Arc::downgrade(&state);
+        let mut fired = false;
+        let rule = move |request: &RequestInfo| {
+            if fired || !predicate(request) {
+                return None;
+            }
+            // A dropped holder disarms the hold.
+            let state = weak.upgrade()?;
+            fired = true;
+            Some(Action::Hold(Gate(state)))
+        };
+        self.shared.rules.lock().unwrap().insert(0, Box::new(rule));
+        Holder(state)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+            // Errors here are clients going away or deliberate disconnects.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let info = RequestInfo {
+        method: request.method().to_string(),
+        path: request.uri().path_and_query().map_or_else(
+            || request.uri().path().to_owned(),
+            |p| p.as_str().to_owned(),
+        ),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect(),
+    };
+    let entry = {
+        let mut log = shared.log.lock().unwrap();
+        log.push(Logged {
+            method: info.method.clone(),
+            path: info.path.clone(),
+            status: 0,
+        });
+        log.len() - 1
+    };
+    let action = decide(&shared, &info);
+    let response = match action {
+        Action::Forward => forward(&shared, request, Vec::new(), false).await,
+        Action::ForwardWithHeaders(headers) => forward(&shared, request, headers, false).await,
+        Action::CorruptBody => forward(&shared, request, Vec::new(), true).await,
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => Ok(respond(status, headers, body)),
+        Action::Disconnect => Err("disconnect injected by test".into()),
+        Action::Hold(Gate(state)) => {
+            *state.arrived.lock().unwrap() = true;
+            state.arrival.notify_all();
+            let mut release = state.release.subscribe();
+            let decision = release
+                .wait_for(|release| *release != Release::Pending)
+                .await
+                .map(|release| *release);
+            drop(state);
+            match decision {
+                Ok(Release::Forward) => forward(&shared, request, Vec::new(), false).await,
+                _ => Err("held request dropped by test".into()),
+            }
+        }
+    }?;
+    // The log is updated before the client sees the answer, so a finished client run has a
+    // complete log.
+    if let Some(logged) = shared.log.lock().unwrap().get_mut(entry) {
+        logged.status = response.status().as_u16();
+    }
+    Ok(response)
+}
+
+fn decide(shared: &Shared, info: &RequestInfo) -> Action {
+    let mut rules = shared.rules.lock().unwrap();
+    rules
+        .iter_mut()
+        .find_map(|rule| rule.decide(info))
+        .unwrap_or(Action::Forward)
+}
+
+fn respond(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Response<ProxyBody> {
+    let body = Full::new(Bytes::from(body))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).expect("valid status code");
+    add_headers(response.headers_mut(), headers);
+    response
+}
+
+fn add_headers(map: &mut hyper::HeaderMap, headers: Vec<(String, String)>) {
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
+        let value = HeaderValue::from_str(&value).expect("valid header value");
+        map.append(name, value);
+    }
+}
+
+/// Headers that describe one connection, not the message: never copied across.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+async fn forward(
+    shared: &Shared,
+    request: Request<Incoming>,
+    extra_headers: Vec<(String, String)>,
+    corrupt: bool,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("http://{}{}", shared.upstream, path);
+    let mut upstream_request = shared.client.request(parts.method, url);
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name) && name != hyper::header::HOST {
+            upstream_request = upstream_request.header(name, value);
+        }
+    }
+    if !body.is_end_stream() {
+        // Streams the request body; its Content-Length, if any, is kept.
+        upstream_request = upstream_request.body(reqwest::Body::wrap(body));
+    }
+    let upstream_response = match upstream_request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            let message = format!("proxy could not reach {}: {e}", shared.upstream);
+            return Ok(respond(502, Vec::new(), message.into_bytes()));
+        }
+    };
+    let (mut parts, body) = Response::<reqwest::Body>::from(upstream_response).into_parts();
+    for name in HOP_BY_HOP {
+        parts.headers.remove(*name);
+    }
+    if let Some(location) = parts.headers.get_mut(hyper::header::LOCATION) {
+        let upstream_prefix = format!("http://{}", shared.upstream);
+        if let Some(rest) = location
+            .to_str()
+            .ok()
+            .and_then(|l| l.strip_prefix(&upstream_prefix))
+        {
+            let rewritten = format!("http://{}{}", shared.host, rest);
+            *location = HeaderValue::from_str(&rewritten).expect("valid Location");
+        }
+    }
+    add_headers(&mut parts.headers, extra_headers);
+    let body = body.map_err(BoxError::from);
+    let body = if corrupt {
+        let mut flipped = false;
+        body.map_frame(move |frame| {
+            frame.map_data(|data: Bytes| {
+                if flipped || data.is_empty() {
+                    return data;
+                }
+                flipped = true;
+                let mut bytes = data.to_vec();
+                bytes[0] ^= 0xff;
+                Bytes::from(bytes)
+            })
+        })
+        .boxed()
+    } else {
+        body.boxed()
+    };
+    Ok(Response::from_parts(parts, body))
+}
