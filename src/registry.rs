@@ -117,6 +117,12 @@ impl From<OciDistributionError> for Failure {
             E::ServerError {
                 code: 429, message, ..
             } => Failure::RateLimited(clip(&message)),
+            E::ServerError { message, .. } if message.contains("DIGEST_INVALID") => {
+                Failure::DigestMismatch(format!(
+                    "the target registry refused the upload: {}",
+                    clip(&message)
+                ))
+            }
             E::ServerError { code, message, .. } => Failure::Status {
                 status: code,
                 message: clip(&message),
@@ -136,8 +142,20 @@ impl From<OciDistributionError> for Failure {
 fn request_failure(err: &reqwest::Error) -> Failure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if let Some(digest) = e.downcast_ref::<oci_client::errors::DigestError>() {
-            return Failure::DigestMismatch(digest.to_string());
+        // io::Error hides the error it wraps from `source()`: look inside it too.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        for candidate in [
+            Some(e),
+            inner.map(|i| i as &(dyn std::error::Error + 'static)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(digest) = candidate.downcast_ref::<oci_client::errors::DigestError>() {
+                return Failure::DigestMismatch(digest.to_string());
+            }
         }
         source = e.source();
     }
@@ -359,6 +377,34 @@ impl Registries {
     }
 }
 
+/// Holds each chunk back until the next one arrives, so the last bytes of a blob are sent
+/// only once the source stream has ended cleanly, which is when oci-client's verifying stream
+/// has checked the digest. On a mismatch the upload stops short of its Content-Length and the
+/// target never commits the blob, whatever the target itself checks. Costs one chunk of memory.
+fn hold_last_chunk<S, E>(chunks: S) -> impl futures_util::Stream<Item = Result<Bytes, E>>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    futures_util::stream::unfold(
+        (chunks, None::<Bytes>, false),
+        |(mut chunks, mut held, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match chunks.next().await {
+                    Some(Ok(chunk)) => match held.replace(chunk) {
+                        Some(previous) => return Some((Ok(previous), (chunks, held, false))),
+                        None => continue,
+                    },
+                    Some(Err(e)) => return Some((Err(e), (chunks, None, true))),
+                    None => return held.map(|last| (Ok(last), (chunks, None, true))),
+                }
+            }
+        },
+    )
+}
+
 fn blob_reference(repository: &Repository, digest: &str) -> Reference {
     Reference::with_digest(
         api_host(&repository.registry).to_string(),
@@ -391,6 +437,36 @@ mod tests {
         .is_retryable());
         assert!(!err(Failure::DigestMismatch(String::new())).is_retryable());
         assert!(!err(Failure::Denied(String::new())).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn the_last_chunk_waits_for_a_clean_end() {
+        let chunks = |items: Vec<Result<&'static str, &'static str>>| {
+            futures_util::stream::iter(items.into_iter().map(|i| i.map(Bytes::from)))
+        };
+        let ok: Vec<_> = hold_last_chunk(chunks(vec![Ok("a"), Ok("b"), Ok("c")]))
+            .collect()
+            .await;
+        assert_eq!(
+            ok,
+            [
+                Ok(Bytes::from("a")),
+                Ok(Bytes::from("b")),
+                Ok(Bytes::from("c"))
+            ]
+        );
+        let bad: Vec<_> = hold_last_chunk(chunks(vec![Ok("a"), Ok("b"), Err("digest")]))
+            .collect()
+            .await;
+        assert_eq!(
+            bad,
+            [Ok(Bytes::from("a")), Err("digest")],
+            "b is never sent"
+        );
+        let empty: Vec<Result<Bytes, ()>> = hold_last_chunk(futures_util::stream::empty())
+            .collect()
+            .await;
+        assert!(empty.is_empty());
     }
 
     #[test]
