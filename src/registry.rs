@@ -142,20 +142,8 @@ impl From<OciDistributionError> for Failure {
 fn request_failure(err: &reqwest::Error) -> Failure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        // io::Error hides the error it wraps from `source()`: look inside it too.
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref());
-        for candidate in [
-            Some(e),
-            inner.map(|i| i as &(dyn std::error::Error + 'static)),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Some(digest) = candidate.downcast_ref::<oci_client::errors::DigestError>() {
-                return Failure::DigestMismatch(digest.to_string());
-            }
+        if let Some(mismatch) = digest_error_in(e) {
+            return Failure::DigestMismatch(mismatch.to_string());
         }
         source = e.source();
     }
@@ -166,6 +154,31 @@ fn request_failure(err: &reqwest::Error) -> Failure {
         source = e.source();
     }
     Failure::Transport(clip(&message))
+}
+
+/// The digest check oci-client's verifying stream raised, if `e` is or wraps it. The error
+/// travels as an `io::Error` inside an `OciDistributionError` inside the body error, and
+/// `io::Error` hides what it wraps from `source()`, so each layer is opened by hand.
+fn digest_error_in<'e>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e oci_client::errors::DigestError> {
+    use oci_client::errors::DigestError;
+    if let Some(d) = e.downcast_ref::<DigestError>() {
+        return Some(d);
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return digest_error_in_io(io);
+    }
+    match e.downcast_ref::<OciDistributionError>()? {
+        OciDistributionError::DigestError(d) => Some(d),
+        OciDistributionError::IoError(io) => digest_error_in_io(io),
+        _ => None,
+    }
+}
+
+fn digest_error_in_io(io: &std::io::Error) -> Option<&oci_client::errors::DigestError> {
+    let inner: &(dyn std::error::Error + 'static) = io.get_ref()?;
+    inner.downcast_ref()
 }
 
 fn clip(message: &str) -> String {
@@ -365,10 +378,7 @@ impl Registries {
                 )),
             });
         }
-        let body = download
-            .stream
-            .map_err(OciDistributionError::IoError)
-            .boxed();
+        let body = hold_last_chunk(download.stream.map_err(OciDistributionError::IoError)).boxed();
         self.client
             .push_blob_stream(&target, body, digest, Some(size))
             .await
