@@ -81,7 +81,9 @@ pub async fn execute(cli: Cli) -> Exit {
     };
     match cli.command {
         Some(Command::Check) => {
-            println!("{}: {} images", config.path.display(), config.jobs.len());
+            let n = config.jobs.len();
+            let noun = if n == 1 { "image" } else { "images" };
+            println!("{}: {n} {noun}", config.path.display());
             for job in &config.jobs {
                 println!("  {} → {}", job.source, job.target);
             }

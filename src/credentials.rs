@@ -61,7 +61,11 @@ pub enum DockerConfigError {
 /// The `auths` section of Docker's config.json, by canonical registry name.
 #[derive(Debug, Default)]
 pub struct DockerConfig {
+    /// Where it was read from, for messages.
+    path: PathBuf,
     auths: BTreeMap<String, Credentials>,
+    /// Registries whose entry cannot be decoded: an error only if a job needs them.
+    broken: BTreeMap<String, String>,
 }
 
 impl DockerConfig {
@@ -87,16 +91,13 @@ impl DockerConfig {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
-        Self::parse(&text).map_err(|err| match err {
-            ParseError::Json(e) => unreadable(format!("not valid JSON: {e}")),
-            ParseError::BadAuth(registry) => DockerConfigError::BadAuth {
-                path: path.to_path_buf(),
-                registry,
-            },
-        })
+        let mut config =
+            Self::parse(&text).map_err(|e| unreadable(format!("not valid JSON: {e}")))?;
+        config.path = path.to_path_buf();
+        Ok(config)
     }
 
-    fn parse(text: &str) -> Result<Self, ParseError> {
+    fn parse(text: &str) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
@@ -108,14 +109,19 @@ impl DockerConfig {
             username: Option<String>,
             password: Option<String>,
         }
-        let file: File = serde_json::from_str(text).map_err(ParseError::Json)?;
+        let file: File = serde_json::from_str(text)?;
         let mut auths = BTreeMap::new();
+        let mut broken = BTreeMap::new();
         for (key, entry) in file.auths {
             let registry = registry_of_auths_key(&key);
             let credentials = match (entry.auth, entry.username, entry.password) {
-                (Some(auth), _, _) if !auth.is_empty() => {
-                    decode_auth(&auth).ok_or_else(|| ParseError::BadAuth(key.clone()))?
-                }
+                (Some(auth), _, _) if !auth.is_empty() => match decode_auth(&auth) {
+                    Some(credentials) => credentials,
+                    None => {
+                        broken.insert(registry, key);
+                        continue;
+                    }
+                },
                 (_, Some(username), Some(password)) => Credentials {
                     username,
                     password: Secret::new(password),
@@ -125,18 +131,25 @@ impl DockerConfig {
             };
             auths.insert(registry, credentials);
         }
-        Ok(DockerConfig { auths })
+        Ok(DockerConfig {
+            path: PathBuf::new(),
+            auths,
+            broken,
+        })
     }
 
-    /// Credentials for a registry, under any of the names Docker files it by.
-    pub fn credentials(&self, registry: &str) -> Option<&Credentials> {
-        self.auths.get(canonical_registry(registry))
+    /// Credentials for a registry, under any of the names Docker files it by. An entry for it
+    /// that cannot be decoded is an error (an unrelated broken entry is not).
+    pub fn credentials(&self, registry: &str) -> Result<Option<&Credentials>, DockerConfigError> {
+        let registry = canonical_registry(registry);
+        if let Some(key) = self.broken.get(registry) {
+            return Err(DockerConfigError::BadAuth {
+                path: self.path.clone(),
+                registry: key.clone(),
+            });
+        }
+        Ok(self.auths.get(registry))
     }
-}
-
-enum ParseError {
-    Json(serde_json::Error),
-    BadAuth(String),
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `https://host:5000` → `host:5000`.
@@ -185,24 +198,28 @@ mod tests {
                 "helper.example.com": {{}}
             }}, "credsStore": "desktop"}}"#
         );
-        let config = DockerConfig::parse(&text).ok().unwrap();
-        let hub = config.credentials("docker.io").unwrap();
+        let config = DockerConfig::parse(&text).unwrap();
+        let hub = config.credentials("docker.io").unwrap().unwrap();
         assert_eq!(hub.username, "bob");
         assert_eq!(hub.password.expose(), "s3cret");
-        assert!(config.credentials("registry-1.docker.io").is_some());
-        assert_eq!(
-            config
-                .credentials("registry.internal:5000")
-                .unwrap()
-                .username,
-            "ci"
-        );
-        assert!(config.credentials("helper.example.com").is_none());
+        assert!(config
+            .credentials("registry-1.docker.io")
+            .unwrap()
+            .is_some());
+        let internal = config
+            .credentials("registry.internal:5000")
+            .unwrap()
+            .unwrap();
+        assert_eq!(internal.username, "ci");
+        assert!(config.credentials("helper.example.com").unwrap().is_none());
     }
 
     #[test]
-    fn a_broken_auth_entry_is_named() {
-        let err = DockerConfig::parse(r#"{"auths": {"x.io": {"auth": "!!!"}}}"#).err();
-        assert!(matches!(err, Some(ParseError::BadAuth(k)) if k == "x.io"));
+    fn a_broken_auth_entry_is_an_error_only_for_its_own_registry() {
+        let config =
+            DockerConfig::parse(r#"{"auths": {"https://x.io": {"auth": "!!!"}}}"#).unwrap();
+        let err = config.credentials("x.io").unwrap_err().to_string();
+        assert!(err.contains("\"https://x.io\""), "{err}");
+        assert!(config.credentials("y.io").unwrap().is_none());
     }
 }

@@ -27,7 +27,9 @@ pub fn init(format: LogFormat, verbosity: i8) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
+        // No module path in JSON: its key, `target`, would read as the image's target.
         LogFormat::Json => builder
+            .with_target(false)
             .json()
             .flatten_event(true)
             .with_current_span(true)

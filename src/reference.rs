@@ -149,6 +149,11 @@ impl Repository {
             written: written.to_string(),
             reason: reason.to_string(),
         };
+        if let Some((scheme, rest)) = written.split_once("://") {
+            return Err(invalid(&format!(
+                "takes no {scheme}:// scheme: write `{rest}`"
+            )));
+        }
         let trimmed = written.trim_end_matches('/');
         let (host, path) = trimmed.split_once('/').unwrap_or((trimmed, ""));
         if !looks_like_host(host) {
@@ -357,6 +362,8 @@ mod tests {
     #[test]
     fn targets_must_start_with_a_host() {
         assert!(Repository::parse("mirror/foo", false).is_err());
+        let scheme = Repository::parse("https://r.io/m", false).unwrap_err();
+        assert!(scheme.to_string().contains("write `r.io/m`"), "{scheme}");
         assert!(Repository::parse("reg.example.com", true).is_err());
         assert!(Repository::parse("reg.example.com/a:b", true).is_err());
         assert!(Repository::parse("reg.example.com/UPPER", true).is_err());

@@ -231,7 +231,8 @@ impl Registries {
                 );
             }
         }
-        let client = Client::new(ClientConfig {
+        // try_from, not new: new() would swallow a bad CA and fall back to a default client.
+        let client = Client::try_from(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(plain_http),
             extra_root_certificates,
             use_monolithic_push: true,
@@ -240,7 +241,8 @@ impl Registries {
             user_agent: USER_AGENT,
             platform_resolver: None,
             ..ClientConfig::default()
-        });
+        })
+        .map_err(|e| format!("cannot set up the registry client (check each ca_file): {e}"))?;
         Ok(Registries { client, auth })
     }
 

@@ -88,7 +88,13 @@ pub(super) fn resolve(
                     ..RegistrySettings::default()
                 });
             if settings.credentials.is_none() {
-                settings.credentials = docker.credentials(registry).cloned();
+                settings.credentials = docker
+                    .credentials(registry)
+                    .map_err(|e| ConfigError::Whole {
+                        path: path.to_path_buf(),
+                        message: format!("cannot use Docker's credentials for {registry}: {e}"),
+                    })?
+                    .cloned();
             }
         }
     }
@@ -246,11 +252,26 @@ impl Resolver<'_> {
         };
         let ca_file = match &raw.ca_file {
             Some(file) => {
-                let path = PathBuf::from(self.expand(file, &key("ca_file"))?);
-                if !path.is_file() {
+                // Relative to the config file, so the file means the same from any directory.
+                let written = PathBuf::from(self.expand(file, &key("ca_file"))?);
+                let path = match self.path.parent() {
+                    Some(dir) if written.is_relative() => dir.join(&written),
+                    _ => written,
+                };
+                let problem = match std::fs::read_to_string(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file"),
+                    Err(_) => Some("cannot be read"),
+                    // TLS libraries skip what is not a certificate: a wrong file would be
+                    // silently ignored, so look for one here.
+                    Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => {
+                        Some("holds no PEM certificate")
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(problem) = problem {
                     return Err(self.at(
                         file.span(),
-                        format!("{}: no such file {}", key("ca_file"), path.display()),
+                        format!("{}: {} {problem}", key("ca_file"), path.display()),
                     ));
                 }
                 Some(path)

@@ -1,0 +1,420 @@
+//! Registries that require a login: credentials from mirrors.toml (`${VAR}`s) or from Docker's
+//! config.json, what a wrong password does to a pass, and that no secret reaches the logs at
+//! any level or in either log format.
+
+mod harness;
+
+use base64::Engine;
+use serde_json::Value;
+
+use harness::*;
+
+const SOURCE_USER: &str = "src-user";
+const SOURCE_PASSWORD: &str = "s3cr3t-Pa55-w0rd-9f1c";
+const TARGET_USER: &str = "dst-user";
+const TARGET_PASSWORD: &str = "t4rg3t-Pa55-w0rd-7e2d";
+const PLATFORMS: &[&str] = &["linux/amd64", "linux/arm64"];
+
+fn base64_of(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// Docker's config.json with one `auths` entry per `(key, user, password)`.
+fn docker_config(entries: &[(&str, &str, &str)]) -> String {
+    let auths: serde_json::Map<String, Value> = entries
+        .iter()
+        .map(|(key, user, password)| {
+            (
+                (*key).to_owned(),
+                serde_json::json!({ "auth": base64_of(user, password) }),
+            )
+        })
+        .collect();
+    serde_json::json!({ "auths": auths }).to_string()
+}
+
+/// `[registries."host"]` taking its login from `${<prefix>_USER}` and `${<prefix>_PASS}`.
+fn registry_login(registry: &Registry, prefix: &str) -> String {
+    format!(
+        "[registries.\"{}\"]\nusername = \"${{{prefix}_USER}}\"\npassword = \"${{{prefix}_PASS}}\"\n",
+        registry.host()
+    )
+}
+
+fn source_and_target() -> (Registry, Registry) {
+    let source = Registry::start_with(RegistryOptions::htpasswd(SOURCE_USER, SOURCE_PASSWORD));
+    let target = Registry::start_with(RegistryOptions::htpasswd(TARGET_USER, TARGET_PASSWORD));
+    (source, target)
+}
+
+#[track_caller]
+fn assert_holds(target: &Registry, repo: &str, tag: &str, image: &Image) {
+    assert_eq!(
+        head_manifest(target, repo, tag).as_deref(),
+        Some(image.digest()),
+        "{repo}:{tag} should carry the source digest"
+    );
+    check_complete(target, repo, tag).unwrap_or_else(|e| panic!("{repo}:{tag}: {e}"));
+}
+
+#[track_caller]
+fn assert_summary(run: &Run, summary: &str) {
+    assert!(run.stdout.contains(summary), "{}", run.output());
+}
+
+/// Every form in which a secret could leak: the password itself, `user:password` as base64,
+/// and the `Authorization` header value made from it.
+fn secret_forms(user: &str, password: &str) -> Vec<String> {
+    let encoded = base64_of(user, password);
+    vec![password.to_owned(), format!("Basic {encoded}"), encoded]
+}
+
+#[track_caller]
+fn assert_no_secret(run: &Run, credentials: &[(&str, &str)]) {
+    for (user, password) in credentials {
+        for secret in secret_forms(user, password) {
+            for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+                let leak = text
+                    .lines()
+                    .enumerate()
+                    .find(|(_, line)| line.contains(&secret));
+                if let Some((index, line)) = leak {
+                    let line: String = line.chars().take(400).collect();
+                    panic!("{stream} line {} contains {secret:?}:\n{line}", index + 1);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn credentials_from_mirrors_toml_variables_reach_both_registries() {
+    let (source, target) = source_and_target();
+    let image = Image::multi_arch(Flavor::Oci, PLATFORMS, 2, 4096);
+    image.push(&source, "team/app", "1.0");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{}/team/app:1.0\"]\n[defaults]\ntarget = \"{}/mirror\"\n{}{}",
+        source.host(),
+        target.host(),
+        registry_login(&source, "SRC"),
+        registry_login(&target, "DST"),
+    ));
+
+    let run = sandbox
+        .regmirror()
+        .arg("--once")
+        .env("SRC_USER", SOURCE_USER)
+        .env("SRC_PASS", SOURCE_PASSWORD)
+        .env("DST_USER", TARGET_USER)
+        .env("DST_PASS", TARGET_PASSWORD)
+        .run();
+    run.assert_success();
+    assert_summary(&run, "mirrored 1, unchanged 0, failed 0");
+    assert_holds(&target, "mirror/team/app", "1.0", &image);
+    assert_no_secret(
+        &run,
+        &[
+            (SOURCE_USER, SOURCE_PASSWORD),
+            (TARGET_USER, TARGET_PASSWORD),
+        ],
+    );
+
+    // The second pass logs in the same way to compare, and finds nothing to do.
+    let again = sandbox
+        .regmirror()
+        .arg("--once")
+        .env("SRC_USER", SOURCE_USER)
+        .env("SRC_PASS", SOURCE_PASSWORD)
+        .env("DST_USER", TARGET_USER)
+        .env("DST_PASS", TARGET_PASSWORD)
+        .run();
+    again.assert_success();
+    assert_summary(&again, "mirrored 0, unchanged 1, failed 0");
+}
+
+#[test]
+fn credentials_from_docker_config_json_alone_are_enough() {
+    let (source, target) = source_and_target();
+    let image = Image::multi_arch(Flavor::Docker, PLATFORMS, 1, 4096);
+    image.push(&source, "team/app", "1.0");
+    let sandbox = Sandbox::new();
+    // Docker files a registry under its bare host, or under a URL (as `docker login` of old
+    // did): both must be found.
+    let target_url = format!("http://{}", target.host());
+    sandbox.write_docker_config(&docker_config(&[
+        (source.host(), SOURCE_USER, SOURCE_PASSWORD),
+        (&target_url, TARGET_USER, TARGET_PASSWORD),
+    ]));
+    sandbox.write_config(&format!(
+        "images = [\"{}/team/app:1.0\"]\n[defaults]\ntarget = \"{}/mirror\"\n",
+        source.host(),
+        target.host(),
+    ));
+
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_success();
+    assert_summary(&run, "mirrored 1, unchanged 0, failed 0");
+    assert_holds(&target, "mirror/team/app", "1.0", &image);
+    assert_no_secret(
+        &run,
+        &[
+            (SOURCE_USER, SOURCE_PASSWORD),
+            (TARGET_USER, TARGET_PASSWORD),
+        ],
+    );
+}
+
+#[test]
+fn mirrors_toml_credentials_win_over_docker_config_json() {
+    let (source, target) = source_and_target();
+    let image = Image::single(Flavor::Oci, 1, 2048);
+    image.push(&source, "team/app", "1.0");
+    let sandbox = Sandbox::new();
+    sandbox.write_docker_config(&docker_config(&[
+        (source.host(), SOURCE_USER, "stale-docker-password"),
+        (target.host(), TARGET_USER, TARGET_PASSWORD),
+    ]));
+    sandbox.write_config(&format!(
+        "images = [\"{}/team/app:1.0\"]\n[defaults]\ntarget = \"{}/mirror\"\n{}",
+        source.host(),
+        target.host(),
+        registry_login(&source, "SRC"),
+    ));
+    let run = sandbox
+        .regmirror()
+        .arg("--once")
+        .env("SRC_USER", SOURCE_USER)
+        .env("SRC_PASS", SOURCE_PASSWORD)
+        .run();
+    run.assert_success();
+    assert_holds(&target, "mirror/team/app", "1.0", &image);
+}
+
+#[test]
+fn a_wrong_password_fails_that_image_and_the_others_still_mirror() {
+    let locked = Registry::start_with(RegistryOptions::htpasswd(SOURCE_USER, SOURCE_PASSWORD));
+    let open = Registry::start();
+    let target = Registry::start();
+    Image::single(Flavor::Oci, 1, 1024).push(&locked, "team/locked", "1.0");
+    let fine = Image::multi_arch(Flavor::Oci, PLATFORMS, 1, 2048);
+    fine.push(&open, "team/open", "1.0");
+    let sandbox = Sandbox::new();
+    let config = format!(
+        "images = [\n  \"{}/team/locked:1.0\",\n  \"{}/team/open:1.0\",\n]\n[defaults]\ntarget = \"{}/mirror\"\n{}",
+        locked.host(),
+        open.host(),
+        target.host(),
+        registry_login(&locked, "SRC"),
+    );
+    sandbox.write_config(&config);
+
+    let wrong = "wr0ng-Pa55-w0rd-4a7b";
+    let run = sandbox
+        .regmirror()
+        .args(["--once", "-vv"])
+        .env("SRC_USER", SOURCE_USER)
+        .env("SRC_PASS", wrong)
+        .run();
+    run.assert_code(1);
+    assert_summary(&run, "mirrored 1, unchanged 0, failed 1");
+    let failed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("FAILED"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", run.output());
+    let line = failed[0];
+    assert!(
+        line.contains(&format!(
+            "{0}/team/locked:1.0 → {1}/mirror/team/locked:1.0 (line 2): ",
+            locked.host(),
+            target.host()
+        )),
+        "the FAILED line names the image, its target and its line in mirrors.toml\n{}",
+        run.output()
+    );
+    let reason = line.to_lowercase();
+    assert!(
+        reason.contains("access denied") && reason.contains("credentials"),
+        "the reason should say access was denied and point at the credentials: {line}"
+    );
+    assert_holds(&target, "mirror/team/open", "1.0", &fine);
+    assert_eq!(head_manifest(&target, "mirror/team/locked", "1.0"), None);
+    assert_no_secret(
+        &run,
+        &[(SOURCE_USER, wrong), (SOURCE_USER, SOURCE_PASSWORD)],
+    );
+}
+
+/// The most verbose logging regmirror has, once as text (`-vv`) and once as JSON with
+/// `RUST_LOG=trace`, with credentials from both mirrors.toml and config.json: no secret in
+/// either stream, and the logs really are at trace level.
+#[test]
+fn no_secret_reaches_the_logs_at_trace_level() {
+    let (source, target) = source_and_target();
+    let image = Image::multi_arch(Flavor::Oci, PLATFORMS, 1, 4096);
+    image.push(&source, "team/app", "1.0");
+    let secrets = [
+        (SOURCE_USER, SOURCE_PASSWORD),
+        (TARGET_USER, TARGET_PASSWORD),
+    ];
+
+    // Each run mirrors into its own prefix, so both do the whole copy (HEAD, GET, blobs,
+    // manifests) rather than the second finding the image unchanged.
+    let runs = [
+        ("text", vec!["--once", "-vv"], None, "vv"),
+        (
+            "json",
+            vec!["--once", "--log-format", "json"],
+            Some("trace"),
+            "json",
+        ),
+    ];
+    for (format, args, rust_log, prefix) in runs {
+        let sandbox = Sandbox::new();
+        sandbox.write_docker_config(&docker_config(&[(
+            target.host(),
+            TARGET_USER,
+            TARGET_PASSWORD,
+        )]));
+        sandbox.write_config(&format!(
+            "images = [\"{}/team/app:1.0\"]\n[defaults]\ntarget = \"{}/{prefix}\"\n{}",
+            source.host(),
+            target.host(),
+            registry_login(&source, "SRC"),
+        ));
+        let mut command = sandbox.regmirror();
+        command
+            .args(&args)
+            .env("SRC_USER", SOURCE_USER)
+            .env("SRC_PASS", SOURCE_PASSWORD);
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let run = command.run();
+        run.assert_success();
+        assert_holds(&target, &format!("{prefix}/team/app"), "1.0", &image);
+
+        let trace_marker = match format {
+            "text" => " TRACE ",
+            _ => "\"level\":\"TRACE\"",
+        };
+        let trace_lines = run
+            .stderr
+            .lines()
+            .filter(|line| line.contains(trace_marker))
+            .count();
+        assert!(
+            trace_lines > 0,
+            "{format}: the logs should be at trace level, or this test proves nothing\n{}",
+            run.output()
+        );
+        assert_no_secret(&run, &secrets);
+        if format == "json" {
+            for line in run.stderr.lines() {
+                serde_json::from_str::<serde_json::Map<String, Value>>(line)
+                    .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+            }
+        }
+    }
+}
+
+/// `--log-format json`: one JSON object per stderr line, and each image's result line carries
+/// that image's source, whether it mirrored or failed.
+#[test]
+fn json_logs_are_one_object_per_line_with_the_image_on_each_result() {
+    let locked = Registry::start_with(RegistryOptions::htpasswd(SOURCE_USER, SOURCE_PASSWORD));
+    let open = Registry::start();
+    let target = Registry::start();
+    Image::single(Flavor::Oci, 1, 1024).push(&locked, "team/locked", "1.0");
+    Image::single(Flavor::Docker, 1, 1024).push(&open, "team/open", "2.0");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{}/team/locked:1.0\", \"{}/team/open:2.0\"]\n[defaults]\ntarget = \"{}/mirror\"\n{}",
+        locked.host(),
+        open.host(),
+        target.host(),
+        registry_login(&locked, "SRC"),
+    ));
+    let run = sandbox
+        .regmirror()
+        .args(["--once", "--log-format", "json"])
+        .env("SRC_USER", SOURCE_USER)
+        .env("SRC_PASS", "wr0ng-Pa55-w0rd-4a7b")
+        .run();
+    run.assert_code(1);
+
+    let lines: Vec<serde_json::Map<String, Value>> = run
+        .stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}\n{}", run.output()))
+        })
+        .collect();
+    assert!(!lines.is_empty(), "{}", run.output());
+
+    // The per-image result is the event whose message is `mirrored`/`failed`/`unchanged`.
+    let result_for = |source: &str| -> Vec<&serde_json::Map<String, Value>> {
+        lines
+            .iter()
+            .filter(|line| {
+                let message = line.get("message").and_then(Value::as_str);
+                matches!(message, Some("mirrored" | "failed" | "unchanged"))
+                    && serde_json::to_string(line).unwrap().contains(source)
+            })
+            .collect()
+    };
+    let open_source = format!("{}/team/open:2.0", open.host());
+    let locked_source = format!("{}/team/locked:1.0", locked.host());
+    let open_results = result_for(&open_source);
+    let locked_results = result_for(&locked_source);
+    assert_eq!(
+        open_results.len(),
+        1,
+        "one result line for {open_source}\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        locked_results.len(),
+        1,
+        "one result line for {locked_source}\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        open_results[0]["message"], "mirrored",
+        "{:?}",
+        open_results[0]
+    );
+    assert_eq!(
+        locked_results[0]["message"], "failed",
+        "{:?}",
+        locked_results[0]
+    );
+    // Source and target are fields of their own (of the `image` span), not only in a message.
+    let mirrored_as = |repo: &str| format!("{}/mirror/{repo}", target.host());
+    for (result, source, target) in [
+        (open_results[0], &open_source, mirrored_as("team/open:2.0")),
+        (
+            locked_results[0],
+            &locked_source,
+            mirrored_as("team/locked:1.0"),
+        ),
+    ] {
+        let fields = Value::Object(result.clone());
+        assert_eq!(
+            fields.pointer("/span/source").and_then(Value::as_str),
+            Some(source.as_str()),
+            "{fields}"
+        );
+        assert_eq!(
+            fields.pointer("/span/target").and_then(Value::as_str),
+            Some(target.as_str()),
+            "{fields}"
+        );
+    }
+    // The report on stdout stays text.
+    assert!(run.stdout.contains("FAILED"), "{}", run.output());
+    assert_summary(&run, "mirrored 1, unchanged 0, failed 1");
+}
