@@ -418,3 +418,86 @@ fn json_logs_are_one_object_per_line_with_the_image_on_each_result() {
     assert!(run.stdout.contains("FAILED"), "{}", run.output());
     assert_summary(&run, "mirrored 1, unchanged 0, failed 1");
 }
+
+/// The token flow of Docker Hub, GHCR and Quay: the source challenges with `Bearer realm=…`,
+/// regmirror fetches a token with its credentials, and neither password nor token is logged.
+#[test]
+fn bearer_token_registries_work_with_and_without_credentials_and_tokens_stay_out_of_logs() {
+    for credentials in [Some((SOURCE_USER, SOURCE_PASSWORD)), None] {
+        let upstream = Registry::start();
+        let source = Proxy::start(upstream.host());
+        let (rule, tokens) = harness::hub::BearerAuth::new(source.host(), credentials);
+        source.add_rule(rule);
+        let target = Registry::start();
+        let image = Image::multi_arch(Flavor::Docker, PLATFORMS, 2, 2048);
+        image.push(&upstream, "org/app", "v1");
+
+        let sandbox = Sandbox::new();
+        let login = match credentials {
+            Some(_) => format!(
+                "[registries.\"{}\"]\nusername = \"${{SRC_USER}}\"\npassword = \"${{SRC_PASS}}\"\n",
+                source.host()
+            ),
+            None => String::new(),
+        };
+        sandbox.write_config(&format!(
+            "images = [\"{}/org/app:v1\"]\n[defaults]\ntarget = \"{}/m\"\n{login}",
+            source.host(),
+            target.host()
+        ));
+        let run = sandbox
+            .regmirror()
+            .arg("--once")
+            .env("SRC_USER", SOURCE_USER)
+            .env("SRC_PASS", SOURCE_PASSWORD)
+            .env("RUST_LOG", "trace")
+            .run();
+        run.assert_success();
+        assert_holds(&target, "m/org/app", "v1", &image);
+        assert!(
+            run.stderr.contains("TRACE"),
+            "logs must be verbose for this test to mean anything"
+        );
+        assert_no_secret(&run, &[(SOURCE_USER, SOURCE_PASSWORD)]);
+        let tokens = tokens.lock().unwrap();
+        assert!(
+            !tokens.issued.is_empty(),
+            "the source must have demanded a token"
+        );
+        for token in &tokens.issued {
+            assert!(
+                !run.stderr.contains(token.as_str()),
+                "token {token} leaked: {}",
+                run.stderr
+            );
+            assert!(!run.stdout.contains(token.as_str()));
+        }
+        let unauthorized = source.count(|r| r.status == 401);
+        assert!(
+            unauthorized <= 2,
+            "one challenge per token, not per request: {:#?}",
+            source.requests()
+        );
+    }
+}
+
+#[test]
+fn a_bearer_registry_that_refuses_the_credentials_fails_that_image_with_a_clear_reason() {
+    let upstream = Registry::start();
+    let source = Proxy::start(upstream.host());
+    let (rule, _) =
+        harness::hub::BearerAuth::new(source.host(), Some((SOURCE_USER, SOURCE_PASSWORD)));
+    source.add_rule(rule);
+    let target = Registry::start();
+    Image::single(Flavor::Oci, 1, 1024).push(&upstream, "org/app", "v1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{}/org/app:v1\"]\n[defaults]\ntarget = \"{}\"\n[registries.\"{}\"]\nusername = \"{SOURCE_USER}\"\npassword = \"wrong\"\n",
+        source.host(),
+        target.host(),
+        source.host()
+    ));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_code(1);
+    assert!(run.stdout.contains("access denied"), "{}", run.output());
+}

@@ -8,12 +8,14 @@
 //! - [`image`]: random images (OCI, Docker v2, multi-arch, artifacts) and pushing them.
 //! - [`remote`]: reading a registry back (manifests, blobs, tags, whole-image checks).
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
+//! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow).
 //! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
 
 // Each test binary uses a different subset of the harness, so unused items are expected.
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod hub;
 pub mod image;
 pub mod proxy;
 pub mod registry;
