@@ -19,8 +19,7 @@ pub enum Exit {
     BadConfig = 2,
 }
 
-/// Keeps copies of container images in a registry you control, fresh and within upstream
-/// rate limits.
+/// Keeps exact copies of container images in a registry you control.
 #[derive(Debug, Parser)]
 #[command(name = "regmirror", version, about, long_about = None)]
 pub struct Cli {

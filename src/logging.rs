@@ -1,6 +1,8 @@
 //! Logs to stderr: readable text for people, one JSON object per line for CloudWatch and
 //! journald pipelines. `RUST_LOG` wins over `-v`/`-q` when set.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -22,8 +24,11 @@ pub fn init(format: LogFormat, verbosity: i8) {
             _ => "trace",
         }),
     };
+    // Colour only for a person at a terminal: journald and log files get plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),

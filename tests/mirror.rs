@@ -242,3 +242,54 @@ fn check_prints_the_plan_and_the_shipped_example_is_valid() {
     );
     assert!(!run.output().contains("not-a-real-token"));
 }
+
+#[test]
+fn a_docker_schema1_manifest_is_refused_by_name_and_the_others_still_mirror() {
+    let upstream = Registry::start();
+    let source = Proxy::start(upstream.host());
+    let target = Registry::start();
+    let modern = Image::single(Flavor::Docker, 1, 1024);
+    modern.push(&upstream, "modern", "1");
+    // Old registries still serve schema 1 for images pushed long ago: play one for `old:1`.
+    let body = br#"{"schemaVersion":1,"name":"old","tag":"1","architecture":"amd64","fsLayers":[],"history":[]}"#.to_vec();
+    let digest = sha256_digest(&body);
+    source.add_rule(move |r: &RequestInfo| {
+        (r.path == "/v2/old/manifests/1" || r.path == format!("/v2/old/manifests/{digest}")).then(
+            || Action::Respond {
+                status: 200,
+                headers: vec![
+                    (
+                        "content-type".into(),
+                        "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+                    ),
+                    ("docker-content-digest".into(), digest.clone()),
+                ],
+                body: if r.method == "HEAD" {
+                    Vec::new()
+                } else {
+                    body.clone()
+                },
+            },
+        )
+    });
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{0}/old:1\", \"{0}/modern:1\"]\n[defaults]\ntarget = \"{1}\"\n",
+        source.host(),
+        target.host()
+    ));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("Docker schema 1 manifest"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.contains("mirrored 1, unchanged 0, failed 1"),
+        "{}",
+        run.output()
+    );
+    assert!(tags(&target, "old").is_empty());
+    check_complete(&target, "modern", "1").unwrap();
+}
