@@ -15,6 +15,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use crate::manifest::Descriptor;
 use crate::reference::Repository;
 use crate::registry::{Registries, RegistryError};
+use crate::waiting::Waiter;
 
 /// Blob transfers under way at once across the whole pass: enough to fill a link, few
 /// enough not to look like a flood to the registry.
@@ -57,9 +58,10 @@ impl BlobLedger {
         from: &Repository,
         to: &Repository,
         blob: &Descriptor,
+        waiter: &Waiter,
     ) -> Result<Placed, RegistryError> {
         let digest = blob.digest.as_str();
-        if registries.blob_exists(to, digest).await? {
+        if registries.blob_exists(to, digest, waiter).await? {
             return Ok(Placed::AlreadyThere);
         }
         if from.registry == to.registry && registries.mount_blob(to, from, digest).await {
@@ -83,7 +85,11 @@ impl BlobLedger {
                     .acquire()
                     .await
                     .expect("the semaphore is never closed");
-                copied = Some(registries.copy_blob(from, to, digest, blob.size).await?);
+                copied = Some(
+                    registries
+                        .copy_blob(from, to, digest, blob.size, waiter)
+                        .await?,
+                );
                 Ok::<_, RegistryError>(to.clone())
             })
             .await?;
@@ -103,7 +109,9 @@ impl BlobLedger {
             .await
             .expect("the semaphore is never closed");
         Ok(Placed::Copied(
-            registries.copy_blob(from, to, digest, blob.size).await?,
+            registries
+                .copy_blob(from, to, digest, blob.size, waiter)
+                .await?,
         ))
     }
 }

@@ -18,6 +18,7 @@ use crate::config::Job;
 use crate::manifest::{Descriptor, Manifest, ManifestError};
 use crate::reference::{ImageRef, Repository};
 use crate::registry::{Registries, RegistryError};
+use crate::waiting::Waiter;
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
 const CHILD_MANIFESTS_AT_ONCE: usize = 4;
@@ -84,16 +85,18 @@ pub enum CopyError {
 }
 
 /// Mirrors one image, or in a dry run says whether it would.
-pub async fn mirror(ctx: &PassContext, job: &Job) -> Result<Outcome, CopyError> {
+pub async fn mirror(ctx: &PassContext, job: &Job, waiter: &Waiter) -> Result<Outcome, CopyError> {
     let registries = &ctx.registries;
     let source_digest = match &job.source.digest {
         Some(pinned) => pinned.clone(),
         None => registries
-            .manifest_digest(&job.source)
+            .manifest_digest(&job.source, waiter)
             .await?
             .ok_or_else(|| CopyError::SourceMissing(job.source.to_string()))?,
     };
-    let target_digest = registries.manifest_digest(&job.target.named()).await?;
+    let target_digest = registries
+        .manifest_digest(&job.target.named(), waiter)
+        .await?;
     if target_digest.as_deref() == Some(source_digest.as_str()) {
         return Ok(Outcome::Unchanged {
             digest: source_digest,
@@ -107,7 +110,7 @@ pub async fn mirror(ctx: &PassContext, job: &Job) -> Result<Outcome, CopyError> 
     }
 
     let source = job.source.pinned(&source_digest);
-    let (body, digest) = registries.pull_manifest(&source).await?;
+    let (body, digest) = registries.pull_manifest(&source, waiter).await?;
     let mut stats = CopyStats {
         pulls: 1,
         ..CopyStats::default()
@@ -118,9 +121,9 @@ pub async fn mirror(ctx: &PassContext, job: &Job) -> Result<Outcome, CopyError> 
     })?;
     let from = repository_of(&job.source);
     let to = repository_of(&job.target);
-    stats += copy_references(ctx, &from, &to, &manifest).await?;
+    stats += copy_references(ctx, waiter, &from, &to, &manifest).await?;
     registries
-        .push_manifest(&job.target, body, manifest.media_type())
+        .push_manifest(&job.target, body, manifest.media_type(), waiter)
         .await?;
     stats.manifests_pushed += 1;
     Ok(Outcome::Mirrored { digest, stats })
@@ -129,6 +132,7 @@ pub async fn mirror(ctx: &PassContext, job: &Job) -> Result<Outcome, CopyError> 
 /// Copies everything `manifest` references into `to`, so that it can be pushed there.
 fn copy_references<'a>(
     ctx: &'a PassContext,
+    waiter: &'a Waiter,
     from: &'a Repository,
     to: &'a Repository,
     manifest: &'a Manifest,
@@ -137,11 +141,13 @@ fn copy_references<'a>(
         let work: Vec<BoxFuture<'a, Result<CopyStats, CopyError>>> = match manifest {
             Manifest::Image { blobs, .. } => blobs
                 .iter()
-                .map(|blob| place_blob(ctx, from, to, blob).boxed())
+                .map(|blob| place_blob(ctx, waiter, from, to, blob).boxed())
                 .collect(),
             Manifest::Index { children, .. } => children
                 .iter()
-                .map(|child| copy_child(ctx, from, to, &child.digest, &child.media_type).boxed())
+                .map(|child| {
+                    copy_child(ctx, waiter, from, to, &child.digest, &child.media_type).boxed()
+                })
                 .collect(),
         };
         let at_once = match manifest {
@@ -161,12 +167,17 @@ fn copy_references<'a>(
 
 async fn place_blob(
     ctx: &PassContext,
+    waiter: &Waiter,
     from: &Repository,
     to: &Repository,
     blob: &Descriptor,
 ) -> Result<CopyStats, CopyError> {
     let mut stats = CopyStats::default();
-    match ctx.ledger.place(&ctx.registries, from, to, blob).await? {
+    match ctx
+        .ledger
+        .place(&ctx.registries, from, to, blob, waiter)
+        .await?
+    {
         Placed::AlreadyThere => stats.blobs_present += 1,
         Placed::Mounted => stats.blobs_mounted += 1,
         Placed::Copied(bytes) => {
@@ -180,6 +191,7 @@ async fn place_blob(
 /// Copies one child manifest of an index (and all it references), pushed by digest.
 async fn copy_child(
     ctx: &PassContext,
+    waiter: &Waiter,
     from: &Repository,
     to: &Repository,
     digest: &str,
@@ -187,20 +199,25 @@ async fn copy_child(
 ) -> Result<CopyStats, CopyError> {
     let target = digest_only(to, digest);
     let mut stats = CopyStats::default();
-    if ctx.registries.manifest_digest(&target).await?.is_some() {
+    if ctx
+        .registries
+        .manifest_digest(&target, waiter)
+        .await?
+        .is_some()
+    {
         return Ok(stats); // a registry only stores a manifest whose references it holds
     }
     let source = digest_only(from, digest);
-    let (body, _) = ctx.registries.pull_manifest(&source).await?;
+    let (body, _) = ctx.registries.pull_manifest(&source, waiter).await?;
     stats.pulls += 1;
     let manifest =
         Manifest::parse(&body, Some(declared_type)).map_err(|e| CopyError::Manifest {
             image: source.to_string(),
             source: e,
         })?;
-    stats += copy_references(ctx, from, to, &manifest).await?;
+    stats += copy_references(ctx, waiter, from, to, &manifest).await?;
     ctx.registries
-        .push_manifest(&target, body, manifest.media_type())
+        .push_manifest(&target, body, manifest.media_type(), waiter)
         .await?;
     stats.manifests_pushed += 1;
     Ok(stats)

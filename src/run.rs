@@ -15,7 +15,9 @@ use tracing::{info, warn, Instrument};
 use crate::blobs::BlobLedger;
 use crate::config::{Config, Job};
 use crate::copy::{self, CopyError, Outcome, PassContext};
+use crate::ratelimit::RegistryUsage;
 use crate::registry::Registries;
+use crate::waiting::{secs, Waiter};
 
 /// The result of one image.
 #[derive(Debug)]
@@ -28,6 +30,8 @@ pub struct ImageResult {
 #[derive(Debug)]
 pub struct Report {
     pub results: Vec<ImageResult>,
+    /// Pulls spent and time waited, per registry pulled from.
+    pub usage: Vec<RegistryUsage>,
     pub elapsed: Duration,
     pub dry_run: bool,
 }
@@ -72,6 +76,21 @@ impl Report {
                 }
             }
         }
+        for u in &self.usage {
+            let left = match (u.remaining, u.limit) {
+                (Some(remaining), Some(limit)) => format!(", {remaining} of {limit} left"),
+                (Some(remaining), None) => format!(", {remaining} left"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{}: {} pulls, {} refused (HTTP 429), waited {}{left}",
+                u.registry,
+                u.pulls,
+                u.refused,
+                secs(u.waited)
+            );
+        }
         let verb = if self.dry_run {
             "would copy"
         } else {
@@ -96,18 +115,16 @@ pub async fn run_pass(config: &Config, dry_run: bool) -> Result<Report, String> 
         dry_run,
     };
     let slots = Arc::new(Semaphore::new(config.concurrency));
+    let max_wait = config.rate_limit.max_wait;
     let mut tasks = JoinSet::new();
     for (index, job) in config.jobs.iter().cloned().enumerate() {
         let (ctx, slots) = (ctx.clone(), slots.clone());
         let span = tracing::info_span!("image", source = %job.source, target = %job.target);
         tasks.spawn(
             async move {
-                let _slot = slots
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
+                let waiter = Waiter::start(slots, max_wait).await;
                 let image_started = Instant::now();
-                let outcome = copy::mirror(&ctx, &job).await;
+                let outcome = copy::mirror(&ctx, &job, &waiter).await;
                 log_outcome(&outcome, image_started.elapsed());
                 (index, outcome.map_err(|e| e.to_string()))
             }
@@ -135,6 +152,7 @@ pub async fn run_pass(config: &Config, dry_run: bool) -> Result<Report, String> 
         .collect();
     Ok(Report {
         results,
+        usage: ctx.registries.usage(),
         elapsed: started.elapsed(),
         dry_run,
     })

@@ -224,5 +224,5 @@ fn an_unreachable_target_fails_every_image_with_a_reason_and_exit_1() {
     ));
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_code(1);
-    assert!(run.stdout.contains("connection failed"), "{}", run.output());
+    assert!(run.stdout.contains("cannot connect"), "{}", run.output());
 }

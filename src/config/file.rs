@@ -23,6 +23,16 @@ pub struct RawConfig {
     /// `[[mirror]]` entries: a source repository with its tags, and optionally its own target.
     #[serde(default)]
     pub mirror: Vec<Spanned<RawMirror>>,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+}
+
+/// `[rate_limit]`: how pulls are paced against a registry's budget.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub reserve: Option<Spanned<i64>>,
+    pub max_wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +52,7 @@ pub struct RawRegistry {
     pub password: Option<Spanned<String>>,
     pub insecure: Option<bool>,
     pub ca_file: Option<Spanned<String>>,
+    pub reserve: Option<Spanned<i64>>,
 }
 
 impl std::fmt::Debug for RawRegistry {
@@ -51,6 +62,7 @@ impl std::fmt::Debug for RawRegistry {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("insecure", &self.insecure)
             .field("ca_file", &self.ca_file)
+            .field("reserve", &self.reserve)
             .finish()
     }
 }

@@ -15,6 +15,7 @@ mod resolve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use error::ConfigError;
 
@@ -23,6 +24,8 @@ use crate::reference::{canonical_registry, is_loopback, ImageRef};
 
 /// Images copied at once unless `defaults.concurrency` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// How long one image may wait for budget or retries unless `rate_limit.max_wait` says.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(6 * 60 * 60);
 
 /// The validated configuration: everything a pass needs, nothing left to parse.
 #[derive(Debug, Clone)]
@@ -35,6 +38,26 @@ pub struct Config {
     pub concurrency: usize,
     /// Settings of every registry a job reads or writes, by canonical name.
     pub registries: BTreeMap<String, RegistrySettings>,
+    /// How pulls are paced.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `[rate_limit]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Pulls per registry left unspent for people sharing the IP (a registry may override it).
+    pub reserve: u64,
+    /// The longest one image waits for budget or retries before it fails.
+    pub max_wait: Duration,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            reserve: 0,
+            max_wait: DEFAULT_MAX_WAIT,
+        }
+    }
 }
 
 /// One image to mirror: a source reference and the reference it becomes in the target.
@@ -55,6 +78,8 @@ pub struct RegistrySettings {
     pub plain_http: bool,
     /// Extra CA certificate (PEM) to trust for this registry's TLS.
     pub ca_file: Option<PathBuf>,
+    /// This registry's own `reserve`, overriding `[rate_limit]`'s.
+    pub reserve: Option<u64>,
 }
 
 impl Config {
@@ -67,6 +92,13 @@ impl Config {
             message: format!("cannot use Docker's credentials: {e}"),
         })?;
         resolve::resolve(path, &text, &|name| std::env::var(name).ok(), &docker)
+    }
+
+    /// Pulls to leave unspent at a registry.
+    pub fn reserve(&self, registry: &str) -> u64 {
+        self.registry(registry)
+            .reserve
+            .unwrap_or(self.rate_limit.reserve)
     }
 
     /// Settings for a registry, by any of its names; loopback registries default to plain HTTP.

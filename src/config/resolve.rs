@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::file::{RawConfig, RawMirror, RawRegistry};
-use super::{Config, ConfigError, Job, RegistrySettings, DEFAULT_CONCURRENCY};
+use super::{
+    Config, ConfigError, Job, RateLimitSettings, RegistrySettings, DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_WAIT,
+};
 use crate::credentials::{Credentials, DockerConfig, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 
@@ -49,6 +52,22 @@ pub(super) fn resolve(
                 ),
             ))
         }
+    };
+
+    let rate_limit = RateLimitSettings {
+        reserve: match &raw.rate_limit.reserve {
+            Some(n) => r.count(n, "rate_limit.reserve")?,
+            None => 0,
+        },
+        max_wait: match &raw.rate_limit.max_wait {
+            Some(text) => {
+                let written = r.expand(text, "rate_limit.max_wait")?;
+                humantime::parse_duration(&written).map_err(|e| {
+                    r.at(text.span(), format!("rate_limit.max_wait: {e} (write it like \"6h\", \"30m\" or \"1h 30m\")"))
+                })?
+            }
+            None => DEFAULT_MAX_WAIT,
+        },
     };
 
     let mut registries = BTreeMap::new();
@@ -104,6 +123,7 @@ pub(super) fn resolve(
         jobs: jobs.list,
         concurrency,
         registries,
+        rate_limit,
     })
 }
 
@@ -160,6 +180,16 @@ impl Resolver<'_> {
         }
         out.push_str(rest);
         Ok(out)
+    }
+
+    /// A count that cannot be negative, such as a reserve of pulls.
+    fn count(&self, n: &Spanned<i64>, key: &str) -> Result<u64, ConfigError> {
+        u64::try_from(*n.get_ref()).map_err(|_| {
+            self.at(
+                n.span(),
+                format!("{key} cannot be negative, it is {}", n.get_ref()),
+            )
+        })
     }
 
     fn default_target_for(
@@ -278,10 +308,15 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let reserve = match &raw.reserve {
+            Some(n) => Some(self.count(n, &key("reserve"))?),
+            None => None,
+        };
         Ok(RegistrySettings {
             credentials,
             plain_http: raw.insecure.unwrap_or_else(|| is_loopback(name.get_ref())),
             ca_file,
+            reserve,
         })
     }
 }

@@ -8,7 +8,7 @@
 //! - [`image`]: random images (OCI, Docker v2, multi-arch, artifacts) and pushing them.
 //! - [`remote`]: reading a registry back (manifests, blobs, tags, whole-image checks).
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
-//! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow).
+//! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
 //! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
 
 // Each test binary uses a different subset of the harness, so unused items are expected.
@@ -24,6 +24,10 @@ pub mod remote;
 // Re-exported for `use harness::*`; each binary uses only some of them.
 #[allow(unused_imports)]
 pub use cli::{regmirror, write_config, Run, RunExt, Sandbox, Spawned};
+#[allow(unused_imports)]
+pub use hub::{
+    BearerAuth, HeaderStyle, PullLimit, PullLimitOptions, PullLog, Refused, RetryAfter, Verdict,
+};
 #[allow(unused_imports)]
 pub use image::{sha256_digest, Flavor, Image, ImageBuilder, Layer, Pushed};
 #[allow(unused_imports)]

@@ -1,0 +1,403 @@
+//! One pull budget per registry, shared by all work in the process.
+//!
+//! Before a pull (a manifest GET) the budget is asked for a pull: it answers go, or wait this
+//! long and ask again. Pulls under way count against the last known remaining count, so eight
+//! concurrent images cannot all spend the last pull. When remaining is at or below the
+//! reserve, the registry's pulls wait: until the reset time when the registry gives one,
+//! otherwise between free HEAD probes at jittered intervals bounded by the window. The pause is
+//! logged once when it starts and once when it ends, not once per probe.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::RateLimitInfo;
+use crate::retry::jittered;
+use crate::waiting::secs;
+
+/// Probe interval when the registry names no window.
+const DEFAULT_PROBE: Duration = Duration::from_secs(60);
+/// Probe intervals stay within these, whatever the window: often enough to notice a reset,
+/// rarely enough not to look like polling.
+const MIN_PROBE: Duration = Duration::from_secs(1);
+const MAX_PROBE: Duration = Duration::from_secs(15 * 60);
+/// Slack after an announced reset, so the first pull does not race the registry's clock.
+const AFTER_RESET: Duration = Duration::from_millis(250);
+
+/// What the budget says about a pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Send it; the pull is counted as under way until [`Budget::finish`].
+    Go,
+    /// Wait this long, probe (HEAD) and ask again.
+    Wait(Duration),
+}
+
+/// How a pull that was let through ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullOutcome {
+    Served,
+    /// Answered 429.
+    Refused,
+    /// Failed otherwise (network, 5xx, 404…).
+    Failed,
+}
+
+/// What a pass spent at one registry, for the end-of-run summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryUsage {
+    pub registry: String,
+    pub pulls: u64,
+    pub refused: u64,
+    pub waited: Duration,
+    pub remaining: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+/// Every registry's budget, created on first use.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    by_host: Mutex<HashMap<String, Arc<Budget>>>,
+    /// `reserve` by API host; hosts not listed use `default_reserve`.
+    reserves: BTreeMap<String, u64>,
+    default_reserve: u64,
+}
+
+impl Budgets {
+    pub fn new(default_reserve: u64, reserves: BTreeMap<String, u64>) -> Self {
+        Budgets {
+            by_host: Mutex::default(),
+            reserves,
+            default_reserve,
+        }
+    }
+
+    /// The budget of the registry served by `host`.
+    pub fn of(&self, host: &str) -> Arc<Budget> {
+        let mut by_host = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        by_host
+            .entry(host.to_string())
+            .or_insert_with(|| {
+                let reserve = self
+                    .reserves
+                    .get(host)
+                    .copied()
+                    .unwrap_or(self.default_reserve);
+                Arc::new(Budget::new(host, reserve))
+            })
+            .clone()
+    }
+
+    /// Registries where the pass pulled or waited, by name.
+    pub fn usage(&self) -> Vec<RegistryUsage> {
+        let by_host = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        let mut usage: Vec<_> = by_host
+            .values()
+            .map(|b| b.usage())
+            .filter(|u| u.pulls > 0 || u.refused > 0 || !u.waited.is_zero())
+            .collect();
+        usage.sort_by(|a, b| a.registry.cmp(&b.registry));
+        usage
+    }
+}
+
+/// One registry's budget.
+#[derive(Debug)]
+pub struct Budget {
+    host: String,
+    reserve: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Last reported; `None` until a response says, or once a reset time has passed.
+    remaining: Option<u64>,
+    limit: Option<u64>,
+    window: Option<Duration>,
+    resets_at: Option<Instant>,
+    /// Pulls let through and not yet answered.
+    in_flight: u64,
+    pulls: u64,
+    refused: u64,
+    waited: Duration,
+    /// Set while paused, so the pause is logged once.
+    paused_since: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(host: &str, reserve: u64) -> Self {
+        Budget {
+            host: host.to_string(),
+            reserve,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May a pull go now? If so it is counted as under way.
+    pub fn try_take(&self) -> Gate {
+        let now = Instant::now();
+        let mut s = self.state();
+        if s.resets_at.is_some_and(|at| now >= at) {
+            s.remaining = None; // the window turned over: the old count no longer holds
+            s.resets_at = None;
+        }
+        let available = s.remaining.map(|r| r.saturating_sub(s.in_flight));
+        match available {
+            Some(available) if available <= self.reserve => {
+                let wait = match s.resets_at {
+                    Some(at) => at.saturating_duration_since(now) + AFTER_RESET,
+                    None => probe_interval(s.window),
+                };
+                if s.paused_since.is_none() {
+                    s.paused_since = Some(now);
+                    let resumes = match s.resets_at {
+                        Some(_) => format!(
+                            "in {}, when the registry says the budget resets",
+                            secs(wait)
+                        ),
+                        None => format!(
+                            "when a HEAD probe (free, about every {}) shows budget again",
+                            secs(probe_interval_base(s.window))
+                        ),
+                    };
+                    warn!(
+                        registry = %self.host,
+                        remaining = s.remaining.unwrap_or(0),
+                        limit = s.limit.map_or_else(|| "unknown".to_string(), |l| l.to_string()),
+                        window = s.window.map_or_else(|| "unknown".to_string(), secs),
+                        reserve = self.reserve,
+                        %resumes,
+                        "pull budget spent: pausing this registry's pulls"
+                    );
+                }
+                Gate::Wait(wait)
+            }
+            _ => {
+                s.in_flight += 1;
+                if let Some(since) = s.paused_since.take() {
+                    info!(registry = %self.host, paused = %secs(now - since), remaining = ?s.remaining, "pull budget available again: resuming");
+                }
+                Gate::Go
+            }
+        }
+    }
+
+    /// Records what a response (HEAD or GET) said of the budget.
+    pub fn observe(&self, info: &RateLimitInfo) {
+        let mut s = self.state();
+        Self::observe_locked(&mut s, info);
+    }
+
+    fn observe_locked(s: &mut State, info: &RateLimitInfo) {
+        if !info.is_known() && info.reset.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if info.remaining.is_some() {
+            s.remaining = info.remaining;
+            s.resets_at = None;
+        }
+        s.limit = info.limit.or(s.limit);
+        s.window = info.window.or(s.window);
+        if let Some(reset) = info.reset {
+            s.resets_at = Some(now + reset);
+        }
+    }
+
+    /// A pull let through by [`Budget::try_take`] was answered.
+    pub fn finish(&self, info: &RateLimitInfo, outcome: PullOutcome) {
+        let mut s = self.state();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        Self::observe_locked(&mut s, info);
+        match outcome {
+            PullOutcome::Served => s.pulls += 1,
+            PullOutcome::Refused => {
+                s.refused += 1;
+                // Refused for budget: without a reset time, Retry-After is the next best.
+                if s.remaining == Some(0) && s.resets_at.is_none() {
+                    s.resets_at = info.retry_after.map(|d| Instant::now() + d);
+                }
+            }
+            PullOutcome::Failed => {}
+        }
+    }
+
+    /// Adds time an image spent waiting for this registry's budget.
+    pub fn add_waited(&self, waited: Duration) {
+        let mut s = self.state();
+        s.waited += waited;
+    }
+
+    /// What the pause is for, as a max_wait message reads it.
+    pub fn describe(&self) -> String {
+        let s = self.state();
+        let limit = s.limit.map_or_else(|| "?".to_string(), |l| l.to_string());
+        let window = s.window.map_or_else(|| "?".to_string(), secs);
+        format!(
+            "{}'s pull budget ({} of {limit} per {window} left, reserve {})",
+            self.host,
+            s.remaining.unwrap_or(0),
+            self.reserve
+        )
+    }
+
+    pub fn usage(&self) -> RegistryUsage {
+        let s = self.state();
+        RegistryUsage {
+            registry: self.host.clone(),
+            pulls: s.pulls,
+            refused: s.refused,
+            waited: s.waited,
+            remaining: s.remaining,
+            limit: s.limit,
+        }
+    }
+}
+
+fn probe_interval_base(window: Option<Duration>) -> Duration {
+    window.map_or(DEFAULT_PROBE, |w| (w / 10).clamp(MIN_PROBE, MAX_PROBE))
+}
+
+/// Jittered, and never longer than the window itself.
+fn probe_interval(window: Option<Duration>) -> Duration {
+    let interval = jittered(probe_interval_base(window));
+    window.map_or(interval, |w| interval.min(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(remaining: u64, window: u64) -> RateLimitInfo {
+        RateLimitInfo {
+            limit: Some(5),
+            remaining: Some(remaining),
+            window: Some(Duration::from_secs(window)),
+            ..RateLimitInfo::default()
+        }
+    }
+
+    #[test]
+    fn unknown_budgets_never_block() {
+        let b = Budget::new("r.io", 0);
+        for _ in 0..100 {
+            assert_eq!(b.try_take(), Gate::Go);
+        }
+    }
+
+    #[test]
+    fn pulls_under_way_count_against_the_last_known_remaining() {
+        let b = Budget::new("r.io", 0);
+        b.observe(&said(2, 10));
+        assert_eq!(b.try_take(), Gate::Go);
+        assert_eq!(b.try_take(), Gate::Go);
+        assert!(
+            matches!(b.try_take(), Gate::Wait(_)),
+            "two under way, two left: no third"
+        );
+        b.finish(&said(1, 10), PullOutcome::Served);
+        assert!(
+            matches!(b.try_take(), Gate::Wait(_)),
+            "one still under way, one left"
+        );
+        b.finish(&said(0, 10), PullOutcome::Served);
+        let Gate::Wait(wait) = b.try_take() else {
+            panic!("budget spent")
+        };
+        assert!(
+            wait >= Duration::from_millis(500) && wait <= Duration::from_millis(1500),
+            "{wait:?}"
+        );
+        assert_eq!(b.usage().pulls, 2);
+    }
+
+    #[test]
+    fn the_reserve_is_left_unspent() {
+        let b = Budget::new("r.io", 3);
+        b.observe(&said(4, 60));
+        assert_eq!(b.try_take(), Gate::Go);
+        b.finish(&said(3, 60), PullOutcome::Served);
+        assert!(matches!(b.try_take(), Gate::Wait(_)));
+    }
+
+    #[test]
+    fn a_known_reset_is_waited_for_and_then_the_count_is_forgotten() {
+        let b = Budget::new("r.io", 0);
+        b.observe(&RateLimitInfo {
+            remaining: Some(0),
+            reset: Some(Duration::from_millis(30)),
+            ..RateLimitInfo::default()
+        });
+        let Gate::Wait(wait) = b.try_take() else {
+            panic!("spent")
+        };
+        assert!(
+            wait <= Duration::from_millis(30) + AFTER_RESET && wait >= AFTER_RESET,
+            "{wait:?}"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            b.try_take(),
+            Gate::Go,
+            "past the reset, the old count no longer holds"
+        );
+    }
+
+    #[test]
+    fn a_refusal_with_retry_after_sets_the_reset() {
+        let b = Budget::new("r.io", 0);
+        assert_eq!(b.try_take(), Gate::Go);
+        b.finish(
+            &RateLimitInfo {
+                remaining: Some(0),
+                retry_after: Some(Duration::from_secs(42)),
+                ..RateLimitInfo::default()
+            },
+            PullOutcome::Refused,
+        );
+        let Gate::Wait(wait) = b.try_take() else {
+            panic!("refused")
+        };
+        assert!(
+            wait > Duration::from_secs(41) && wait <= Duration::from_secs(43),
+            "{wait:?}"
+        );
+        assert_eq!(b.usage().refused, 1);
+    }
+
+    #[test]
+    fn probes_are_bounded_by_the_window() {
+        for window in [1, 5, 10, 600, 21600, 10_000_000] {
+            let w = Duration::from_secs(window);
+            for _ in 0..20 {
+                let p = probe_interval(Some(w));
+                assert!(
+                    p <= w && p >= MIN_PROBE / 2 && p <= MAX_PROBE * 3 / 2,
+                    "{window}: {p:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn budgets_are_per_registry_with_their_own_reserve() {
+        let budgets = Budgets::new(
+            1,
+            BTreeMap::from([("registry-1.docker.io".to_string(), 10)]),
+        );
+        let hub = budgets.of("registry-1.docker.io");
+        hub.observe(&said(10, 60));
+        assert!(matches!(hub.try_take(), Gate::Wait(_)));
+        let ghcr = budgets.of("ghcr.io");
+        ghcr.observe(&said(10, 60));
+        assert_eq!(ghcr.try_take(), Gate::Go);
+        assert!(Arc::ptr_eq(&hub, &budgets.of("registry-1.docker.io")));
+    }
+}

@@ -1,0 +1,127 @@
+//! Manifest HEADs and GETs, sent by regmirror itself so it can read the rate-limit headers
+//! that oci-client does not expose. Everything else (tokens, blobs, pushes) stays oci-client's.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+use reqwest::{Method, StatusCode};
+use sha2::{Digest as _, Sha256};
+
+use super::{Registries, RegistryError};
+use crate::manifest;
+use crate::ratelimit::RateLimitInfo;
+use crate::reference::ImageRef;
+
+/// A manifest response that succeeded.
+#[derive(Debug)]
+pub(super) struct Answer {
+    /// `Docker-Content-Digest`, when the registry sent it.
+    pub digest: Option<String>,
+    /// Empty for a HEAD.
+    pub body: Bytes,
+}
+
+/// What one manifest request came back with, and what it said of the rate limit either way.
+pub(super) struct Exchange {
+    pub result: Result<Option<Answer>, RegistryError>,
+    pub rate_limit: RateLimitInfo,
+}
+
+impl Registries {
+    /// One manifest request. `Ok(None)` is 404. A 401 drops the cached token and tries once
+    /// more with a fresh one, as a token may expire between two requests.
+    pub(super) async fn manifest_request(&self, method: Method, image: &ImageRef) -> Exchange {
+        let action = if method == Method::HEAD {
+            "HEAD manifest"
+        } else {
+            "pull manifest"
+        };
+        let reference = image.api_reference();
+        let host = reference.resolve_registry();
+        let scheme = if self.plain_http.contains(host) {
+            "http"
+        } else {
+            "https"
+        };
+        let tag_or_digest = reference.digest().or(reference.tag()).unwrap_or("latest");
+        let url = format!(
+            "{scheme}://{host}/v2/{}/manifests/{tag_or_digest}",
+            reference.repository()
+        );
+        let credentials = self.auth_for(&reference);
+
+        let mut refreshed = false;
+        loop {
+            let authorization = match self
+                .tokens
+                .header(&self.client, &reference, &credentials)
+                .await
+            {
+                Ok(header) => header,
+                Err(e) => {
+                    return Exchange {
+                        result: Err(e),
+                        rate_limit: RateLimitInfo::default(),
+                    }
+                }
+            };
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header(ACCEPT, manifest::ACCEPTED.join(", "));
+            if let Some(header) = authorization {
+                request = request.header(AUTHORIZATION, header);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) => {
+                    return Exchange {
+                        result: Err(RegistryError::transport(action, image, &e)),
+                        rate_limit: RateLimitInfo::default(),
+                    }
+                }
+            };
+            let status = response.status();
+            let rate_limit = RateLimitInfo::from_headers(response.headers(), SystemTime::now());
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                refreshed = true;
+                self.tokens.forget(&reference).await;
+                continue;
+            }
+            let digest = response
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = match response.bytes().await {
+                Ok(body) => body,
+                Err(e) => {
+                    return Exchange {
+                        result: Err(RegistryError::transport(action, image, &e)),
+                        rate_limit,
+                    }
+                }
+            };
+            let result = match status {
+                s if s.is_success() => Ok(Some(Answer { digest, body })),
+                StatusCode::NOT_FOUND => Ok(None),
+                s => {
+                    let mut err = RegistryError::from_response(action, image, s.as_u16(), &body);
+                    if err.is_not_found() {
+                        Ok(None)
+                    } else {
+                        err.retry_after = rate_limit.retry_after;
+                        Err(err)
+                    }
+                }
+            };
+            return Exchange { result, rate_limit };
+        }
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub(super) fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}

@@ -1,0 +1,190 @@
+//! The one retry policy: jittered exponential backoff, `Retry-After` as a floor, bounded by
+//! the image's `max_wait`.
+//!
+//! What is retried is decided by the error's type ([`RegistryError::is_retryable`]): 429s,
+//! 5xx, timeouts and broken connections. Everything else fails at once. The schedule comes
+//! from the `backoff` crate: 1 s, then doubling up to 2 min, each interval randomised by ±50 %
+//! so that many clients refused at the same moment do not come back at the same moment.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoffBuilder;
+
+use crate::registry::{Failure, RegistryError};
+use crate::waiting::{secs, Waiter};
+
+const FIRST_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_INTERVAL: Duration = Duration::from_secs(120);
+const JITTER: f64 = 0.5;
+/// A registry that refuses connections is more likely down than busy: a few quick tries cover
+/// a restart, and then the image fails now rather than after max_wait.
+const UNREACHABLE_ATTEMPTS: usize = 3;
+
+/// A fresh backoff schedule for one operation.
+pub fn schedule() -> impl Backoff {
+    ExponentialBackoffBuilder::new()
+        .with_initial_interval(FIRST_INTERVAL)
+        .with_randomization_factor(JITTER)
+        .with_multiplier(2.0)
+        .with_max_interval(MAX_INTERVAL)
+        // The limit is the image's max_wait, enforced by its Waiter across all its waits.
+        .with_max_elapsed_time(None)
+        .build()
+}
+
+/// `base`, randomised by ±50 % through the same jitter as the retry schedule: how often a
+/// paused registry is probed.
+pub fn jittered(base: Duration) -> Duration {
+    ExponentialBackoffBuilder::new()
+        .with_initial_interval(base)
+        .with_randomization_factor(JITTER)
+        .with_multiplier(1.0)
+        .with_max_interval(base)
+        .with_max_elapsed_time(None)
+        .build()
+        .next_backoff()
+        .unwrap_or(base)
+}
+
+/// How long to wait before the next attempt: the schedule's next interval, but never less
+/// than what the registry asked for.
+pub fn next_delay(schedule: &mut impl Backoff, retry_after: Option<Duration>) -> Duration {
+    let planned = schedule.next_backoff().unwrap_or(MAX_INTERVAL);
+    planned.max(retry_after.unwrap_or(Duration::ZERO))
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or waiting again would pass max_wait.
+pub async fn retrying<T, F, Fut>(waiter: &Waiter, mut attempt: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
+    let mut schedule = schedule();
+    let mut unreachable = 0;
+    loop {
+        let err = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if err.is_retryable() => err,
+            Err(err) => return Err(err),
+        };
+        if matches!(err.failure, Failure::Unreachable(_)) {
+            unreachable += 1;
+            if unreachable >= UNREACHABLE_ATTEMPTS {
+                return Err(err);
+            }
+        }
+        let delay = next_delay(&mut schedule, err.retry_after);
+        tracing::info!(error = %err, retry_in = %secs(delay), "will retry");
+        if let Err(too_long) = waiter
+            .wait(delay, &format!("a retry after: {}", err.failure))
+            .await
+        {
+            return Err(RegistryError {
+                failure: Failure::GaveUp(too_long.to_string()),
+                ..err
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    fn refused(retry_after: Option<Duration>) -> RegistryError {
+        RegistryError {
+            retry_after,
+            ..RegistryError::with(
+                "pull manifest",
+                "x.io/a:1",
+                Failure::RateLimited("slow down".into()),
+            )
+        }
+    }
+
+    #[test]
+    fn delays_grow_vary_and_respect_retry_after() {
+        let mut a = schedule();
+        let mut b = schedule();
+        let first: Vec<_> = (0..6).map(|_| next_delay(&mut a, None)).collect();
+        let second: Vec<_> = (0..6).map(|_| next_delay(&mut b, None)).collect();
+        assert_ne!(first, second, "jitter makes two schedules differ");
+        assert!(first[0] >= Duration::from_millis(500) && first[0] <= Duration::from_millis(1500));
+        assert!(first[5] > first[0]);
+        let floor = next_delay(&mut schedule(), Some(Duration::from_secs(30)));
+        assert_eq!(floor, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_retryable_errors_until_success() {
+        let waiter = Waiter::start(Arc::new(Semaphore::new(1)), Duration::from_secs(600)).await;
+        let attempts = AtomicUsize::new(0);
+        let value = retrying(&waiter, || async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(refused(Some(Duration::from_secs(7)))),
+                _ => Ok("done"),
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(value, "done");
+        assert!(
+            waiter.waited() >= Duration::from_secs(14),
+            "Retry-After is a floor"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_registry_gets_a_few_tries_not_max_wait() {
+        let waiter =
+            Waiter::start(Arc::new(Semaphore::new(1)), Duration::from_secs(6 * 3600)).await;
+        let attempts = AtomicUsize::new(0);
+        let err = retrying(&waiter, || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(RegistryError::with(
+                "HEAD manifest",
+                "x",
+                Failure::Unreachable("refused".into()),
+            ))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err.failure, Failure::Unreachable(_)));
+        assert_eq!(attempts.load(Ordering::SeqCst), UNREACHABLE_ATTEMPTS);
+        assert!(waiter.waited() < Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_max_wait_saying_why_and_fails_fast_on_other_errors() {
+        let waiter = Waiter::start(Arc::new(Semaphore::new(1)), Duration::from_secs(60)).await;
+        let err = retrying(&waiter, || async {
+            Err::<(), _>(refused(Some(Duration::from_secs(45))))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err.failure, Failure::GaveUp(_)), "{err}");
+        assert!(
+            err.to_string().contains("would pass max_wait (1 min 0 s)"),
+            "{err}"
+        );
+
+        let attempts = AtomicUsize::new(0);
+        let denied = retrying(&waiter, || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(RegistryError::with(
+                "pull manifest",
+                "x",
+                Failure::Denied("no".into()),
+            ))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(denied.failure, Failure::Denied(_)));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+}
