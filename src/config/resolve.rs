@@ -459,6 +459,28 @@ target = "registry.internal:5000/tools/tool"
     }
 
     #[test]
+    fn rate_limit_settings_resolve_with_defaults_and_overrides() {
+        let base = "images = [\"a\"]\n[defaults]\ntarget = \"r.io\"\n";
+        let config = resolve_with(base, &[]).unwrap();
+        assert_eq!(config.rate_limit, RateLimitSettings::default());
+        assert_eq!(config.rate_limit.max_wait, DEFAULT_MAX_WAIT);
+        let text = format!("{base}[rate_limit]\nreserve = 2\nmax_wait = \"1h 30m\"\n[registries.\"docker.io\"]\nreserve = 10\n");
+        let config = resolve_with(&text, &[]).unwrap();
+        assert_eq!(config.rate_limit.max_wait, std::time::Duration::from_secs(5400));
+        assert_eq!(config.reserve("registry-1.docker.io"), 10);
+        assert_eq!(config.reserve("ghcr.io"), 2);
+        for (bad, expected) in [
+            ("[rate_limit]\nmax_wait = \"soon\"\n", "mirrors.toml:5:12: rate_limit.max_wait:"),
+            ("[rate_limit]\nreserve = -1\n", "mirrors.toml:5:11: rate_limit.reserve cannot be negative"),
+            ("[rate_limit]\nreserv = 1\n", "unknown key `reserv`"),
+            ("[registries.\"x.io\"]\nreserve = -3\n", "registries.\"x.io\".reserve cannot be negative"),
+        ] {
+            let err = resolve_with(&format!("{base}{bad}"), &[]).unwrap_err();
+            assert!(err.contains(expected), "{bad:?}\n{err}");
+        }
+    }
+
+    #[test]
     fn dollar_escapes_and_literal_dollars_survive() {
         let text = "images = [\"a\"]\n[defaults]\ntarget = \"r.io/${P}\"\n[registries.\"r.io\"]\nusername = \"u\"\npassword = \"p$$w$d\"\n";
         let config = resolve_with(text, &[("P", "mirror")]).unwrap();
