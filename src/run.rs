@@ -84,11 +84,11 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{}: {} pulls, {} refused (HTTP 429), waited {}{left}",
+                "{}: {} pulls, {} refused (HTTP 429), paused {}{left}",
                 u.registry,
                 u.pulls,
                 u.refused,
-                secs(u.waited)
+                secs(u.paused)
             );
         }
         let verb = if self.dry_run {

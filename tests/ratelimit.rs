@@ -124,10 +124,13 @@ fn eighteen_pulls_behind_five_per_ten_seconds_complete_without_a_single_429() {
     );
     let budget_line = format!("{}: 18 pulls, 0 refused (HTTP 429)", hub.proxy.host());
     assert!(run.stdout.contains(&budget_line), "{}", run.output());
-    assert_eq!(
-        run.stderr.matches("pull budget spent: pausing").count(),
-        3,
-        "one pause message per exhausted window, not one per probe: {}",
+    // Probes run about every second through three exhausted windows: logged per probe, that
+    // would be dozens of lines. Logged per pause, it is one per window (a pause can end on a
+    // probe and start again within a window, hence the slack).
+    let pauses = run.stderr.matches("pull budget spent: pausing").count();
+    assert!(
+        (3..=6).contains(&pauses),
+        "{pauses} pause messages: {}",
         run.stderr
     );
 }

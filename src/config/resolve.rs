@@ -466,14 +466,26 @@ target = "registry.internal:5000/tools/tool"
         assert_eq!(config.rate_limit.max_wait, DEFAULT_MAX_WAIT);
         let text = format!("{base}[rate_limit]\nreserve = 2\nmax_wait = \"1h 30m\"\n[registries.\"docker.io\"]\nreserve = 10\n");
         let config = resolve_with(&text, &[]).unwrap();
-        assert_eq!(config.rate_limit.max_wait, std::time::Duration::from_secs(5400));
+        assert_eq!(
+            config.rate_limit.max_wait,
+            std::time::Duration::from_secs(5400)
+        );
         assert_eq!(config.reserve("registry-1.docker.io"), 10);
         assert_eq!(config.reserve("ghcr.io"), 2);
         for (bad, expected) in [
-            ("[rate_limit]\nmax_wait = \"soon\"\n", "mirrors.toml:5:12: rate_limit.max_wait:"),
-            ("[rate_limit]\nreserve = -1\n", "mirrors.toml:5:11: rate_limit.reserve cannot be negative"),
+            (
+                "[rate_limit]\nmax_wait = \"soon\"\n",
+                "mirrors.toml:5:12: rate_limit.max_wait:",
+            ),
+            (
+                "[rate_limit]\nreserve = -1\n",
+                "mirrors.toml:5:11: rate_limit.reserve cannot be negative",
+            ),
             ("[rate_limit]\nreserv = 1\n", "unknown key `reserv`"),
-            ("[registries.\"x.io\"]\nreserve = -3\n", "registries.\"x.io\".reserve cannot be negative"),
+            (
+                "[registries.\"x.io\"]\nreserve = -3\n",
+                "registries.\"x.io\".reserve cannot be negative",
+            ),
         ] {
             let err = resolve_with(&format!("{base}{bad}"), &[]).unwrap_err();
             assert!(err.contains(expected), "{bad:?}\n{err}");

@@ -1,8 +1,11 @@
 //! One pull budget per registry, shared by all work in the process.
 //!
 //! Before a pull (a manifest GET) the budget is asked for a pull: it answers go, or wait this
-//! long and ask again. Pulls under way count against the last known remaining count, so eight
-//! concurrent images cannot all spend the last pull. When remaining is at or below the
+//! long and ask again. Each pull let through is taken off the estimate at once, so eight
+//! concurrent images cannot all spend the last pull. Responses arrive out of order: a HEAD sent
+//! before three GETs may be answered after them, reporting a count those GETs already spent.
+//! So every request carries a [`Ticket`] (how many pulls had been sent when it went out), and
+//! a reported count is lowered by the pulls sent since: the estimate errs low, never high. When remaining is at or below the
 //! reserve, the registry's pulls wait: until the reset time when the registry gives one,
 //! otherwise between free HEAD probes at jittered intervals bounded by the window. The pause is
 //! logged once when it starts and once when it ends, not once per probe.
@@ -26,11 +29,15 @@ const MAX_PROBE: Duration = Duration::from_secs(15 * 60);
 /// Slack after an announced reset, so the first pull does not race the registry's clock.
 const AFTER_RESET: Duration = Duration::from_millis(250);
 
+/// How many pulls had been sent (this one included) when a request went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 /// What the budget says about a pull.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Send it; the pull is counted as under way until [`Budget::finish`].
-    Go,
+    /// Send it, and hand the ticket to [`Budget::finish`] with the answer.
+    Go(Ticket),
     /// Wait this long, probe (HEAD) and ask again.
     Wait(Duration),
 }
@@ -51,7 +58,8 @@ pub struct RegistryUsage {
     pub registry: String,
     pub pulls: u64,
     pub refused: u64,
-    pub waited: Duration,
+    /// Wall-clock time the registry's pulls were paused for budget.
+    pub paused: Duration,
     pub remaining: Option<u64>,
     pub limit: Option<u64>,
 }
@@ -96,7 +104,7 @@ impl Budgets {
         let mut usage: Vec<_> = by_host
             .values()
             .map(|b| b.usage())
-            .filter(|u| u.pulls > 0 || u.refused > 0 || !u.waited.is_zero())
+            .filter(|u| u.pulls > 0 || u.refused > 0 || !u.paused.is_zero())
             .collect();
         usage.sort_by(|a, b| a.registry.cmp(&b.registry));
         usage
@@ -113,16 +121,18 @@ pub struct Budget {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Last reported; `None` until a response says, or once a reset time has passed.
+    /// Pulls left now, as best known: the last report, less the pulls sent since. `None`
+    /// until a response says, or once a reset time has passed.
     remaining: Option<u64>,
+    /// Pulls sent so far: what tickets count.
+    sent: u64,
     limit: Option<u64>,
     window: Option<Duration>,
     resets_at: Option<Instant>,
-    /// Pulls let through and not yet answered.
-    in_flight: u64,
     pulls: u64,
     refused: u64,
-    waited: Duration,
+    /// Pauses that have ended, in wall-clock time.
+    paused_total: Duration,
     /// Set while paused, so the pause is logged once.
     paused_since: Option<Instant>,
 }
@@ -148,8 +158,7 @@ impl Budget {
             s.remaining = None; // the window turned over: the old count no longer holds
             s.resets_at = None;
         }
-        let available = s.remaining.map(|r| r.saturating_sub(s.in_flight));
-        match available {
+        match s.remaining {
             Some(available) if available <= self.reserve => {
                 let wait = match s.resets_at {
                     Some(at) => at.saturating_duration_since(now) + AFTER_RESET,
@@ -180,28 +189,35 @@ impl Budget {
                 Gate::Wait(wait)
             }
             _ => {
-                s.in_flight += 1;
+                s.sent += 1;
+                s.remaining = s.remaining.map(|r| r.saturating_sub(1));
                 if let Some(since) = s.paused_since.take() {
+                    s.paused_total += now - since;
                     info!(registry = %self.host, paused = %secs(now - since), remaining = ?s.remaining, "pull budget available again: resuming");
                 }
-                Gate::Go
+                Gate::Go(Ticket(s.sent))
             }
         }
     }
 
-    /// Records what a response (HEAD or GET) said of the budget.
-    pub fn observe(&self, info: &RateLimitInfo) {
-        let mut s = self.state();
-        Self::observe_locked(&mut s, info);
+    /// A ticket for a request that is not a pull (a HEAD): the pulls sent so far.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.state().sent)
     }
 
-    fn observe_locked(s: &mut State, info: &RateLimitInfo) {
+    /// Records what a response to a request sent with `ticket` said of the budget.
+    pub fn observe(&self, info: &RateLimitInfo, ticket: Ticket) {
+        let mut s = self.state();
+        Self::observe_locked(&mut s, info, ticket);
+    }
+
+    fn observe_locked(s: &mut State, info: &RateLimitInfo, Ticket(sent_then): Ticket) {
         if !info.is_known() && info.reset.is_none() {
             return;
         }
         let now = Instant::now();
-        if info.remaining.is_some() {
-            s.remaining = info.remaining;
+        if let Some(reported) = info.remaining {
+            s.remaining = Some(reported.saturating_sub(s.sent.saturating_sub(sent_then)));
             s.resets_at = None;
         }
         s.limit = info.limit.or(s.limit);
@@ -212,10 +228,9 @@ impl Budget {
     }
 
     /// A pull let through by [`Budget::try_take`] was answered.
-    pub fn finish(&self, info: &RateLimitInfo, outcome: PullOutcome) {
+    pub fn finish(&self, info: &RateLimitInfo, outcome: PullOutcome, ticket: Ticket) {
         let mut s = self.state();
-        s.in_flight = s.in_flight.saturating_sub(1);
-        Self::observe_locked(&mut s, info);
+        Self::observe_locked(&mut s, info, ticket);
         match outcome {
             PullOutcome::Served => s.pulls += 1,
             PullOutcome::Refused => {
@@ -227,12 +242,6 @@ impl Budget {
             }
             PullOutcome::Failed => {}
         }
-    }
-
-    /// Adds time an image spent waiting for this registry's budget.
-    pub fn add_waited(&self, waited: Duration) {
-        let mut s = self.state();
-        s.waited += waited;
     }
 
     /// What the pause is for, as a max_wait message reads it.
@@ -254,7 +263,9 @@ impl Budget {
             registry: self.host.clone(),
             pulls: s.pulls,
             refused: s.refused,
-            waited: s.waited,
+            paused: s.paused_total
+                + s.paused_since
+                    .map_or(Duration::ZERO, |since| since.elapsed()),
             remaining: s.remaining,
             limit: s.limit,
         }
@@ -288,26 +299,33 @@ mod tests {
     fn unknown_budgets_never_block() {
         let b = Budget::new("r.io", 0);
         for _ in 0..100 {
-            assert_eq!(b.try_take(), Gate::Go);
+            assert!(matches!(b.try_take(), Gate::Go(_)));
+        }
+    }
+
+    fn go(b: &Budget) -> Ticket {
+        match b.try_take() {
+            Gate::Go(ticket) => ticket,
+            Gate::Wait(w) => panic!("expected to go, told to wait {w:?}"),
         }
     }
 
     #[test]
     fn pulls_under_way_count_against_the_last_known_remaining() {
         let b = Budget::new("r.io", 0);
-        b.observe(&said(2, 10));
-        assert_eq!(b.try_take(), Gate::Go);
-        assert_eq!(b.try_take(), Gate::Go);
+        b.observe(&said(2, 10), b.ticket());
+        let first = go(&b);
+        let second = go(&b);
         assert!(
             matches!(b.try_take(), Gate::Wait(_)),
             "two under way, two left: no third"
         );
-        b.finish(&said(1, 10), PullOutcome::Served);
+        b.finish(&said(1, 10), PullOutcome::Served, first);
         assert!(
             matches!(b.try_take(), Gate::Wait(_)),
             "one still under way, one left"
         );
-        b.finish(&said(0, 10), PullOutcome::Served);
+        b.finish(&said(0, 10), PullOutcome::Served, second);
         let Gate::Wait(wait) = b.try_take() else {
             panic!("budget spent")
         };
@@ -319,22 +337,41 @@ mod tests {
     }
 
     #[test]
+    fn a_late_answer_to_an_early_request_does_not_raise_the_count() {
+        let b = Budget::new("r.io", 0);
+        b.observe(&said(3, 10), b.ticket());
+        let probe = b.ticket(); // a HEAD goes out…
+        let pulls = [go(&b), go(&b), go(&b)]; // …then three GETs, answered first
+        for (ticket, left) in pulls.into_iter().zip([2, 1, 0]) {
+            b.finish(&said(left, 10), PullOutcome::Served, ticket);
+        }
+        b.observe(&said(3, 10), probe); // the HEAD's answer arrives last, saying 3
+        assert!(
+            matches!(b.try_take(), Gate::Wait(_)),
+            "three pulls were sent since that HEAD"
+        );
+    }
+
+    #[test]
     fn the_reserve_is_left_unspent() {
         let b = Budget::new("r.io", 3);
-        b.observe(&said(4, 60));
-        assert_eq!(b.try_take(), Gate::Go);
-        b.finish(&said(3, 60), PullOutcome::Served);
+        b.observe(&said(4, 60), b.ticket());
+        let ticket = go(&b);
+        b.finish(&said(3, 60), PullOutcome::Served, ticket);
         assert!(matches!(b.try_take(), Gate::Wait(_)));
     }
 
     #[test]
     fn a_known_reset_is_waited_for_and_then_the_count_is_forgotten() {
         let b = Budget::new("r.io", 0);
-        b.observe(&RateLimitInfo {
-            remaining: Some(0),
-            reset: Some(Duration::from_millis(30)),
-            ..RateLimitInfo::default()
-        });
+        b.observe(
+            &RateLimitInfo {
+                remaining: Some(0),
+                reset: Some(Duration::from_millis(30)),
+                ..RateLimitInfo::default()
+            },
+            b.ticket(),
+        );
         let Gate::Wait(wait) = b.try_take() else {
             panic!("spent")
         };
@@ -343,9 +380,8 @@ mod tests {
             "{wait:?}"
         );
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(
-            b.try_take(),
-            Gate::Go,
+        assert!(
+            matches!(b.try_take(), Gate::Go(_)),
             "past the reset, the old count no longer holds"
         );
     }
@@ -353,7 +389,7 @@ mod tests {
     #[test]
     fn a_refusal_with_retry_after_sets_the_reset() {
         let b = Budget::new("r.io", 0);
-        assert_eq!(b.try_take(), Gate::Go);
+        let ticket = go(&b);
         b.finish(
             &RateLimitInfo {
                 remaining: Some(0),
@@ -361,6 +397,7 @@ mod tests {
                 ..RateLimitInfo::default()
             },
             PullOutcome::Refused,
+            ticket,
         );
         let Gate::Wait(wait) = b.try_take() else {
             panic!("refused")
@@ -393,11 +430,11 @@ mod tests {
             BTreeMap::from([("registry-1.docker.io".to_string(), 10)]),
         );
         let hub = budgets.of("registry-1.docker.io");
-        hub.observe(&said(10, 60));
+        hub.observe(&said(10, 60), hub.ticket());
         assert!(matches!(hub.try_take(), Gate::Wait(_)));
         let ghcr = budgets.of("ghcr.io");
-        ghcr.observe(&said(10, 60));
-        assert_eq!(ghcr.try_take(), Gate::Go);
+        ghcr.observe(&said(10, 60), ghcr.ticket());
+        assert!(matches!(ghcr.try_take(), Gate::Go(_)));
         assert!(Arc::ptr_eq(&hub, &budgets.of("registry-1.docker.io")));
     }
 }

@@ -165,10 +165,10 @@ impl Registries {
 
     /// One HEAD, its rate-limit headers recorded: `None` if absent, `Some(None)` without digest.
     async fn head(&self, image: &ImageRef) -> Result<Option<Option<String>>, RegistryError> {
+        let budget = self.budgets.of(api_host(&image.registry));
+        let ticket = budget.ticket();
         let exchange = self.manifest_request(Method::HEAD, image).await;
-        self.budgets
-            .of(api_host(&image.registry))
-            .observe(&exchange.rate_limit);
+        budget.observe(&exchange.rate_limit, ticket);
         exchange.result.map(|answer| answer.map(|a| a.digest))
     }
 
@@ -181,7 +181,11 @@ impl Registries {
     ) -> Result<(Bytes, String), RegistryError> {
         let budget = self.budgets.of(api_host(&image.registry));
         retrying(waiter, || async {
-            while let Gate::Wait(pause) = budget.try_take() {
+            let ticket = loop {
+                let pause = match budget.try_take() {
+                    Gate::Go(ticket) => break ticket,
+                    Gate::Wait(pause) => pause,
+                };
                 if let Err(too_long) = waiter.wait(pause, &budget.describe()).await {
                     return Err(RegistryError::with(
                         "pull manifest",
@@ -189,18 +193,17 @@ impl Registries {
                         Failure::GaveUp(too_long.to_string()),
                     ));
                 }
-                budget.add_waited(pause);
                 // A HEAD is free: it refreshes the budget without spending it. A failed probe
                 // leaves the budget as it was.
                 let _ = self.head(image).await;
-            }
+            };
             let exchange = self.manifest_request(Method::GET, image).await;
             let outcome = match &exchange.result {
                 Ok(Some(_)) => PullOutcome::Served,
                 Err(e) if matches!(e.failure, Failure::RateLimited(_)) => PullOutcome::Refused,
                 _ => PullOutcome::Failed,
             };
-            budget.finish(&exchange.rate_limit, outcome);
+            budget.finish(&exchange.rate_limit, outcome, ticket);
             let answer = exchange
                 .result?
                 .ok_or_else(|| RegistryError::with("pull manifest", image, Failure::NotFound))?;
