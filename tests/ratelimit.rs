@@ -47,20 +47,6 @@ impl Hub {
     }
 }
 
-/// For each refused request whose path contains `kind`, how long until it came again.
-fn retry_gaps(seen: &[Seen], kind: &str) -> Vec<Duration> {
-    seen.iter()
-        .enumerate()
-        .filter(|(_, s)| s.verdict != Verdict::Passed && s.path.contains(kind))
-        .filter_map(|(i, refused)| {
-            let again = seen[i + 1..]
-                .iter()
-                .find(|s| s.method == refused.method && s.path == refused.path)?;
-            Some(again.at - refused.at)
-        })
-        .collect()
-}
-
 #[test]
 fn eighteen_pulls_behind_five_per_ten_seconds_complete_without_a_single_429() {
     let hub = Hub::start(PullLimitOptions {
@@ -170,9 +156,9 @@ fn random_429s_are_outlasted_with_jittered_gaps() {
     );
     // Manifest and blob requests; not oci-client's `GET /v2/` version check, which it sends
     // before each request to a registry that needs no token and does not retry.
-    let seen = hub.log.seen();
-    let mut gaps = retry_gaps(&seen, "/manifests/");
-    gaps.extend(retry_gaps(&seen, "/blobs/"));
+    let gaps = hub
+        .log
+        .retry_gaps_where(|s| s.path.contains("/manifests/") || s.path.contains("/blobs/"));
     assert!(gaps.len() >= 3, "{gaps:?}");
     let shortest = gaps.iter().min().unwrap();
     let longest = gaps.iter().max().unwrap();
@@ -207,7 +193,7 @@ fn retry_after_is_honoured(retry_after: RetryAfter) {
     ));
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_success();
-    let gaps = retry_gaps(&hub.log.seen(), "/manifests/");
+    let gaps = hub.log.retry_gaps_where(|s| s.path.contains("/manifests/"));
     assert!(
         !gaps.is_empty(),
         "no manifest request was refused: nothing was tested"

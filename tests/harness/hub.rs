@@ -302,11 +302,16 @@ impl PullLog {
     /// For each 429, in order, how long until the same method and path came again: how long
     /// the client waited before retrying. A refusal never retried has no entry.
     pub fn retry_gaps(&self) -> Vec<Duration> {
+        self.retry_gaps_where(|_| true)
+    }
+
+    /// [`PullLog::retry_gaps`] for the refused requests that `refused` picks.
+    pub fn retry_gaps_where(&self, refused: impl Fn(&Seen) -> bool) -> Vec<Duration> {
         let ledger = self.0.lock().unwrap();
         let seen = &ledger.seen;
         seen.iter()
             .enumerate()
-            .filter(|(_, s)| s.verdict != Verdict::Passed)
+            .filter(|(_, s)| s.verdict != Verdict::Passed && refused(s))
             .filter_map(|(i, refused)| {
                 let again = seen[i + 1..]
                     .iter()
