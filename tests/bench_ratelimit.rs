@@ -202,17 +202,7 @@ fn bench_skopeo() -> (Outcome, String) {
     );
     // A clean environment like regmirror's: private HOME, no proxies or auth files.
     let mut command = Command::new("skopeo");
-    for name in [
-        "REGISTRY_AUTH_FILE",
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
+    for name in harness::cli::CLEARED {
         command.env_remove(name);
     }
     command

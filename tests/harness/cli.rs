@@ -19,7 +19,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Variables cleared from the child's environment, in addition to every `REGMIRROR_*` and
 /// `AWS_*` variable: they would let the developer's setup leak into a test.
-const CLEARED: &[&str] = &[
+pub const CLEARED: &[&str] = &[
     "RUST_LOG",
     "REGISTRY_AUTH_FILE",
     "http_proxy",
