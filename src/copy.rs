@@ -16,7 +16,7 @@ use futures_util::{stream, FutureExt, StreamExt, TryStreamExt};
 use crate::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
 use crate::config::Job;
 use crate::manifest::{Descriptor, Manifest, ManifestError};
-use crate::reference::{ImageRef, Repository};
+use crate::reference::Repository;
 use crate::registry::{Registries, RegistryError};
 use crate::waiting::Waiter;
 
@@ -119,8 +119,8 @@ pub async fn mirror(ctx: &PassContext, job: &Job, waiter: &Waiter) -> Result<Out
         image: source.to_string(),
         source: source_err,
     })?;
-    let from = repository_of(&job.source);
-    let to = repository_of(&job.target);
+    let from = job.source.repo();
+    let to = job.target.repo();
     stats += copy_references(ctx, waiter, &from, &to, &manifest).await?;
     registries
         .push_manifest(&job.target, body, manifest.media_type(), waiter)
@@ -197,7 +197,7 @@ async fn copy_child(
     digest: &str,
     declared_type: &str,
 ) -> Result<CopyStats, CopyError> {
-    let target = digest_only(to, digest);
+    let target = to.at_digest(digest);
     let mut stats = CopyStats::default();
     if ctx
         .registries
@@ -207,7 +207,7 @@ async fn copy_child(
     {
         return Ok(stats); // a registry only stores a manifest whose references it holds
     }
-    let source = digest_only(from, digest);
+    let source = from.at_digest(digest);
     let (body, _) = ctx.registries.pull_manifest(&source, waiter).await?;
     stats.pulls += 1;
     let manifest =
@@ -221,21 +221,4 @@ async fn copy_child(
         .await?;
     stats.manifests_pushed += 1;
     Ok(stats)
-}
-
-fn repository_of(image: &ImageRef) -> Repository {
-    Repository {
-        registry: image.registry.clone(),
-        repository: image.repository.clone(),
-    }
-}
-
-fn digest_only(repository: &Repository, digest: &str) -> ImageRef {
-    ImageRef {
-        registry: repository.registry.clone(),
-        repository: repository.repository.clone(),
-        written_path: repository.repository.clone(),
-        tag: None,
-        digest: Some(digest.to_string()),
-    }
 }

@@ -88,6 +88,14 @@ impl ImageRef {
         })
     }
 
+    /// The repository this image lives in.
+    pub fn repo(&self) -> Repository {
+        Repository {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+        }
+    }
+
     /// The same image pinned to `digest`, its tag kept for messages and pushes.
     pub fn pinned(&self, digest: &str) -> Self {
         ImageRef {
@@ -189,6 +197,17 @@ impl Repository {
         Repository {
             registry: self.registry.clone(),
             repository,
+        }
+    }
+
+    /// The manifest `digest` in this repository, with no tag.
+    pub fn at_digest(&self, digest: &str) -> ImageRef {
+        ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            written_path: self.repository.clone(),
+            tag: None,
+            digest: Some(digest.to_string()),
         }
     }
 

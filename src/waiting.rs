@@ -52,7 +52,7 @@ impl Waiter {
     }
 
     /// Whether waiting `wanted` more stays within `max_wait`.
-    pub fn allows(&self, wanted: Duration, reason: &str) -> Result<(), WaitTooLong> {
+    fn allows(&self, wanted: Duration, reason: &str) -> Result<(), WaitTooLong> {
         let waited = self.waited();
         if waited.saturating_add(wanted) > self.max_wait {
             return Err(WaitTooLong {
