@@ -80,12 +80,7 @@ pub async fn execute(cli: Cli) -> Exit {
     };
     match cli.command {
         Some(Command::Check) => {
-            let n = config.jobs.len();
-            let noun = if n == 1 { "image" } else { "images" };
-            println!("{}: {n} {noun}", config.path.display());
-            for job in &config.jobs {
-                println!("  {} → {}", job.source, job.target);
-            }
+            print!("{}", plan(&config, chrono::Utc::now()));
             Exit::Success
         }
         None if cli.once || cli.dry_run => match run::run_pass(&config, cli.dry_run).await {
@@ -110,4 +105,37 @@ pub async fn execute(cli: Cli) -> Exit {
             Exit::BadConfig
         }
     }
+}
+
+/// What `check` prints: every mirror with its next three runs, and each image under it.
+fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut out = format!(
+        "{}: {} in {}\n",
+        config.path.display(),
+        plural(config.jobs.len(), "image", "images"),
+        plural(config.mirrors.len(), "mirror", "mirrors"),
+    );
+    for (index, mirror) in config.mirrors.iter().enumerate() {
+        let when = match &mirror.schedule {
+            Some(schedule) => {
+                let next: Vec<String> = schedule
+                    .upcoming(now, 3)
+                    .iter()
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+                    .collect();
+                format!("{schedule}, next {}", next.join(", "))
+            }
+            None if mirror.run_on_start => {
+                "no schedule: runs when the daemon starts and on POST /sync".to_string()
+            }
+            None => "no schedule and run_on_start = false: runs only on POST /sync".to_string(),
+        };
+        out.push_str(&format!("{} (line {}): {when}\n", mirror.name, mirror.line));
+        for job in config.jobs.iter().filter(|job| job.mirror == index) {
+            out.push_str(&format!("  {} → {}\n", job.source, job.target));
+        }
+    }
+    out
 }

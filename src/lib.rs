@@ -24,4 +24,5 @@ pub mod reference;
 pub mod registry;
 pub mod retry;
 pub mod run;
+pub mod schedule;
 pub mod waiting;

@@ -25,6 +25,28 @@ pub struct RawConfig {
     pub mirror: Vec<Spanned<RawMirror>>,
     #[serde(default)]
     pub rate_limit: RawRateLimit,
+    /// `[server]`: the HTTP endpoint of the daemon, off unless present.
+    pub server: Option<RawServer>,
+}
+
+/// `[server]`: health, metrics and the sync trigger.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Spanned<String>,
+    pub sync_token: Option<Spanned<String>>,
+    pub webhook_secret: Option<Spanned<String>>,
+}
+
+impl std::fmt::Debug for RawServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<Spanned<String>>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RawServer")
+            .field("listen", &self.listen)
+            .field("sync_token", &redacted(&self.sync_token))
+            .field("webhook_secret", &redacted(&self.webhook_secret))
+            .finish()
+    }
 }
 
 /// `[rate_limit]`: how pulls are paced against a registry's budget.
@@ -40,6 +62,10 @@ pub struct RawRateLimit {
 pub struct RawDefaults {
     pub target: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<i64>>,
+    pub schedule: Option<Spanned<String>>,
+    pub timezone: Option<Spanned<String>>,
+    pub run_on_start: Option<bool>,
+    pub shutdown_grace: Option<Spanned<String>>,
 }
 
 /// Settings for one registry. Its `Debug` is derived, but the password it can print is a
@@ -70,7 +96,11 @@ impl std::fmt::Debug for RawRegistry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMirror {
+    pub name: Option<Spanned<String>>,
     pub source: Spanned<String>,
     pub tags: Option<Vec<Spanned<String>>>,
     pub target: Option<Spanned<String>>,
+    pub schedule: Option<Spanned<String>>,
+    pub timezone: Option<Spanned<String>>,
+    pub run_on_start: Option<bool>,
 }

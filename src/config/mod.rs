@@ -14,18 +14,22 @@ mod file;
 mod resolve;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
 
-use crate::credentials::{Credentials, DockerConfig};
+use crate::credentials::{Credentials, DockerConfig, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef};
+use crate::schedule::Schedule;
 
 /// Images copied at once unless `defaults.concurrency` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// How long one image may wait for budget or retries unless `rate_limit.max_wait` says.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(6 * 60 * 60);
+/// How long in-flight copies get to finish on shutdown unless `defaults.shutdown_grace` says.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The validated configuration: everything a pass needs, nothing left to parse.
 #[derive(Debug, Clone)]
@@ -34,12 +38,44 @@ pub struct Config {
     pub path: PathBuf,
     /// Every image to mirror, each once, in the order the file lists them.
     pub jobs: Vec<Job>,
+    /// The entries jobs came from (an `images` reference or a `[[mirror]]`), each with its
+    /// schedule; `Job::mirror` indexes this.
+    pub mirrors: Vec<Mirror>,
     /// How many images are copied at once.
     pub concurrency: usize,
     /// Settings of every registry a job reads or writes, by canonical name.
     pub registries: BTreeMap<String, RegistrySettings>,
     /// How pulls are paced.
     pub rate_limit: RateLimitSettings,
+    /// How long in-flight copies may run on after SIGTERM before they are abandoned.
+    pub shutdown_grace: Duration,
+    /// The daemon's HTTP endpoint, if `[server]` asks for one.
+    pub server: Option<ServerSettings>,
+}
+
+/// One entry of mirrors.toml as the daemon schedules it: an `images` reference or a
+/// `[[mirror]]` with its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// `name` if given, else the source as written; unique. Used by `POST /sync?mirror=`,
+    /// metrics labels and logs.
+    pub name: String,
+    /// When it runs in the daemon; `None` means only at start and on `POST /sync`.
+    pub schedule: Option<Schedule>,
+    /// Whether the daemon runs it once as soon as it starts (or as soon as a reload adds it).
+    pub run_on_start: bool,
+    /// Where it is in mirrors.toml.
+    pub line: usize,
+}
+
+/// `[server]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// `POST /sync` accepts `Authorization: Bearer <this>`.
+    pub sync_token: Option<Secret>,
+    /// `POST /sync` accepts a body signed with this (`X-Hub-Signature-256`, as GitHub sends).
+    pub webhook_secret: Option<Secret>,
 }
 
 /// `[rate_limit]`, resolved.
@@ -67,6 +103,8 @@ pub struct Job {
     pub target: ImageRef,
     /// The line of mirrors.toml that asked for it, so messages can point there.
     pub line: usize,
+    /// Index of the [`Mirror`] it belongs to in [`Config::mirrors`].
+    pub mirror: usize,
 }
 
 /// How to reach one registry.
@@ -92,6 +130,13 @@ impl Config {
             message: format!("cannot use Docker's credentials: {e}"),
         })?;
         resolve::resolve(path, &text, &|name| std::env::var(name).ok(), &docker)
+    }
+
+    /// The jobs of the mirror named `name`.
+    pub fn jobs_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Job> + 'a {
+        self.jobs
+            .iter()
+            .filter(move |job| self.mirrors[job.mirror].name == name)
     }
 
     /// Pulls to leave unspent at a registry.

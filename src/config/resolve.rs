@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::file::{RawConfig, RawMirror, RawRegistry};
+use chrono_tz::Tz;
+
+use super::file::{RawConfig, RawMirror, RawRegistry, RawServer};
 use super::{
-    Config, ConfigError, Job, RateLimitSettings, RegistrySettings, DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_WAIT,
+    Config, ConfigError, Job, Mirror, RateLimitSettings, RegistrySettings, ServerSettings,
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT, DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::credentials::{Credentials, DockerConfig, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
+use crate::schedule::Schedule;
 
 /// The most images one process copies at once; beyond it a registry sees a flood.
 const MAX_CONCURRENCY: i64 = 64;
@@ -60,14 +63,29 @@ pub(super) fn resolve(
             None => 0,
         },
         max_wait: match &raw.rate_limit.max_wait {
-            Some(text) => {
-                let written = r.expand(text, "rate_limit.max_wait")?;
-                humantime::parse_duration(&written).map_err(|e| {
-                    r.at(text.span(), format!("rate_limit.max_wait: {e} (write it like \"6h\", \"30m\" or \"1h 30m\")"))
-                })?
-            }
+            Some(text) => r.duration(text, "rate_limit.max_wait")?,
             None => DEFAULT_MAX_WAIT,
         },
+    };
+    let shutdown_grace = match &raw.defaults.shutdown_grace {
+        Some(text) => r.duration(text, "defaults.shutdown_grace")?,
+        None => DEFAULT_SHUTDOWN_GRACE,
+    };
+    let when = When {
+        zone: match &raw.defaults.timezone {
+            Some(name) => r.zone(name, "defaults.timezone")?,
+            None => Tz::UTC,
+        },
+        schedule: raw.defaults.schedule.as_ref(),
+        run_on_start: raw.defaults.run_on_start.unwrap_or(true),
+    };
+    // Checked here even if every mirror has its own, so a typo in it is never dormant.
+    if let Some(expression) = when.schedule {
+        r.schedule(expression, when.zone, "defaults.schedule")?;
+    }
+    let server = match &raw.server {
+        Some(server) => Some(r.server(server)?),
+        None => None,
     };
 
     let mut registries = BTreeMap::new();
@@ -80,14 +98,30 @@ pub(super) fn resolve(
     let mut jobs = Jobs::default();
     for image in &raw.images {
         let written = r.expand(image, "images")?;
+        if jobs.from_images.contains(&written) {
+            continue; // the same reference listed twice is one mirror
+        }
         let source = ImageRef::parse(&written).map_err(|e| r.at(image.span(), e.to_string()))?;
         let target = r.default_target_for(&source, default_target.as_ref(), image.span())?;
-        jobs.add(&r, source, target, image.span())?;
+        let schedule = match when.schedule {
+            Some(expression) => Some(r.schedule(expression, when.zone, "defaults.schedule")?),
+            None => None,
+        };
+        let mirror = jobs.mirror(
+            &r,
+            written.clone(),
+            image.span(),
+            schedule,
+            when.run_on_start,
+        )?;
+        jobs.from_images.insert(written);
+        jobs.add(&r, source, target, image.span(), mirror)?;
     }
     for mirror in &raw.mirror {
-        r.mirror_jobs(mirror, default_target.as_ref(), &mut jobs)?;
+        r.mirror_jobs(mirror, default_target.as_ref(), &when, &mut jobs)?;
     }
-    if jobs.list.is_empty() {
+    let (jobs, mirrors) = jobs.finish();
+    if jobs.is_empty() {
         return Err(ConfigError::Whole {
             path: path.to_path_buf(),
             message:
@@ -98,7 +132,7 @@ pub(super) fn resolve(
 
     // Every registry a job touches gets settings: loopback speaks plain HTTP, and credentials
     // the file does not give come from Docker's config.json.
-    for job in &jobs.list {
+    for job in &jobs {
         for registry in [&job.source.registry, &job.target.registry] {
             let settings = registries
                 .entry(canonical_registry(registry).to_string())
@@ -120,11 +154,21 @@ pub(super) fn resolve(
 
     Ok(Config {
         path: path.to_path_buf(),
-        jobs: jobs.list,
+        jobs,
+        mirrors,
         concurrency,
         registries,
         rate_limit,
+        shutdown_grace,
+        server,
     })
+}
+
+/// When the mirrors of the file run, unless a `[[mirror]]` says otherwise: from `[defaults]`.
+struct When<'a> {
+    zone: Tz,
+    schedule: Option<&'a Spanned<String>>,
+    run_on_start: bool,
 }
 
 struct Resolver<'a> {
@@ -182,6 +226,64 @@ impl Resolver<'_> {
         Ok(out)
     }
 
+    /// A duration written like `30s` or `1h 30m`.
+    fn duration(
+        &self,
+        text: &Spanned<String>,
+        key: &str,
+    ) -> Result<std::time::Duration, ConfigError> {
+        let written = self.expand(text, key)?;
+        humantime::parse_duration(&written).map_err(|e| {
+            self.at(
+                text.span(),
+                format!("{key}: {e} (write it like \"30s\", \"30m\" or \"1h 30m\")"),
+            )
+        })
+    }
+
+    fn zone(&self, name: &Spanned<String>, key: &str) -> Result<Tz, ConfigError> {
+        let written = self.expand(name, key)?;
+        Schedule::zone(&written).map_err(|e| self.at(name.span(), format!("{key}: {e}")))
+    }
+
+    fn schedule(
+        &self,
+        expression: &Spanned<String>,
+        zone: Tz,
+        key: &str,
+    ) -> Result<Schedule, ConfigError> {
+        let written = self.expand(expression, key)?;
+        Schedule::parse(&written, zone)
+            .map_err(|e| self.at(expression.span(), format!("{key}: {e}")))
+    }
+
+    fn server(&self, raw: &RawServer) -> Result<ServerSettings, ConfigError> {
+        let written = self.expand(&raw.listen, "server.listen")?;
+        let listen = written.parse().map_err(|_| {
+            self.at(
+                raw.listen.span(),
+                format!("server.listen: {written:?} is not an address and port; write it like \"127.0.0.1:9090\", \"[::1]:9090\" or \"0.0.0.0:9090\""),
+            )
+        })?;
+        let secret =
+            |value: &Option<Spanned<String>>, key: &str| -> Result<Option<Secret>, ConfigError> {
+                let Some(value) = value else { return Ok(None) };
+                let expanded = self.expand(value, key)?;
+                if expanded.trim().is_empty() {
+                    return Err(self.at(
+                        value.span(),
+                        format!("{key} is empty; leave it out to turn it off"),
+                    ));
+                }
+                Ok(Some(Secret::new(expanded)))
+            };
+        Ok(ServerSettings {
+            listen,
+            sync_token: secret(&raw.sync_token, "server.sync_token")?,
+            webhook_secret: secret(&raw.webhook_secret, "server.webhook_secret")?,
+        })
+    }
+
     /// A count that cannot be negative, such as a reserve of pulls.
     fn count(&self, n: &Spanned<i64>, key: &str) -> Result<u64, ConfigError> {
         u64::try_from(*n.get_ref()).map_err(|_| {
@@ -211,10 +313,39 @@ impl Resolver<'_> {
         &self,
         mirror: &Spanned<RawMirror>,
         default_target: Option<&Repository>,
+        defaults: &When<'_>,
         jobs: &mut Jobs,
     ) -> Result<(), ConfigError> {
         let m = mirror.get_ref();
         let written = self.expand(&m.source, "mirror.source")?;
+        let zone = match &m.timezone {
+            Some(name) => self.zone(name, "mirror.timezone")?,
+            None => defaults.zone,
+        };
+        let schedule = match &m.schedule {
+            Some(expression) => Some(self.schedule(expression, zone, "mirror.schedule")?),
+            None => match defaults.schedule {
+                Some(expression) => Some(self.schedule(expression, zone, "defaults.schedule")?),
+                None => None,
+            },
+        };
+        let (name, name_span) = match &m.name {
+            Some(name) => {
+                let expanded = self.expand(name, "mirror.name")?;
+                if expanded.trim().is_empty() {
+                    return Err(self.at(name.span(), "mirror.name is empty"));
+                }
+                (expanded, name.span())
+            }
+            None => (written.clone(), m.source.span()),
+        };
+        let index = jobs.mirror(
+            self,
+            name,
+            name_span,
+            schedule,
+            m.run_on_start.unwrap_or(defaults.run_on_start),
+        )?;
         let sources = match &m.tags {
             None => vec![(
                 ImageRef::parse(&written).map_err(|e| self.at(m.source.span(), e.to_string()))?,
@@ -250,7 +381,7 @@ impl Resolver<'_> {
                 Some(repo) => repo.image_for(&source),
                 None => self.default_target_for(&source, default_target, span.clone())?,
             };
-            jobs.add(self, source, target, span)?;
+            jobs.add(self, source, target, span, index)?;
         }
         Ok(())
     }
@@ -321,23 +452,84 @@ impl Resolver<'_> {
     }
 }
 
-/// The job list under construction: each target once.
+/// The job list under construction: each target once, each mirror name once.
 #[derive(Default)]
 struct Jobs {
     list: Vec<Job>,
     /// Target reference → index in `list`, to catch two sources landing on one target.
     by_target: BTreeMap<String, usize>,
+    mirrors: Vec<Mirror>,
+    /// `images` references already seen, as written.
+    from_images: std::collections::BTreeSet<String>,
+}
+
+fn line_of(text: &str, span: &Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
 }
 
 impl Jobs {
+    /// Adds a mirror and returns its index; its name must be new.
+    fn mirror(
+        &mut self,
+        r: &Resolver<'_>,
+        name: String,
+        span: Range<usize>,
+        schedule: Option<Schedule>,
+        run_on_start: bool,
+    ) -> Result<usize, ConfigError> {
+        if let Some(earlier) = self.mirrors.iter().find(|m| m.name == name) {
+            return Err(r.at(
+                span,
+                format!(
+                    "two mirrors are named {name:?} (the other is on line {}); give this [[mirror]] its own `name`",
+                    earlier.line
+                ),
+            ));
+        }
+        self.mirrors.push(Mirror {
+            name,
+            schedule,
+            run_on_start,
+            line: line_of(r.text, &span),
+        });
+        Ok(self.mirrors.len() - 1)
+    }
+
+    /// The jobs and the mirrors that kept at least one (a mirror whose every image another
+    /// already lists has none).
+    fn finish(self) -> (Vec<Job>, Vec<Mirror>) {
+        let mut used = vec![false; self.mirrors.len()];
+        for job in &self.list {
+            used[job.mirror] = true;
+        }
+        let mut renumbered = vec![None; self.mirrors.len()];
+        let mut mirrors = Vec::new();
+        for (i, mirror) in self.mirrors.into_iter().enumerate() {
+            if used[i] {
+                renumbered[i] = Some(mirrors.len());
+                mirrors.push(mirror);
+            }
+        }
+        let jobs = self
+            .list
+            .into_iter()
+            .map(|job| Job {
+                mirror: renumbered[job.mirror].expect("every job's mirror is kept"),
+                ..job
+            })
+            .collect();
+        (jobs, mirrors)
+    }
+
     fn add(
         &mut self,
         r: &Resolver<'_>,
         source: ImageRef,
         target: ImageRef,
         span: Range<usize>,
+        mirror: usize,
     ) -> Result<(), ConfigError> {
-        let line = r.text[..span.start.min(r.text.len())].matches('\n').count() + 1;
+        let line = line_of(r.text, &span);
         let key = target.to_string();
         if let Some(&first) = self.by_target.get(&key) {
             let earlier = &self.list[first];
@@ -357,6 +549,7 @@ impl Jobs {
             source,
             target,
             line,
+            mirror,
         });
         Ok(())
     }
@@ -490,6 +683,89 @@ target = "registry.internal:5000/tools/tool"
             let err = resolve_with(&format!("{base}{bad}"), &[]).unwrap_err();
             assert!(err.contains(expected), "{bad:?}\n{err}");
         }
+    }
+
+    #[test]
+    fn mirrors_carry_names_schedules_and_zones() {
+        let text = r#"
+images = ["nginx:1", "nginx:1", "redis:7"]
+[defaults]
+target = "r.io/m"
+schedule = "0 3 * * *"
+timezone = "Europe/Berlin"
+shutdown_grace = "10s"
+[[mirror]]
+source = "ghcr.io/org/tool"
+tags = ["v1", "v2"]
+schedule = "*/30 * * * * *"
+run_on_start = false
+[[mirror]]
+name = "tool-utc"
+source = "ghcr.io/org/tool:v3"
+timezone = "UTC"
+[[mirror]]
+name = "again"
+source = "redis:7"
+"#;
+        let config = resolve_with(text, &[]).unwrap();
+        let names: Vec<_> = config.mirrors.iter().map(|m| m.name.as_str()).collect();
+        // The last [[mirror]] only repeats redis:7, so it has no image of its own left.
+        assert_eq!(
+            names,
+            ["nginx:1", "redis:7", "ghcr.io/org/tool", "tool-utc"]
+        );
+        let shown: Vec<_> = config
+            .mirrors
+            .iter()
+            .map(|m| format!("{} {}", m.schedule.as_ref().unwrap(), m.run_on_start))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "\"0 3 * * *\" (Europe/Berlin) true",
+                "\"0 3 * * *\" (Europe/Berlin) true",
+                "\"*/30 * * * * *\" (Europe/Berlin) false",
+                "\"0 3 * * *\" (UTC) true",
+            ]
+        );
+        assert_eq!(config.jobs_of("ghcr.io/org/tool").count(), 2);
+        assert_eq!(config.jobs_of("tool-utc").count(), 1);
+        assert_eq!(config.jobs.iter().filter(|j| j.mirror == 1).count(), 1);
+        assert_eq!(config.shutdown_grace, std::time::Duration::from_secs(10));
+        assert!(config.server.is_none());
+
+        let unscheduled =
+            resolve_with("images = [\"a\"]\n[defaults]\ntarget = \"r.io\"\n", &[]).unwrap();
+        assert_eq!(unscheduled.mirrors[0].schedule, None);
+        assert!(unscheduled.mirrors[0].run_on_start);
+        assert_eq!(unscheduled.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+    }
+
+    #[test]
+    fn schedule_name_and_server_refusals_point_at_the_value() {
+        let base = "[defaults]\ntarget = \"r.io\"\n";
+        let image = "[[mirror]]\nsource = \"z:1\"\n";
+        for (bad, expected) in [
+            ("schedule = \"0 3 * *\"\n", "mirrors.toml:3:12: defaults.schedule: schedule \"0 3 * *\" has 4 fields"),
+            ("timezone = \"Berlin\"\n", "mirrors.toml:3:12: defaults.timezone: unknown time zone \"Berlin\""),
+            ("shutdown_grace = \"soon\"\n", "mirrors.toml:3:18: defaults.shutdown_grace:"),
+            ("[[mirror]]\nsource = \"a:1\"\nschedule = \"@sometimes\"\n", "mirrors.toml:5:12: mirror.schedule: schedule \"@sometimes\" is not a valid cron expression"),
+            ("[[mirror]]\nsource = \"a:1\"\n[[mirror]]\nsource = \"a:1\"\ntarget = \"q.io/a\"\n", "mirrors.toml:6:10: two mirrors are named \"a:1\" (the other is on line 4)"),
+            ("[server]\nlisten = \"localhost\"\n", "mirrors.toml:4:10: server.listen: \"localhost\" is not an address and port"),
+            ("[server]\nlisten = \"127.0.0.1:9090\"\nsync_token = \"${EMPTY}\"\n", "mirrors.toml:5:14: server.sync_token is empty"),
+            ("[server]\nlisten = \"127.0.0.1:9090\"\nport = 1\n", "unknown key `port`"),
+        ] {
+            let err = resolve_with(&format!("{base}{bad}{image}"), &[("EMPTY", "")]).unwrap_err();
+            assert!(err.contains(expected), "{bad:?}\n{err}");
+        }
+        let text = format!(
+            "{base}[server]\nlisten = \"127.0.0.1:9090\"\nwebhook_secret = \"${{HOOK}}\"\n{image}"
+        );
+        let config = resolve_with(&text, &[("HOOK", "s3cret")]).unwrap();
+        let server = config.server.unwrap();
+        assert_eq!(server.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(server.webhook_secret.unwrap().expose(), "s3cret");
+        assert!(server.sync_token.is_none());
     }
 
     #[test]
