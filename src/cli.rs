@@ -4,9 +4,15 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
+use crate::daemon;
 use crate::logging::LogFormat;
-use crate::run;
+use crate::run::Runner;
+use crate::signals;
 
 /// How a run ended, as the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +40,7 @@ pub struct Cli {
     pub config: PathBuf,
 
     /// Run one pass over every image, then exit (0 all mirrored, 1 some failed, 2 bad config).
+    /// Without it regmirror runs as a daemon, each mirror on its schedule.
     #[arg(long)]
     pub once: bool,
 
@@ -83,27 +90,28 @@ pub async fn execute(cli: Cli) -> Exit {
             print!("{}", plan(&config, chrono::Utc::now()));
             Exit::Success
         }
-        None if cli.once || cli.dry_run => match run::run_pass(&config, cli.dry_run).await {
-            Ok(report) => {
-                println!("{}", report.render());
-                if report.failed() > 0 {
-                    Exit::SomeFailed
-                } else {
-                    Exit::Success
+        None if cli.once || cli.dry_run => {
+            let stop = CancellationToken::new();
+            if let Err(e) = signals::stop_on_terminate(stop.clone()) {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return Exit::SomeFailed;
+            }
+            let runner = match Runner::new(&config, Arc::default(), stop) {
+                Ok(runner) => runner,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", config.path.display());
+                    return Exit::BadConfig;
                 }
+            };
+            let report = runner.pass(&config.jobs, cli.dry_run).await;
+            println!("{}", report.render());
+            if report.failed() > 0 {
+                Exit::SomeFailed
+            } else {
+                Exit::Success
             }
-            Err(e) => {
-                eprintln!("error: {}: {e}", config.path.display());
-                Exit::BadConfig
-            }
-        },
-        None => {
-            eprintln!(
-                "error: running on a schedule (daemon mode) is not available yet; \
-                 run one pass with `regmirror --once`, from cron or a scheduled task"
-            );
-            Exit::BadConfig
         }
+        None => daemon::run(config).await,
     }
 }
 

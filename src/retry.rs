@@ -122,7 +122,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_retryable_errors_until_success() {
-        let waiter = Waiter::start(Arc::new(Semaphore::new(1)), Duration::from_secs(600)).await;
+        let waiter = Waiter::start(
+            Arc::new(Semaphore::new(1)),
+            Duration::from_secs(600),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         let attempts = AtomicUsize::new(0);
         let value = retrying(&waiter, || async {
             match attempts.fetch_add(1, Ordering::SeqCst) {
@@ -141,8 +147,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_registry_gets_a_few_tries_not_max_wait() {
-        let waiter =
-            Waiter::start(Arc::new(Semaphore::new(1)), Duration::from_secs(6 * 3600)).await;
+        let waiter = Waiter::start(
+            Arc::new(Semaphore::new(1)),
+            Duration::from_secs(6 * 3600),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         let attempts = AtomicUsize::new(0);
         let err = retrying(&waiter, || async {
             attempts.fetch_add(1, Ordering::SeqCst);
@@ -161,7 +172,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_at_max_wait_saying_why_and_fails_fast_on_other_errors() {
-        let waiter = Waiter::start(Arc::new(Semaphore::new(1)), Duration::from_secs(60)).await;
+        let waiter = Waiter::start(
+            Arc::new(Semaphore::new(1)),
+            Duration::from_secs(60),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         let err = retrying(&waiter, || async {
             Err::<(), _>(refused(Some(Duration::from_secs(45))))
         })

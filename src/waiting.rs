@@ -5,20 +5,30 @@
 //! back, so images from registries that are not throttled carry on, and takes one again when
 //! it resumes. Every wait of an image counts against its `max_wait`; a wait that would pass it
 //! is refused up front, with what it was for, instead of being slept through.
+//!
+//! On shutdown every wait ends at once: an image that has not started never does, and one
+//! waiting for budget or a retry gives up, while copies under way are left to finish.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
-/// A wait that `max_wait` does not allow: the image fails with this.
+/// A wait that is not made: the image fails with this.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("waited {} in all, and {} more for {reason} would pass max_wait ({})", secs(*.waited), secs(*.wanted), secs(*.max_wait))]
-pub struct WaitTooLong {
-    pub waited: Duration,
-    pub wanted: Duration,
-    pub max_wait: Duration,
-    pub reason: String,
+pub enum WaitRefused {
+    /// `max_wait` does not allow it.
+    #[error("waited {} in all, and {} more for {reason} would pass max_wait ({})", secs(*.waited), secs(*.wanted), secs(*.max_wait))]
+    TooLong {
+        waited: Duration,
+        wanted: Duration,
+        max_wait: Duration,
+        reason: String,
+    },
+    /// The process is shutting down.
+    #[error("stopped waiting: regmirror is shutting down")]
+    ShuttingDown,
 }
 
 /// One image's share of the pass's concurrency, and its waiting so far.
@@ -28,22 +38,32 @@ pub struct Waiter {
     slot: tokio::sync::Mutex<Option<OwnedSemaphorePermit>>,
     max_wait: Duration,
     waited: Mutex<Duration>,
+    /// Cancelled on shutdown: ends every wait.
+    stop: CancellationToken,
 }
 
 impl Waiter {
-    /// Waits for a free slot of `slots`, then holds it.
-    pub async fn start(slots: Arc<Semaphore>, max_wait: Duration) -> Waiter {
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the slots are never closed");
-        Waiter {
+    /// Waits for a free slot of `slots`, then holds it; refused once `stop` is cancelled.
+    pub async fn start(
+        slots: Arc<Semaphore>,
+        max_wait: Duration,
+        stop: CancellationToken,
+    ) -> Result<Waiter, WaitRefused> {
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Err(WaitRefused::ShuttingDown),
+            permit = slots.clone().acquire_owned() => permit.expect("the slots are never closed"),
+        };
+        if stop.is_cancelled() {
+            return Err(WaitRefused::ShuttingDown);
+        }
+        Ok(Waiter {
             slots,
             slot: tokio::sync::Mutex::new(Some(permit)),
             max_wait,
             waited: Mutex::new(Duration::ZERO),
-        }
+            stop,
+        })
     }
 
     /// Total time this image has waited.
@@ -52,10 +72,13 @@ impl Waiter {
     }
 
     /// Whether waiting `wanted` more stays within `max_wait`.
-    fn allows(&self, wanted: Duration, reason: &str) -> Result<(), WaitTooLong> {
+    fn allows(&self, wanted: Duration, reason: &str) -> Result<(), WaitRefused> {
+        if self.stop.is_cancelled() {
+            return Err(WaitRefused::ShuttingDown);
+        }
         let waited = self.waited();
         if waited.saturating_add(wanted) > self.max_wait {
-            return Err(WaitTooLong {
+            return Err(WaitRefused::TooLong {
                 waited,
                 wanted,
                 max_wait: self.max_wait,
@@ -66,25 +89,25 @@ impl Waiter {
     }
 
     /// Sleeps `duration` with the slot handed back, if `max_wait` allows it.
-    pub async fn wait(&self, duration: Duration, reason: &str) -> Result<(), WaitTooLong> {
+    pub async fn wait(&self, duration: Duration, reason: &str) -> Result<(), WaitRefused> {
         self.allows(duration, reason)?;
         // Concurrent parts of one image (the children of an index) share its slot: the first to
         // wait hands it back, the first to resume takes one again.
         drop(self.slot.lock().await.take());
-        tokio::time::sleep(duration).await;
+        tokio::select! {
+            _ = self.stop.cancelled() => return Err(WaitRefused::ShuttingDown),
+            _ = tokio::time::sleep(duration) => {}
+        }
         {
             let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
             *waited = waited.saturating_add(duration);
         }
         let mut slot = self.slot.lock().await;
         if slot.is_none() {
-            *slot = Some(
-                self.slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the slots are never closed"),
-            );
+            *slot = Some(tokio::select! {
+                _ = self.stop.cancelled() => return Err(WaitRefused::ShuttingDown),
+                permit = self.slots.clone().acquire_owned() => permit.expect("the slots are never closed"),
+            });
         }
         Ok(())
     }
@@ -108,7 +131,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_hand_the_slot_back_and_count_against_max_wait() {
         let slots = Arc::new(Semaphore::new(1));
-        let waiter = Waiter::start(slots.clone(), Duration::from_secs(10)).await;
+        let waiter = Waiter::start(
+            slots.clone(),
+            Duration::from_secs(10),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(slots.available_permits(), 0);
         // Another image wants the only slot: it gets it while this one waits.
         let other = tokio::spawn({
@@ -147,5 +176,42 @@ mod tests {
         assert_eq!(secs(Duration::from_millis(4_200)), "4.2 s");
         assert_eq!(secs(Duration::from_secs(6 * 3600)), "6 h");
         assert_eq!(secs(Duration::from_secs(3600 + 120)), "1 h 2 min");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_waits_at_once_and_refuses_new_starts() {
+        let slots = Arc::new(Semaphore::new(1));
+        let stop = CancellationToken::new();
+        let waiter = Arc::new(
+            Waiter::start(slots.clone(), Duration::from_secs(3600), stop.clone())
+                .await
+                .unwrap(),
+        );
+        let sleeping = tokio::spawn({
+            let waiter = waiter.clone();
+            async move { waiter.wait(Duration::from_secs(600), "budget").await }
+        });
+        // Another image queues for the slot the sleeping one handed back... and holds it.
+        let holder = slots.clone().acquire_owned().await.unwrap();
+        let queued = tokio::spawn(Waiter::start(
+            slots.clone(),
+            Duration::from_secs(3600),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = tokio::time::Instant::now();
+        stop.cancel();
+        let slept = sleeping.await.unwrap();
+        assert!(matches!(slept, Err(WaitRefused::ShuttingDown)), "{slept:?}");
+        assert!(matches!(
+            queued.await.unwrap(),
+            Err(WaitRefused::ShuttingDown)
+        ));
+        assert_eq!(tokio::time::Instant::now(), before, "no time passed");
+        drop(holder);
+        assert!(matches!(
+            Waiter::start(slots, Duration::from_secs(1), stop).await,
+            Err(WaitRefused::ShuttingDown)
+        ));
     }
 }

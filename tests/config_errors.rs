@@ -654,7 +654,8 @@ fn check_sends_no_request_even_for_a_valid_config() {
         .run();
     run.assert_success();
     assert!(
-        run.stdout.starts_with("conf/mirrors.toml: 1 image in 1 mirror\n"),
+        run.stdout
+            .starts_with("conf/mirrors.toml: 1 image in 1 mirror\n"),
         "{}",
         run.output()
     );

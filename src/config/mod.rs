@@ -124,12 +124,25 @@ impl Config {
     /// Reads and validates a config file, taking `${VAR}`s from the process environment and
     /// missing credentials from Docker's config.json.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
+        let text = std::fs::read(path).map_err(|e| ConfigError::unreadable(path, e))?;
+        Config::from_bytes(path, &text)
+    }
+
+    /// Validates `text`, the contents of `path` read by the caller (the daemon compares it
+    /// with what it last loaded).
+    pub fn from_bytes(path: &Path, text: &[u8]) -> Result<Config, ConfigError> {
+        let text = std::str::from_utf8(text).map_err(|e| ConfigError::Whole {
+            path: path.to_path_buf(),
+            message: format!(
+                "not UTF-8 text (byte {}); save it as UTF-8",
+                e.valid_up_to()
+            ),
+        })?;
         let docker = DockerConfig::load_default().map_err(|e| ConfigError::Whole {
             path: path.to_path_buf(),
             message: format!("cannot use Docker's credentials: {e}"),
         })?;
-        resolve::resolve(path, &text, &|name| std::env::var(name).ok(), &docker)
+        resolve::resolve(path, text, &|name| std::env::var(name).ok(), &docker)
     }
 
     /// The jobs of the mirror named `name`.

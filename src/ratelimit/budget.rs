@@ -11,6 +11,7 @@
 //! logged once when it starts and once when it ends, not once per probe.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,22 +65,45 @@ pub struct RegistryUsage {
     pub limit: Option<u64>,
 }
 
-/// Every registry's budget, created on first use.
+/// Every registry's budget, created on first use. One per process: the daemon keeps it
+/// across passes and config reloads, since a registry's limit counts the whole IP.
 #[derive(Debug, Default)]
 pub struct Budgets {
     by_host: Mutex<HashMap<String, Arc<Budget>>>,
-    /// `reserve` by API host; hosts not listed use `default_reserve`.
-    reserves: BTreeMap<String, u64>,
-    default_reserve: u64,
+    reserves: Mutex<Reserves>,
+}
+
+#[derive(Debug, Default)]
+struct Reserves {
+    /// `reserve` by API host; hosts not listed use `default`.
+    by_host: BTreeMap<String, u64>,
+    default: u64,
+}
+
+impl Reserves {
+    fn of(&self, host: &str) -> u64 {
+        self.by_host.get(host).copied().unwrap_or(self.default)
+    }
 }
 
 impl Budgets {
     pub fn new(default_reserve: u64, reserves: BTreeMap<String, u64>) -> Self {
-        Budgets {
-            by_host: Mutex::default(),
-            reserves,
-            default_reserve,
+        let budgets = Budgets::default();
+        budgets.set_reserves(default_reserve, reserves);
+        budgets
+    }
+
+    /// Sets the pulls left unspent, also for budgets already in use (a reloaded config).
+    pub fn set_reserves(&self, default_reserve: u64, reserves: BTreeMap<String, u64>) {
+        let reserves = Reserves {
+            by_host: reserves,
+            default: default_reserve,
+        };
+        let by_host = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        for (host, budget) in by_host.iter() {
+            budget.reserve.store(reserves.of(host), Ordering::Relaxed);
         }
+        *self.reserves.lock().unwrap_or_else(|p| p.into_inner()) = reserves;
     }
 
     /// The budget of the registry served by `host`.
@@ -90,9 +114,9 @@ impl Budgets {
             .or_insert_with(|| {
                 let reserve = self
                     .reserves
-                    .get(host)
-                    .copied()
-                    .unwrap_or(self.default_reserve);
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .of(host);
                 Arc::new(Budget::new(host, reserve))
             })
             .clone()
@@ -115,7 +139,7 @@ impl Budgets {
 #[derive(Debug)]
 pub struct Budget {
     host: String,
-    reserve: u64,
+    reserve: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -141,9 +165,13 @@ impl Budget {
     pub fn new(host: &str, reserve: u64) -> Self {
         Budget {
             host: host.to_string(),
-            reserve,
+            reserve: AtomicU64::new(reserve),
             state: Mutex::default(),
         }
+    }
+
+    fn reserve(&self) -> u64 {
+        self.reserve.load(Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -159,7 +187,7 @@ impl Budget {
             s.resets_at = None;
         }
         match s.remaining {
-            Some(available) if available <= self.reserve => {
+            Some(available) if available <= self.reserve() => {
                 let wait = match s.resets_at {
                     Some(at) => at.saturating_duration_since(now) + AFTER_RESET,
                     None => probe_interval(s.window),
@@ -181,7 +209,7 @@ impl Budget {
                         remaining = s.remaining.unwrap_or(0),
                         limit = s.limit.map_or_else(|| "unknown".to_string(), |l| l.to_string()),
                         window = s.window.map_or_else(|| "unknown".to_string(), secs),
-                        reserve = self.reserve,
+                        reserve = self.reserve(),
                         %resumes,
                         "pull budget spent: pausing this registry's pulls"
                     );
@@ -253,7 +281,7 @@ impl Budget {
             "{}'s pull budget ({} of {limit} per {window} left, reserve {})",
             self.host,
             s.remaining.unwrap_or(0),
-            self.reserve
+            self.reserve()
         )
     }
 
@@ -436,5 +464,8 @@ mod tests {
         ghcr.observe(&said(10, 60), ghcr.ticket());
         assert!(matches!(ghcr.try_take(), Gate::Go(_)));
         assert!(Arc::ptr_eq(&hub, &budgets.of("registry-1.docker.io")));
+        // A reloaded config changes the reserve of a budget already in use.
+        budgets.set_reserves(0, BTreeMap::new());
+        assert!(matches!(hub.try_take(), Gate::Go(_)));
     }
 }

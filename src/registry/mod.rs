@@ -9,6 +9,7 @@
 //! the source GET.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,7 +48,7 @@ pub struct Registries {
     tokens: auth::AuthCache,
     /// API hosts spoken to over plain HTTP.
     plain_http: BTreeSet<String>,
-    budgets: Budgets,
+    budgets: Arc<Budgets>,
 }
 
 impl std::fmt::Debug for Registries {
@@ -61,8 +62,9 @@ impl std::fmt::Debug for Registries {
 }
 
 impl Registries {
-    /// Builds the clients for every registry the config names. Fails only on a bad CA file.
-    pub fn new(config: &Config) -> Result<Self, String> {
+    /// Builds the clients for every registry the config names, pacing pulls with `budgets`
+    /// (whose reserves it sets from the config). Fails only on a bad CA file.
+    pub fn new(config: &Config, budgets: Arc<Budgets>) -> Result<Self, String> {
         let mut plain_http = BTreeSet::new();
         let mut pems = Vec::new();
         let mut auth = BTreeMap::new();
@@ -121,7 +123,10 @@ impl Registries {
             auth,
             tokens: auth::AuthCache::default(),
             plain_http,
-            budgets: Budgets::new(config.rate_limit.reserve, reserves),
+            budgets: {
+                budgets.set_reserves(config.rate_limit.reserve, reserves);
+                budgets
+            },
         })
     }
 

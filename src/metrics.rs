@@ -1,0 +1,240 @@
+//! The daemon's Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+//!
+//! Per mirror: images by result, bytes copied, runs and their duration, the last success.
+//! Per registry, read from the pull budgets when scraped: pulls spent, pulls refused with 429,
+//! seconds paused and the last `remaining`/`limit` the registry announced. Label values are
+//! mirror names and registry hosts from mirrors.toml, never credentials.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::copy::Outcome;
+use crate::ratelimit::RegistryUsage;
+use crate::run::Report;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabel {
+    mirror: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImageLabels {
+    mirror: String,
+    /// `mirrored`, `unchanged` or `failed`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryLabel {
+    registry: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    /// `applied` or `refused`.
+    result: &'static str,
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    images: Family<ImageLabels, Counter>,
+    bytes: Family<MirrorLabel, Counter>,
+    runs: Family<ImageLabels, Counter>,
+    skipped: Family<MirrorLabel, Counter>,
+    durations: Family<MirrorLabel, Histogram>,
+    last_success: Family<MirrorLabel, Gauge<f64, AtomicU64>>,
+    reloads: Family<ReloadLabel, Counter>,
+    pulls: Family<RegistryLabel, Counter>,
+    refused: Family<RegistryLabel, Counter>,
+    paused: Family<RegistryLabel, Counter<f64, AtomicU64>>,
+    remaining: Family<RegistryLabel, Gauge>,
+    limit: Family<RegistryLabel, Gauge>,
+    /// Registry totals already added to the counters: the budgets hold process totals, the
+    /// counters only ever grow by the difference.
+    seen: Mutex<HashMap<String, RegistryUsage>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("regmirror");
+        let m = Metrics {
+            images: Family::default(),
+            bytes: Family::default(),
+            runs: Family::default(),
+            skipped: Family::default(),
+            durations: Family::new_with_constructor(|| {
+                Histogram::new([1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0])
+            }),
+            last_success: Family::default(),
+            reloads: Family::default(),
+            pulls: Family::default(),
+            refused: Family::default(),
+            paused: Family::default(),
+            remaining: Family::default(),
+            limit: Family::default(),
+            seen: Mutex::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "images",
+            "Images handled, by mirror and result (mirrored, unchanged, failed)",
+            m.images.clone(),
+        );
+        registry.register_with_unit(
+            "copied",
+            "Blob bytes copied into the target, by mirror",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
+        registry.register(
+            "runs",
+            "Runs of a mirror, by result (success: no image failed)",
+            m.runs.clone(),
+        );
+        registry.register(
+            "skipped_runs",
+            "Scheduled runs skipped because the mirror's previous run was still going",
+            m.skipped.clone(),
+        );
+        registry.register_with_unit(
+            "run_duration",
+            "How long a run of a mirror took",
+            Unit::Seconds,
+            m.durations.clone(),
+        );
+        registry.register_with_unit(
+            "last_success_timestamp",
+            "When a run of the mirror last ended with no image failed (Unix time)",
+            Unit::Seconds,
+            m.last_success.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads, by result (applied, refused)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "pulls",
+            "Manifest GETs served by a source registry (Docker Hub's unit of rate limiting)",
+            m.pulls.clone(),
+        );
+        registry.register(
+            "pulls_refused",
+            "Manifest GETs a registry refused with HTTP 429",
+            m.refused.clone(),
+        );
+        registry.register_with_unit(
+            "ratelimit_paused",
+            "Time pulls from a registry were paused to stay within its budget",
+            Unit::Seconds,
+            m.paused.clone(),
+        );
+        registry.register(
+            "ratelimit_remaining",
+            "Pulls a registry last said are left in its window (estimate after our own pulls)",
+            m.remaining.clone(),
+        );
+        registry.register(
+            "ratelimit_limit",
+            "Pulls a registry allows per window, as it last announced",
+            m.limit.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Records a finished run of `mirror`.
+    pub fn record_run(&self, mirror: &str, report: &Report, ended_unix: f64) {
+        let label = MirrorLabel {
+            mirror: mirror.to_string(),
+        };
+        let image = |result| ImageLabels {
+            mirror: mirror.to_string(),
+            result,
+        };
+        for r in &report.results {
+            match &r.outcome {
+                Ok(Outcome::Mirrored { stats, .. }) => {
+                    self.images.get_or_create(&image("mirrored")).inc();
+                    self.bytes.get_or_create(&label).inc_by(stats.bytes_copied);
+                }
+                Ok(Outcome::Unchanged { .. }) => {
+                    self.images.get_or_create(&image("unchanged")).inc();
+                }
+                Ok(Outcome::WouldCopy { .. }) => {}
+                Err(_) => {
+                    self.images.get_or_create(&image("failed")).inc();
+                }
+            }
+        }
+        let success = report.failed() == 0;
+        self.runs
+            .get_or_create(&image(if success { "success" } else { "failed" }))
+            .inc();
+        self.durations
+            .get_or_create(&label)
+            .observe(report.elapsed.as_secs_f64());
+        if success {
+            self.last_success.get_or_create(&label).set(ended_unix);
+        }
+    }
+
+    pub fn record_skipped(&self, mirror: &str) {
+        self.skipped
+            .get_or_create(&MirrorLabel {
+                mirror: mirror.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn record_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.reloads.get_or_create(&ReloadLabel { result }).inc();
+    }
+
+    /// The text a scrape gets, with registry figures brought up to `usage` (process totals).
+    pub fn render(&self, usage: &[RegistryUsage]) -> String {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            for now in usage {
+                let label = RegistryLabel {
+                    registry: now.registry.clone(),
+                };
+                let before = seen.get(&now.registry);
+                let grew = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
+                self.pulls
+                    .get_or_create(&label)
+                    .inc_by(grew(now.pulls, before.map(|b| b.pulls)));
+                self.refused
+                    .get_or_create(&label)
+                    .inc_by(grew(now.refused, before.map(|b| b.refused)));
+                let paused_before = before.map_or(Duration::ZERO, |b| b.paused);
+                self.paused
+                    .get_or_create(&label)
+                    .inc_by(now.paused.saturating_sub(paused_before).as_secs_f64());
+                if let Some(remaining) = now.remaining {
+                    self.remaining.get_or_create(&label).set(remaining as i64);
+                }
+                if let Some(limit) = now.limit {
+                    self.limit.get_or_create(&label).set(limit as i64);
+                }
+                seen.insert(now.registry.clone(), now.clone());
+            }
+        }
+        let mut out = String::new();
+        text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

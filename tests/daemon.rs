@@ -1,0 +1,542 @@
+//! The daemon, driven as a process the way systemd or a user runs it: schedules, live reloads,
+//! a clean SIGTERM, the HTTP endpoint and the systemd notifications, against real registries.
+
+mod harness;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+/// Long enough for a loaded CI machine; the conditions usually hold within a few seconds.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after [`PATIENCE`].
+#[track_caller]
+fn eventually(daemon: &Spawned, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "not within {PATIENCE:?}: {what}\n--- stderr ---\n{}",
+        daemon.stderr()
+    );
+}
+
+/// Starts the daemon on the sandbox's mirrors.toml and waits until it is scheduling.
+fn start_daemon(sandbox: &Sandbox) -> Spawned {
+    let mut daemon = sandbox.regmirror().start();
+    assert!(
+        daemon.wait_for_output("running: ", PATIENCE),
+        "the daemon did not start\n{}",
+        daemon.stderr()
+    );
+    daemon
+}
+
+/// How many times the log says `needle`.
+fn count(daemon: &Spawned, needle: &str) -> usize {
+    daemon.stderr().matches(needle).count()
+}
+
+/// Replaces mirrors.toml the way editors and config managers do: a new file renamed over it.
+fn replace_config(sandbox: &Sandbox, toml: &str) {
+    let temp = sandbox.write_file(".mirrors.toml.swp", toml);
+    std::fs::rename(&temp, sandbox.path().join("mirrors.toml")).expect("rename over mirrors.toml");
+}
+
+/// The address the daemon's HTTP endpoint is serving on, from its log.
+fn server_address(daemon: &mut Spawned) -> String {
+    assert!(
+        daemon.wait_for_output("serving /healthz", PATIENCE),
+        "{}",
+        daemon.stderr()
+    );
+    let log = daemon.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("serving /healthz"))
+        .expect("the serving line");
+    let at = line.find("address=").expect("an address field") + "address=".len();
+    line[at..]
+        .split_whitespace()
+        .next()
+        .expect("an address")
+        .to_string()
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn images_config(source: &str, target: &str, images: &[&str], defaults: &str) -> String {
+    let list: Vec<String> = images.iter().map(|i| format!("\"{source}/{i}\"")).collect();
+    format!(
+        "images = [{}]\n[defaults]\ntarget = \"{target}\"\n{defaults}",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn a_two_second_schedule_mirrors_an_image_and_follows_a_moved_tag() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let v1 = Image::single(Flavor::Oci, 2, 4096);
+    let v2 = Image::multi_arch(Flavor::Docker, &["linux/amd64", "linux/arm64"], 2, 4096);
+    v1.push(&source, "app", "stable");
+    let sandbox = Sandbox::new();
+    // Not on start: the first copy must come from the schedule.
+    sandbox.write_config(&images_config(
+        source.host(),
+        target.host(),
+        &["app:stable"],
+        "schedule = \"*/2 * * * * *\"\nrun_on_start = false\n",
+    ));
+    let daemon = start_daemon(&sandbox);
+
+    eventually(&daemon, "the first scheduled run copies v1", || {
+        head_manifest(&target, "app", "stable").as_deref() == Some(v1.digest())
+    });
+    assert!(
+        daemon.stderr().contains("why=\"schedule\"") || daemon.stderr().contains("why=schedule"),
+        "{}",
+        daemon.stderr()
+    );
+    check_complete(&target, "app", "stable").unwrap();
+
+    v2.push(&source, "app", "stable");
+    eventually(&daemon, "a later run follows the tag to v2", || {
+        head_manifest(&target, "app", "stable").as_deref() == Some(v2.digest())
+    });
+    check_complete(&target, "app", "stable").unwrap();
+    let unchanged_runs = count(&daemon, "run finished");
+    eventually(&daemon, "runs go on, finding nothing to copy", || {
+        count(&daemon, "run finished") >= unchanged_runs + 2
+    });
+    assert!(daemon.stderr().contains("unchanged"), "{}", daemon.stderr());
+}
+
+#[test]
+fn an_edited_config_adds_an_image_and_a_broken_edit_keeps_the_old_schedule_running() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let app = Image::single(Flavor::Oci, 1, 2048);
+    let tool = Image::single(Flavor::Docker, 1, 2048);
+    app.push(&source, "app", "1");
+    tool.push(&source, "tool", "1");
+    let sandbox = Sandbox::new();
+    let schedule = "schedule = \"*/2 * * * * *\"\n";
+    sandbox.write_config(&images_config(
+        source.host(),
+        target.host(),
+        &["app:1"],
+        schedule,
+    ));
+    let mut daemon = start_daemon(&sandbox);
+    eventually(&daemon, "app is mirrored on start", || {
+        head_manifest(&target, "app", "1").is_some()
+    });
+
+    // An edit adds an image: it is mirrored without a restart.
+    replace_config(
+        &sandbox,
+        &images_config(source.host(), target.host(), &["app:1", "tool:1"], schedule),
+    );
+    eventually(&daemon, "the added image is mirrored", || {
+        head_manifest(&target, "tool", "1").as_deref() == Some(tool.digest())
+    });
+    assert!(
+        daemon.stderr().contains("config reloaded"),
+        "{}",
+        daemon.stderr()
+    );
+
+    // A broken edit: logged with its line and column; the daemon and its schedule go on.
+    let broken = format!(
+        "{}concurrensy = 3\n",
+        images_config(source.host(), target.host(), &["app:1", "tool:1"], schedule)
+    );
+    std::fs::write(sandbox.path().join("mirrors.toml"), broken).unwrap();
+    eventually(&daemon, "the broken edit is reported", || {
+        daemon.stderr().contains("config not reloaded")
+    });
+    let log = daemon.stderr();
+    assert!(
+        log.contains("mirrors.toml:5:1: unknown key `concurrensy`"),
+        "{log}"
+    );
+    let app_v2 = Image::single(Flavor::Oci, 1, 2048);
+    app_v2.push(&source, "app", "1");
+    eventually(
+        &daemon,
+        "the old schedule still runs and follows the tag",
+        || head_manifest(&target, "app", "1").as_deref() == Some(app_v2.digest()),
+    );
+    assert!(daemon.is_running(), "{}", daemon.stderr());
+}
+
+#[test]
+fn sighup_reloads_and_a_touch_alone_does_not() {
+    let source = Registry::start();
+    let target = Registry::start();
+    Image::single(Flavor::Oci, 1, 1024).push(&source, "app", "1");
+    let sandbox = Sandbox::new();
+    let config = images_config(source.host(), target.host(), &["app:1"], "");
+    sandbox.write_config(&config);
+    let daemon = start_daemon(&sandbox);
+    eventually(&daemon, "the run on start finishes", || {
+        count(&daemon, "run finished") == 1
+    });
+    // Same bytes written again: nothing to reload.
+    sandbox.write_config(&config);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(&daemon, "config reloaded"), 0, "{}", daemon.stderr());
+    daemon.signal("HUP");
+    eventually(&daemon, "SIGHUP reloads", || {
+        count(&daemon, "config reloaded") == 1
+    });
+}
+
+#[test]
+fn sigterm_lets_a_copy_under_way_finish_within_the_grace_period_and_exits_0() {
+    let source = Registry::start();
+    let target_registry = Registry::start();
+    let target = Proxy::start(target_registry.host());
+    let image = Image::multi_arch(Flavor::Oci, &["linux/amd64", "linux/arm64"], 2, 64 * 1024);
+    image.push(&source, "app", "1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&images_config(
+        source.host(),
+        target.host(),
+        &["app:1"],
+        "shutdown_grace = \"30s\"\n",
+    ));
+    let holder = target.hold_on(|r| r.is_blob_put());
+    let mut daemon = start_daemon(&sandbox);
+    assert!(
+        holder.wait(PATIENCE),
+        "no upload started\n{}",
+        daemon.stderr()
+    );
+
+    daemon.terminate();
+    assert!(daemon.wait_for_output("shutting down", PATIENCE));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.is_running(), "it waits for the copy under way");
+    holder.release();
+    let run = daemon.wait(PATIENCE);
+    run.assert_success();
+    assert_eq!(
+        head_manifest(&target_registry, "app", "1").as_deref(),
+        Some(image.digest()),
+        "{}",
+        run.output()
+    );
+    check_complete(&target_registry, "app", "1").unwrap();
+}
+
+#[test]
+fn sigterm_abandons_a_stuck_copy_when_the_grace_period_ends_leaving_no_tag() {
+    let source = Registry::start();
+    let target_registry = Registry::start();
+    let target = Proxy::start(target_registry.host());
+    let image = Image::multi_arch(Flavor::Oci, &["linux/amd64", "linux/arm64"], 2, 64 * 1024);
+    image.push(&source, "app", "1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&images_config(
+        source.host(),
+        target.host(),
+        &["app:1"],
+        "shutdown_grace = \"2s\"\n",
+    ));
+    let holder = target.hold_on(|r| r.is_blob_put());
+    let daemon = start_daemon(&sandbox);
+    assert!(
+        holder.wait(PATIENCE),
+        "no upload started\n{}",
+        daemon.stderr()
+    );
+
+    let signalled = Instant::now();
+    daemon.terminate();
+    let run = daemon.wait(PATIENCE);
+    let took = signalled.elapsed();
+    run.assert_success();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM with a 2 s grace\n{}",
+        run.output()
+    );
+    assert!(run.stderr.contains("grace period over"), "{}", run.output());
+    assert!(
+        tags(&target_registry, "app").is_empty(),
+        "no tag for the abandoned copy"
+    );
+    drop(holder);
+}
+
+#[test]
+fn a_slow_mirror_does_not_hold_up_a_fast_one_and_skips_its_own_overlapping_runs() {
+    let source_registry = Registry::start();
+    let source = Proxy::start(source_registry.host());
+    let target = Registry::start();
+    let slow = Image::single(Flavor::Oci, 1, 8192);
+    slow.push(&source_registry, "slow", "1");
+    let mut fast = Image::single(Flavor::Docker, 1, 1024);
+    fast.push(&source_registry, "fast", "1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        r#"[defaults]
+target = "{target}"
+concurrency = 2
+[[mirror]]
+name = "slow"
+source = "{source}/slow:1"
+schedule = "*/2 * * * * *"
+[[mirror]]
+name = "fast"
+source = "{source}/fast:1"
+schedule = "*/2 * * * * *"
+"#,
+        source = source.host(),
+        target = target.host()
+    ));
+    // The slow mirror's blob download hangs until released.
+    let holder = source.hold_on(|r| r.is_blob_get() && r.repo() == "slow");
+    let daemon = start_daemon(&sandbox);
+    assert!(holder.wait(PATIENCE), "the slow copy never started");
+
+    for round in 0..2 {
+        let next = Image::single(Flavor::Docker, 1, 1024);
+        next.push(&source_registry, "fast", "1");
+        fast = next;
+        eventually(
+            &daemon,
+            &format!("fast mirror round {round} while slow hangs"),
+            || head_manifest(&target, "fast", "1").as_deref() == Some(fast.digest()),
+        );
+    }
+    eventually(&daemon, "the slow mirror's next runs are skipped", || {
+        daemon.stderr().contains("previous run still going")
+    });
+    assert!(tags(&target, "slow").is_empty());
+    holder.release();
+    eventually(&daemon, "the slow mirror finishes once released", || {
+        head_manifest(&target, "slow", "1").as_deref() == Some(slow.digest())
+    });
+}
+
+#[test]
+fn metrics_and_healthz_change_after_a_pass() {
+    let source = Registry::start();
+    let target = Registry::start();
+    Image::single(Flavor::Oci, 2, 4096).push(&source, "app", "1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&images_config(
+        source.host(),
+        target.host(),
+        &["app:1"],
+        "run_on_start = false\n[server]\nlisten = \"127.0.0.1:0\"\nsync_token = \"${SYNC_TOKEN}\"\n",
+    ));
+    let mut daemon = sandbox.regmirror().env("SYNC_TOKEN", "t0k3n").start();
+    let base = format!("http://{}", server_address(&mut daemon));
+    let client = http();
+
+    let metrics = |client: &reqwest::blocking::Client| {
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let before = metrics(&client);
+    assert!(!before.contains("regmirror_images_total{"), "{before}");
+    let health: serde_json::Value = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["mirrors"][0]["last_run"], serde_json::Value::Null);
+
+    let answer = client
+        .post(format!("{base}/sync"))
+        .bearer_auth("t0k3n")
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    eventually(&daemon, "the pass shows in /metrics", || {
+        metrics(&client).contains("regmirror_images_total{mirror=\"")
+    });
+    let after = metrics(&client);
+    let mirror = format!("{}/app:1", source.host());
+    for expected in [
+        format!("regmirror_images_total{{mirror=\"{mirror}\",result=\"mirrored\"}} 1"),
+        format!("regmirror_runs_total{{mirror=\"{mirror}\",result=\"success\"}} 1"),
+        format!("regmirror_run_duration_seconds_count{{mirror=\"{mirror}\"}} 1"),
+        format!("regmirror_last_success_timestamp_seconds{{mirror=\"{mirror}\"}}"),
+        format!("regmirror_pulls_total{{registry=\"{}\"}} 1", source.host()),
+        format!("regmirror_copied_bytes_total{{mirror=\"{mirror}\"}}"),
+    ] {
+        assert!(after.contains(&expected), "missing {expected}\n{after}");
+    }
+    let health: serde_json::Value = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let last = &health["mirrors"][0]["last_run"];
+    assert_eq!(last["result"], "ok", "{health}");
+    assert_eq!(last["mirrored"], 1, "{health}");
+    assert!(health["mirrors"][0]["last_success"].is_string(), "{health}");
+}
+
+#[test]
+fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let app = Image::single(Flavor::Oci, 1, 2048);
+    app.push(&source, "app", "1");
+    Image::single(Flavor::Oci, 1, 2048).push(&source, "other", "1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&images_config(
+        source.host(),
+        target.host(),
+        &["app:1", "other:1"],
+        "run_on_start = false\n[server]\nlisten = \"127.0.0.1:0\"\nwebhook_secret = \"${HOOK_SECRET}\"\n",
+    ));
+    let mut daemon = sandbox
+        .regmirror()
+        .env("HOOK_SECRET", "It's a Secret to Everybody")
+        .start();
+    let base = format!("http://{}", server_address(&mut daemon));
+    let client = http();
+    let mirror = format!("{}/app:1", source.host());
+    let body = r#"{"action":"published","package":{"name":"app"}}"#;
+    let sign = |secret: &str| {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let post = |signature: Option<String>| {
+        let mut request = client
+            .post(format!("{base}/sync"))
+            .query(&[("mirror", mirror.as_str())])
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        request.send().unwrap()
+    };
+
+    for wrong in [Some(sign("not the secret")), None] {
+        let answer = post(wrong);
+        assert_eq!(answer.status().as_u16(), 401);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&daemon, "run started"), 0, "{}", daemon.stderr());
+    assert!(tags(&target, "app").is_empty());
+
+    let answer = post(Some(sign("It's a Secret to Everybody")));
+    assert_eq!(answer.status().as_u16(), 202);
+    let started: serde_json::Value = answer.json().unwrap();
+    assert_eq!(started["started"][0], mirror.as_str());
+    eventually(&daemon, "the signed request runs the mirror", || {
+        head_manifest(&target, "app", "1").as_deref() == Some(app.digest())
+    });
+    assert!(
+        tags(&target, "other").is_empty(),
+        "only the named mirror ran"
+    );
+
+    let unknown = client
+        .post(format!("{base}/sync?mirror=nope"))
+        .header("X-Hub-Signature-256", sign("It's a Secret to Everybody"))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+}
+
+/// Reads datagrams from a socket standing in for systemd's `$NOTIFY_SOCKET`.
+fn notifications(socket: &UnixDatagram, until: &str) -> String {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + PATIENCE;
+    while !seen.contains(until) && Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('|');
+        }
+    }
+    seen
+}
+
+#[test]
+fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    let source = Registry::start();
+    let target = Registry::start();
+    Image::single(Flavor::Oci, 1, 1024).push(&source, "app", "1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&images_config(source.host(), target.host(), &["app:1"], ""));
+    let socket_path = sandbox.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let daemon = sandbox
+        .regmirror()
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .start();
+
+    let seen = notifications(&socket, "READY=1");
+    assert!(
+        seen.contains("READY=1\nSTATUS=running: 1 mirrors"),
+        "{seen}"
+    );
+    let seen = notifications(&socket, "WATCHDOG=1");
+    assert!(seen.contains("WATCHDOG=1"), "{seen}");
+
+    daemon.signal("HUP");
+    let seen = notifications(&socket, "READY=1");
+    let reloading = seen.find("RELOADING=1").unwrap_or_else(|| panic!("{seen}"));
+    assert!(seen[reloading..].contains("MONOTONIC_USEC="), "{seen}");
+    assert!(seen[reloading..].contains("READY=1"), "{seen}");
+
+    daemon.terminate();
+    let seen = notifications(&socket, "STOPPING=1");
+    assert!(seen.contains("STOPPING=1"), "{seen}");
+    daemon.wait(PATIENCE).assert_success();
+    let _ = std::fs::remove_file(Path::new(&socket_path));
+}
+
+#[test]
+fn a_port_in_use_stops_the_daemon_at_start_with_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"127.0.0.1:9/app:1\"]\n[defaults]\ntarget = \"127.0.0.1:9/m\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let run = sandbox.regmirror().run();
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains(&format!("server.listen: cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        run.output()
+    );
+}
