@@ -75,6 +75,10 @@ pub async fn run(config: Config) -> Exit {
     };
 
     daemon.apply_mirrors("start");
+    let config = daemon.config();
+    if config.server.is_none() && config.mirrors.iter().all(|m| m.schedule.is_none()) {
+        warn!("no mirror has a schedule and [server] is off: after the first run the daemon has nothing to do; set defaults.schedule, or run `regmirror --once` from a scheduler");
+    }
     let status = daemon.status();
     info!(config = %path.display(), "{status}");
     systemd::ready(&status);
@@ -228,9 +232,9 @@ impl Daemon {
             .count();
         let next = state.mirrors.values().filter_map(|m| m.next_run).min();
         let mut status = format!(
-            "running: {} mirrors ({scheduled} scheduled), {} images",
-            state.config.mirrors.len(),
-            state.config.jobs.len()
+            "running: {} ({scheduled} scheduled), {}",
+            plural(state.config.mirrors.len(), "mirror"),
+            plural(state.config.jobs.len(), "image")
         );
         if let Some(next) = next {
             status.push_str(&format!(", next run {}", stamp(next)));
@@ -362,8 +366,8 @@ impl Daemon {
                 kept
             });
         }
-        if why == "reload" {
-            info!(?added, ?removed, ?rescheduled, "mirrors updated");
+        if why == "reload" && !(added.is_empty() && removed.is_empty() && rescheduled.is_empty()) {
+            info!(?added, ?removed, ?rescheduled, "mirrors changed");
         }
         for name in to_start {
             self.start(&name, why);
@@ -523,6 +527,14 @@ impl Daemon {
             "config_error": state.reload_error,
             "mirrors": mirrors,
         })
+    }
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -10,7 +10,13 @@
 //! - [`copy`] mirrors one image: HEAD both sides, then blobs → child manifests → the tag,
 //!   reading manifests with [`manifest`] and placing blobs through [`blobs`] (exists, mount,
 //!   or stream, each blob moved once per pass).
-//! - [`registry`] speaks the distribution protocol through oci-client, with typed errors.
+//! - [`registry`] speaks the distribution protocol through oci-client, with typed errors;
+//!   [`ratelimit`] keeps one pull budget per registry, [`retry`] the one backoff policy, and
+//!   [`waiting`] lets an image wait within `max_wait` without holding a concurrency slot.
+//!
+//! Without `--once`, [`daemon`] runs each mirror on its [`schedule`]: [`watch`] and SIGHUP
+//! ([`signals`]) reload the config live, SIGTERM stops it cleanly, [`systemd`] hears about
+//! each step, and [`server`] answers `/healthz`, `/metrics` ([`metrics`]) and `POST /sync`.
 
 pub mod blobs;
 pub mod cli;

@@ -312,6 +312,8 @@ enum Invocation {
     CheckWithConfigFlag,
     /// `regmirror --once` with the default `./mirrors.toml`, shown as `mirrors.toml`.
     OnceWithDefaultPath,
+    /// `regmirror` (the daemon) with `REGMIRROR_CONFIG=<absolute path>`: it never starts.
+    DaemonWithEnvPath,
 }
 
 /// Runs every case of [`cases`] one way and fails listing every case that was not refused
@@ -334,6 +336,10 @@ fn assert_every_case_refused(invocation: Invocation) {
             Invocation::OnceWithDefaultPath => (
                 sandbox.regmirror().arg("--once").run(),
                 "mirrors.toml".to_owned(),
+            ),
+            Invocation::DaemonWithEnvPath => (
+                sandbox.regmirror().env("REGMIRROR_CONFIG", &path).run(),
+                path.display().to_string(),
             ),
         };
         let problems = refusal_problems(&case, &shown_path, &run);
@@ -366,6 +372,11 @@ fn once_refuses_every_bad_config_naming_the_problem_and_its_place() {
     assert_every_case_refused(Invocation::OnceWithDefaultPath);
 }
 
+#[test]
+fn the_daemon_refuses_every_bad_config_at_start_with_exit_2() {
+    assert_every_case_refused(Invocation::DaemonWithEnvPath);
+}
+
 fn assert_missing_file_named(run: &Run, path: &str) {
     run.assert_code(2);
     assert!(run.stdout.is_empty(), "{}", run.output());
@@ -383,7 +394,7 @@ fn a_missing_config_file_is_named_whichever_way_it_was_chosen() {
     let missing = sandbox.path().join("nowhere").join("mirrors.toml");
     let missing_shown = missing.display().to_string();
 
-    for args in [&["check"][..], &["--once"][..]] {
+    for args in [&["check"][..], &["--once"][..], &[][..]] {
         let via_flag = sandbox
             .regmirror()
             .args(args)
@@ -581,32 +592,6 @@ fn a_refused_config_sends_no_request_at_all() {
             );
         }
     }
-}
-
-#[test]
-fn without_once_daemon_mode_is_refused_with_exit_2() {
-    let registry = Registry::start();
-    let proxy = Proxy::start(registry.host());
-    Image::single(Flavor::Oci, 1, 512).push(&registry, "team/app", "1.0");
-    let sandbox = Sandbox::new();
-    sandbox.write_config(&format!(
-        "images = [\"{0}/team/app:1.0\"]\n[defaults]\ntarget = \"{0}/mirror\"\n",
-        proxy.host()
-    ));
-    let run = sandbox.regmirror().run();
-    run.assert_code(2);
-    assert!(
-        run.stderr.contains("daemon mode") && run.stderr.contains("not available yet"),
-        "{}",
-        run.output()
-    );
-    assert!(
-        run.stderr.contains("--once"),
-        "it says what to run instead\n{}",
-        run.output()
-    );
-    assert!(run.stdout.is_empty(), "{}", run.output());
-    assert_eq!(proxy.requests(), Vec::<Logged>::new());
 }
 
 #[test]

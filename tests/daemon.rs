@@ -504,7 +504,7 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
 
     let seen = notifications(&socket, "READY=1");
     assert!(
-        seen.contains("READY=1\nSTATUS=running: 1 mirrors"),
+        seen.contains("READY=1\nSTATUS=running: 1 mirror (0 scheduled), 1 image"),
         "{seen}"
     );
     let seen = notifications(&socket, "WATCHDOG=1");
@@ -536,6 +536,51 @@ fn a_port_in_use_stops_the_daemon_at_start_with_exit_2() {
     assert!(
         run.stderr
             .contains(&format!("server.listen: cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        run.output()
+    );
+}
+
+#[test]
+fn check_accepts_crontab_schedules_prints_the_next_three_runs_and_refuses_a_bad_one() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "images = [\"nginx:stable\"]\n[defaults]\ntarget = \"r.example.com/m\"\nschedule = \"0 3 * * *\"\n\
+         [[mirror]]\nsource = \"ghcr.io/org/tool:v1\"\nschedule = \"30 */6 * * 1-5\"\ntimezone = \"America/New_York\"\n\
+         [[mirror]]\nname = \"fast\"\nsource = \"ghcr.io/org/fast:v1\"\nschedule = \"*/30 * * * * *\"\n\
+         [[mirror]]\nname = \"hourly\"\nsource = \"ghcr.io/org/h:v1\"\nschedule = \"@hourly\"\n",
+    );
+    let run = sandbox.regmirror().arg("check").run();
+    run.assert_success();
+    let line = |name: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}\n{}", run.output()))
+            .to_string()
+    };
+    let daily = line("nginx:stable (line 1): \"0 3 * * *\" (UTC), next ");
+    assert_eq!(daily.matches(" 03:00:00 UTC").count(), 3, "{daily}");
+    let weekdays =
+        line("ghcr.io/org/tool:v1 (line 6): \"30 */6 * * 1-5\" (America/New_York), next ");
+    assert_eq!(weekdays.matches(":30:00 E").count(), 3, "{weekdays}");
+    let fast = line("fast (line 10): \"*/30 * * * * *\" (UTC), next ");
+    assert_eq!(
+        fast.matches(":00 UTC").count() + fast.matches(":30 UTC").count(),
+        3,
+        "{fast}"
+    );
+    let hourly = line("hourly (line 14): \"@hourly\" (UTC), next ");
+    assert_eq!(hourly.matches(":00:00 UTC").count(), 3, "{hourly}");
+
+    sandbox.write_config(
+        "images = [\"nginx:stable\"]\n[defaults]\ntarget = \"r.example.com/m\"\nschedule = \"0 3 * *\"\n",
+    );
+    let run = sandbox.regmirror().arg("check").run();
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("mirrors.toml:4:12: defaults.schedule: schedule \"0 3 * *\" has 4 fields"),
         "{}",
         run.output()
     );

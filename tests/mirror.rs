@@ -231,8 +231,16 @@ fn check_prints_the_plan_and_the_shipped_example_is_valid() {
         .args(["check", "--config", example])
         .env("DOCKERHUB_USERNAME", "someone")
         .env("DOCKERHUB_TOKEN", "not-a-real-token")
+        .env("REGMIRROR_SYNC_TOKEN", "not-a-real-sync-token")
+        .env("REGMIRROR_WEBHOOK_SECRET", "not-a-real-webhook-secret")
         .run();
     run.assert_success();
+    assert!(
+        run.stdout.contains("grafana (line ")
+            && run.stdout.contains("\"@hourly\" (Europe/Berlin), next "),
+        "{}",
+        run.output()
+    );
     assert!(
         run.stdout.contains(
             "docker.io/library/nginx:stable → 123456789012.dkr.ecr.eu-central-1.amazonaws.com/mirror/nginx:stable"
@@ -240,7 +248,13 @@ fn check_prints_the_plan_and_the_shipped_example_is_valid() {
         "{}",
         run.output()
     );
-    assert!(!run.output().contains("not-a-real-token"));
+    for secret in [
+        "not-a-real-token",
+        "not-a-real-sync-token",
+        "not-a-real-webhook-secret",
+    ] {
+        assert!(!run.output().contains(secret));
+    }
 }
 
 #[test]
