@@ -30,6 +30,9 @@ use crate::run::{Report, Runner};
 use crate::schedule::Schedule;
 use crate::{server, signals, systemd, watch};
 
+/// The longest a timer sleeps before it looks at the wall clock again.
+const WALL_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs the daemon until SIGTERM or SIGINT. `config` is the already validated first load.
 pub async fn run(config: Config) -> Exit {
     let stop = CancellationToken::new();
@@ -387,8 +390,14 @@ impl Daemon {
                         return;
                     };
                     let next = next.with_timezone(&Utc);
-                    let wait = (next - Utc::now()).to_std().unwrap_or_default();
-                    tokio::time::sleep(wait).await;
+                    // Slept in short steps against the wall clock: tokio's timers run on the
+                    // monotonic clock, which stops during a suspend and ignores clock steps.
+                    while let Ok(wait) = (next - Utc::now()).to_std() {
+                        if wait.is_zero() {
+                            break;
+                        }
+                        tokio::time::sleep(wait.min(WALL_CLOCK_CHECK)).await;
+                    }
                     // The next run is computed after this one even if the clock reads a
                     // moment early, so a run never fires twice.
                     after = next.max(Utc::now());
