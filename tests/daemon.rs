@@ -205,28 +205,60 @@ fn sighup_reloads_and_a_touch_alone_does_not() {
     });
 }
 
-#[test]
-fn sigterm_lets_a_copy_under_way_finish_within_the_grace_period_and_exits_0() {
+/// A daemon whose first copy (a multi-arch `app:1`) is held at its first blob upload.
+struct HeldCopy {
+    target: Registry,
+    image: Image,
+    holder: Holder,
+    daemon: Spawned,
+    // Kept alive for the test's duration (bind them by name: `..` would drop them at once).
+    _source: Registry,
+    _proxy: Proxy,
+    _sandbox: Sandbox,
+}
+
+fn daemon_with_a_held_copy(grace: &str) -> HeldCopy {
     let source = Registry::start();
-    let target_registry = Registry::start();
-    let target = Proxy::start(target_registry.host());
+    let target = Registry::start();
+    let proxy = Proxy::start(target.host());
     let image = Image::multi_arch(Flavor::Oci, &["linux/amd64", "linux/arm64"], 2, 64 * 1024);
     image.push(&source, "app", "1");
     let sandbox = Sandbox::new();
     sandbox.write_config(&images_config(
         source.host(),
-        target.host(),
+        proxy.host(),
         &["app:1"],
-        "shutdown_grace = \"30s\"\n",
+        &format!("shutdown_grace = \"{grace}\"\n"),
     ));
-    let holder = target.hold_on(|r| r.is_blob_put());
-    let mut daemon = start_daemon(&sandbox);
+    let holder = proxy.hold_on(|r| r.is_blob_put());
+    let daemon = start_daemon(&sandbox);
     assert!(
         holder.wait(PATIENCE),
         "no upload started\n{}",
         daemon.stderr()
     );
+    HeldCopy {
+        target,
+        image,
+        holder,
+        daemon,
+        _source: source,
+        _proxy: proxy,
+        _sandbox: sandbox,
+    }
+}
 
+#[test]
+fn sigterm_lets_a_copy_under_way_finish_within_the_grace_period_and_exits_0() {
+    let HeldCopy {
+        target,
+        image,
+        holder,
+        mut daemon,
+        _source,
+        _proxy,
+        _sandbox,
+    } = daemon_with_a_held_copy("30s");
     daemon.terminate();
     assert!(daemon.wait_for_output("shutting down", PATIENCE));
     std::thread::sleep(Duration::from_millis(500));
@@ -235,36 +267,25 @@ fn sigterm_lets_a_copy_under_way_finish_within_the_grace_period_and_exits_0() {
     let run = daemon.wait(PATIENCE);
     run.assert_success();
     assert_eq!(
-        head_manifest(&target_registry, "app", "1").as_deref(),
+        head_manifest(&target, "app", "1").as_deref(),
         Some(image.digest()),
         "{}",
         run.output()
     );
-    check_complete(&target_registry, "app", "1").unwrap();
+    check_complete(&target, "app", "1").unwrap();
 }
 
 #[test]
 fn sigterm_abandons_a_stuck_copy_when_the_grace_period_ends_leaving_no_tag() {
-    let source = Registry::start();
-    let target_registry = Registry::start();
-    let target = Proxy::start(target_registry.host());
-    let image = Image::multi_arch(Flavor::Oci, &["linux/amd64", "linux/arm64"], 2, 64 * 1024);
-    image.push(&source, "app", "1");
-    let sandbox = Sandbox::new();
-    sandbox.write_config(&images_config(
-        source.host(),
-        target.host(),
-        &["app:1"],
-        "shutdown_grace = \"2s\"\n",
-    ));
-    let holder = target.hold_on(|r| r.is_blob_put());
-    let daemon = start_daemon(&sandbox);
-    assert!(
-        holder.wait(PATIENCE),
-        "no upload started\n{}",
-        daemon.stderr()
-    );
-
+    let HeldCopy {
+        target,
+        holder,
+        daemon,
+        _source,
+        _proxy,
+        _sandbox,
+        ..
+    } = daemon_with_a_held_copy("2s");
     let signalled = Instant::now();
     daemon.terminate();
     let run = daemon.wait(PATIENCE);
@@ -277,7 +298,7 @@ fn sigterm_abandons_a_stuck_copy_when_the_grace_period_ends_leaving_no_tag() {
     );
     assert!(run.stderr.contains("grace period over"), "{}", run.output());
     assert!(
-        tags(&target_registry, "app").is_empty(),
+        tags(&target, "app").is_empty(),
         "no tag for the abandoned copy"
     );
     drop(holder);
