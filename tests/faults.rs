@@ -226,3 +226,61 @@ fn an_unreachable_target_fails_every_image_with_a_reason_and_exit_1() {
     run.assert_code(1);
     assert!(run.stdout.contains("cannot connect"), "{}", run.output());
 }
+
+#[test]
+fn sigterm_during_once_finishes_the_copy_under_way_starts_no_other_and_exits_1() {
+    let source = Registry::start();
+    let target_registry = Registry::start();
+    let target = Proxy::start(target_registry.host());
+    let first = Image::multi_arch(Flavor::Oci, PLATFORMS, 2, 64 * 1024);
+    let second = Image::single(Flavor::Docker, 1, 4096);
+    first.push(&source, "first", "1");
+    second.push(&source, "second", "1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{0}/first:1\", \"{0}/second:1\"]\n[defaults]\ntarget = \"{1}\"\nconcurrency = 1\n",
+        source.host(),
+        target.host()
+    ));
+    let holder = target.hold_on(|r| r.is_blob_put());
+    let mut child = sandbox.regmirror().arg("--once").start();
+    assert!(holder.wait(Duration::from_secs(60)), "no upload started");
+    child.terminate();
+    assert!(child.wait_for_output("shutting down", Duration::from_secs(30)));
+    holder.release();
+    let run = child.wait(Duration::from_secs(60));
+    run.assert_code(1);
+    // Whichever image held the one slot finished; the other never started.
+    let mirrored: Vec<&str> = [("first", &first), ("second", &second)]
+        .into_iter()
+        .filter(|(repo, image)| {
+            head_manifest(&target_registry, repo, "1").as_deref() == Some(image.digest())
+        })
+        .map(|(repo, _)| repo)
+        .collect();
+    assert_eq!(mirrored.len(), 1, "{}", run.output());
+    check_complete(&target_registry, mirrored[0], "1").unwrap();
+    let other = if mirrored[0] == "first" {
+        "second"
+    } else {
+        "first"
+    };
+    assert!(tags(&target_registry, other).is_empty(), "{}", run.output());
+    let failed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAILED"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", run.output());
+    assert!(
+        failed[0].contains(&format!("/{other}:1 → "))
+            && failed[0].contains("not started: stopped waiting: regmirror is shutting down"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.contains("mirrored 1, unchanged 0, failed 1"),
+        "{}",
+        run.output()
+    );
+}
