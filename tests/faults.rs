@@ -42,11 +42,7 @@ fn a_corrupt_blob_fails_its_image_pushes_no_manifest_and_the_others_succeed() {
     ));
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_code(1);
-    let failed: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("FAILED"))
-        .collect();
+    let failed = run.failed_lines();
     assert_eq!(failed.len(), 1, "{}", run.output());
     assert!(failed[0].contains("/bad:1 → "), "{}", failed[0]);
     assert!(
@@ -266,11 +262,7 @@ fn sigterm_during_once_finishes_the_copy_under_way_starts_no_other_and_exits_1()
         "first"
     };
     assert!(tags(&target_registry, other).is_empty(), "{}", run.output());
-    let failed: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("FAILED"))
-        .collect();
+    let failed = run.failed_lines();
     assert_eq!(failed.len(), 1, "{}", run.output());
     assert!(
         failed[0].contains(&format!("/{other}:1 → "))

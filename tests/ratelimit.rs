@@ -243,11 +243,7 @@ fn past_max_wait_the_image_fails_naming_the_registry_and_the_wait_and_the_others
         started.elapsed() < Duration::from_secs(30),
         "it must not sit out the 60 s window"
     );
-    let failed: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("FAILED"))
-        .collect();
+    let failed = run.failed_lines();
     assert_eq!(failed.len(), 1, "{}", run.output());
     assert!(
         failed[0].contains(hub.proxy.host()),

@@ -150,6 +150,14 @@ impl Run {
         self.assert_code(0)
     }
 
+    /// The report's `FAILED` lines, one per image that failed.
+    pub fn failed_lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("FAILED"))
+            .collect()
+    }
+
     /// Both streams, labelled, for assertion messages.
     pub fn output(&self) -> String {
         format!(
