@@ -1,6 +1,6 @@
 //! The command line: what users type, and what each command does with the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -8,11 +8,19 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Job, Overrides};
 use crate::daemon;
 use crate::logging::LogFormat;
 use crate::run::Runner;
+use crate::shard::Shard;
 use crate::signals;
+use crate::ssm;
+use tracing::info;
+
+/// The config file read when neither `--config` nor `REGMIRROR_CONFIG` names one.
+pub const DEFAULT_CONFIG: &str = "mirrors.toml";
+/// What messages call the config of a run with no file (`--ssm-parameter` and `--target`).
+const NO_FILE: &str = "(command line)";
 
 /// How a run ended, as the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +37,33 @@ pub enum Exit {
 #[derive(Debug, Parser)]
 #[command(name = "regmirror", version, about, long_about = None)]
 pub struct Cli {
-    /// The config file.
+    /// The config file [default: mirrors.toml; optional with --ssm-parameter].
+    #[arg(long, short = 'c', env = "REGMIRROR_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Also mirror the images listed in this AWS SSM parameter (StringList, String or
+    /// SecureString), read at the start of every pass.
     #[arg(
         long,
-        short = 'c',
-        env = "REGMIRROR_CONFIG",
-        default_value = "mirrors.toml",
-        global = true
+        env = "REGMIRROR_SSM_PARAMETER",
+        global = true,
+        value_name = "NAME"
     )]
-    pub config: PathBuf,
+    pub ssm_parameter: Option<String>,
+
+    /// Where images go, REGISTRY[/PREFIX]: overrides defaults.target.
+    #[arg(
+        long,
+        env = "REGMIRROR_TARGET",
+        global = true,
+        value_name = "REGISTRY[/PREFIX]"
+    )]
+    pub target: Option<String>,
+
+    /// Mirror only shard I of N (1-based), split by a stable hash of each target reference,
+    /// so N scheduled tasks can share one list.
+    #[arg(long, env = "REGMIRROR_SHARD", global = true, value_name = "I/N")]
+    pub shard: Option<Shard>,
 
     /// Run one pass over every image, then exit (0 all mirrored, 1 some failed, 2 bad config).
     /// Without it regmirror runs as a daemon, each mirror on its schedule.
@@ -78,7 +104,22 @@ impl Cli {
 
 /// Runs what the command line asks for. Reports go to stdout, errors and logs to stderr.
 pub async fn execute(cli: Cli) -> Exit {
-    let config = match Config::load(&cli.config) {
+    let overrides = Overrides {
+        target: cli.target.clone(),
+        ssm_parameter: cli.ssm_parameter.clone(),
+    };
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    // With the image list in SSM and the target on the command line, no file is needed.
+    let file_less = cli.config.is_none() && overrides.ssm_parameter.is_some() && !path.exists();
+    let loaded = if file_less {
+        Config::from_bytes(Path::new(NO_FILE), b"", &overrides)
+    } else {
+        Config::load(&path, &overrides)
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
@@ -96,22 +137,71 @@ pub async fn execute(cli: Cli) -> Exit {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return Exit::SomeFailed;
             }
-            let runner = match Runner::new(&config, Arc::default(), stop) {
-                Ok(runner) => runner,
+            once(config, cli.shard, cli.dry_run, stop).await
+        }
+        None => daemon::run(config, overrides, cli.shard).await,
+    }
+}
+
+/// One pass over the file's images and the SSM parameter's (this shard's share of them).
+async fn once(
+    config: Config,
+    shard: Option<Shard>,
+    dry_run: bool,
+    stop: CancellationToken,
+) -> Exit {
+    // A parameter that cannot be read, or entries that are not images, fail the run (exit 1)
+    // but not the file's own images.
+    let mut problems = Vec::new();
+    let config = match &config.ssm {
+        Some(ssm) => match ssm::read_list(ssm).await {
+            Ok(entries) => match config.with_listed(&entries) {
+                Ok((config, listed_problems)) => {
+                    let parameter = &ssm.parameter;
+                    problems.extend(
+                        listed_problems
+                            .into_iter()
+                            .map(|p| format!("SSM parameter {parameter}: {p}")),
+                    );
+                    config
+                }
                 Err(e) => {
-                    eprintln!("error: {}: {e}", config.path.display());
+                    eprintln!("error: {e}");
                     return Exit::BadConfig;
                 }
-            };
-            let report = runner.pass(&config.jobs, cli.dry_run).await;
-            println!("{}", report.render());
-            if report.failed() > 0 {
-                Exit::SomeFailed
-            } else {
-                Exit::Success
+            },
+            Err(e) => {
+                problems.push(e.to_string());
+                config
             }
+        },
+        None => config,
+    };
+    let runner = match Runner::new(&config, Arc::default(), stop) {
+        Ok(runner) => runner,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.path.display());
+            return Exit::BadConfig;
         }
-        None => daemon::run(config).await,
+    };
+    let jobs: Vec<Job> = config
+        .jobs
+        .iter()
+        .filter(|job| shard.is_none_or(|s| s.includes(&job.target.to_string())))
+        .cloned()
+        .collect();
+    if let Some(shard) = shard {
+        info!(%shard, images = jobs.len(), of = config.jobs.len(), "this shard's share");
+    }
+    let report = runner.pass(&jobs, dry_run).await;
+    for problem in &problems {
+        println!("FAILED      {problem}");
+    }
+    println!("{}", report.render());
+    if report.failed() > 0 || !problems.is_empty() {
+        Exit::SomeFailed
+    } else {
+        Exit::Success
     }
 }
 

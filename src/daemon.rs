@@ -23,18 +23,20 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
 use crate::cli::Exit;
-use crate::config::{Config, ServerSettings};
+use crate::config::{ssm_mirror_name, Config, Job, Overrides, ServerSettings};
 use crate::metrics::Metrics;
 use crate::ratelimit::Budgets;
 use crate::run::{Report, Runner};
 use crate::schedule::Schedule;
+use crate::shard::Shard;
+use crate::ssm;
 use crate::{server, signals, systemd, watch};
 
 /// The longest a timer sleeps before it looks at the wall clock again.
 const WALL_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the daemon until SIGTERM or SIGINT. `config` is the already validated first load.
-pub async fn run(config: Config) -> Exit {
+pub async fn run(config: Config, overrides: Overrides, shard: Option<Shard>) -> Exit {
     let stop = CancellationToken::new();
     let mut hangups =
         match signals::stop_on_terminate(stop.clone()).and_then(|_| signals::hangups()) {
@@ -46,7 +48,8 @@ pub async fn run(config: Config) -> Exit {
         };
     let path = config.path.clone();
     let server_settings = config.server.clone();
-    let daemon = match Daemon::new(config, stop.clone()) {
+    let file_less = !path.is_file();
+    let daemon = match Daemon::new(config, overrides, shard, stop.clone()) {
         Ok(daemon) => daemon,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());
@@ -70,6 +73,7 @@ pub async fn run(config: Config) -> Exit {
         None => None,
     };
     let mut changes = match watch::changes(&path) {
+        Ok(_) if file_less => None,
         Ok(changes) => Some(changes),
         Err(e) => {
             warn!(config = %path.display(), error = %e, "cannot watch the config file; edits apply on SIGHUP (systemctl reload regmirror)");
@@ -90,7 +94,13 @@ pub async fn run(config: Config) -> Exit {
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            Some(()) = hangups.recv() => daemon.reload(true),
+            Some(()) = hangups.recv() => {
+                if file_less {
+                    info!("SIGHUP: there is no config file to re-read; the SSM parameter is read at every run");
+                } else {
+                    daemon.reload(true);
+                }
+            }
             Some(()) = next_change(&mut changes) => daemon.reload(false),
             _ = tick(&mut watchdog) => systemd::watchdog(),
         }
@@ -136,6 +146,12 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 #[derive(Debug)]
 pub struct Daemon {
     stop: CancellationToken,
+    /// The command line's `--target`/`--ssm-parameter`, applied to every reload.
+    overrides: Overrides,
+    /// `--shard`: only this share of every mirror's images.
+    shard: Option<Shard>,
+    /// The SSM parameter's entries last read, kept for when it cannot be read.
+    last_listed: Mutex<Option<Vec<String>>>,
     /// Pull budgets for the life of the process, whatever the config says meanwhile.
     budgets: Arc<Budgets>,
     pub metrics: Metrics,
@@ -187,12 +203,20 @@ pub enum Started {
 }
 
 impl Daemon {
-    fn new(config: Config, stop: CancellationToken) -> Result<Arc<Daemon>, String> {
+    fn new(
+        config: Config,
+        overrides: Overrides,
+        shard: Option<Shard>,
+        stop: CancellationToken,
+    ) -> Result<Arc<Daemon>, String> {
         let budgets = Arc::new(Budgets::default());
         let runner = Runner::new(&config, budgets.clone(), stop.clone())?;
         let text = std::fs::read(&config.path).unwrap_or_default();
         Ok(Arc::new_cyclic(|me| Daemon {
             stop,
+            overrides,
+            shard,
+            last_listed: Mutex::new(None),
             budgets,
             metrics: Metrics::default(),
             passes: TaskTracker::new(),
@@ -270,7 +294,7 @@ impl Daemon {
             return;
         }
         systemd::reloading();
-        let loaded = Config::from_bytes(&path, &text)
+        let loaded = Config::from_bytes(&path, &text, &self.overrides)
             .map_err(|e| e.to_string())
             .and_then(|config| {
                 let runner = Runner::new(&config, self.budgets.clone(), self.stop.clone())
@@ -442,21 +466,92 @@ impl Daemon {
         }
         entry.running = true;
         drop(state);
-        let jobs: Vec<_> = config.jobs_of(name).cloned().collect();
         let (me, name) = (self.me.clone(), name.to_string());
         let span = tracing::info_span!("mirror", mirror = %name);
         self.passes.spawn(
             async move {
                 let started = Utc::now();
+                let Some(daemon) = me.upgrade() else { return };
+                let (runner, jobs) = daemon.jobs_for(&name, config, runner).await;
                 info!(why, images = jobs.len(), "run started");
                 let report = runner.pass(&jobs, false).await;
-                if let Some(daemon) = me.upgrade() {
-                    daemon.finish(&name, started, &report);
-                }
+                daemon.finish(&name, started, &report);
             }
             .instrument(span),
         );
         Some(Started::Now)
+    }
+
+    /// The images of mirror `name` this process mirrors (its shard's share), and the runner
+    /// for them. The SSM parameter's mirror reads the parameter first; if that fails it goes
+    /// on with the entries last read, and logs why.
+    async fn jobs_for(
+        &self,
+        name: &str,
+        config: Arc<Config>,
+        runner: Runner,
+    ) -> (Runner, Vec<Job>) {
+        let in_shard = |job: &Job| {
+            self.shard
+                .is_none_or(|s| s.includes(&job.target.to_string()))
+        };
+        let Some(ssm) = config
+            .ssm
+            .as_ref()
+            .filter(|s| ssm_mirror_name(&s.parameter) == name)
+        else {
+            let jobs = config
+                .jobs_of(name)
+                .filter(|j| in_shard(j))
+                .cloned()
+                .collect();
+            return (runner, jobs);
+        };
+        let entries = match ssm::read_list(ssm).await {
+            Ok(entries) => {
+                *self.last_listed.lock().unwrap_or_else(|p| p.into_inner()) = Some(entries.clone());
+                entries
+            }
+            Err(e) => {
+                let last = self
+                    .last_listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                warn!(error = %e, kept = last.as_ref().map_or(0, Vec::len), "cannot read the SSM parameter; going on with the entries last read");
+                last.unwrap_or_default()
+            }
+        };
+        let listed = match config.with_listed(&entries) {
+            Ok((listed, problems)) => {
+                for problem in problems {
+                    warn!("SSM parameter {}: {problem}", ssm.parameter);
+                }
+                listed
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot use the SSM parameter's entries");
+                return (runner, Vec::new());
+            }
+        };
+        // The listed images may name registries the file does not: a runner that knows them,
+        // with the same budgets and slots.
+        let runner = match Runner::new(&listed, self.budgets.clone(), self.stop.clone()) {
+            Ok(mut fresh) => {
+                fresh.slots = runner.slots.clone();
+                fresh
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot set up the SSM parameter's registries");
+                return (runner, Vec::new());
+            }
+        };
+        let jobs = listed
+            .jobs_of(name)
+            .filter(|j| in_shard(j))
+            .cloned()
+            .collect();
+        (runner, jobs)
     }
 
     fn finish(&self, name: &str, started: DateTime<Utc>, report: &Report) {

@@ -27,6 +27,16 @@ pub struct RawConfig {
     pub rate_limit: RawRateLimit,
     /// `[server]`: the HTTP endpoint of the daemon, off unless present.
     pub server: Option<RawServer>,
+    /// `[ssm]`: more images, listed in an AWS SSM parameter.
+    pub ssm: Option<RawSsm>,
+}
+
+/// `[ssm]`: a parameter holding image references, read at the start of every pass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSsm {
+    pub parameter: Spanned<String>,
+    pub region: Option<Spanned<String>>,
 }
 
 /// `[server]`: health, metrics and the sync trigger.

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use error::ConfigError;
 
 use crate::credentials::{Credentials, DockerConfig, Secret};
-use crate::reference::{canonical_registry, is_loopback, ImageRef};
+use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
 
 /// Images copied at once unless `defaults.concurrency` says otherwise.
@@ -51,6 +51,33 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The daemon's HTTP endpoint, if `[server]` asks for one.
     pub server: Option<ServerSettings>,
+    /// Where images without a target of their own go (`defaults.target` or `--target`).
+    pub default_target: Option<Repository>,
+    /// An SSM parameter listing more images, if `[ssm]` or `--ssm-parameter` names one.
+    pub ssm: Option<SsmSettings>,
+}
+
+/// What the command line sets over the file (the flags win).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--target`: `defaults.target`.
+    pub target: Option<String>,
+    /// `--ssm-parameter`: `ssm.parameter`.
+    pub ssm_parameter: Option<String>,
+}
+
+/// `[ssm]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsmSettings {
+    /// The parameter's name, such as `/mirror/images`.
+    pub parameter: String,
+    /// Its region; the AWS default chain (`AWS_REGION`, profile, instance metadata) if `None`.
+    pub region: Option<String>,
+}
+
+/// The name of the mirror made of an SSM parameter's images, in logs, metrics and `/sync`.
+pub fn ssm_mirror_name(parameter: &str) -> String {
+    format!("ssm:{parameter}")
 }
 
 /// One entry of mirrors.toml as the daemon schedules it: an `images` reference or a
@@ -101,8 +128,11 @@ impl Default for RateLimitSettings {
 pub struct Job {
     pub source: ImageRef,
     pub target: ImageRef,
-    /// The line of mirrors.toml that asked for it, so messages can point there.
+    /// The line of mirrors.toml that asked for it, so messages can point there (0 when it came
+    /// from `listed_in`).
     pub line: usize,
+    /// The SSM parameter that listed it, if it did not come from the file.
+    pub listed_in: Option<String>,
     /// Index of the [`Mirror`] it belongs to in [`Config::mirrors`].
     pub mirror: usize,
 }
@@ -123,14 +153,18 @@ pub struct RegistrySettings {
 impl Config {
     /// Reads and validates a config file, taking `${VAR}`s from the process environment and
     /// missing credentials from Docker's config.json.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read(path).map_err(|e| ConfigError::unreadable(path, e))?;
-        Config::from_bytes(path, &text)
+        Config::from_bytes(path, &text, overrides)
     }
 
     /// Validates `text`, the contents of `path` read by the caller (the daemon compares it
-    /// with what it last loaded).
-    pub fn from_bytes(path: &Path, text: &[u8]) -> Result<Config, ConfigError> {
+    /// with what it last loaded). Empty text with `--ssm-parameter` is a run with no file.
+    pub fn from_bytes(
+        path: &Path,
+        text: &[u8],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let text = std::str::from_utf8(text).map_err(|e| ConfigError::Whole {
             path: path.to_path_buf(),
             message: format!(
@@ -142,7 +176,85 @@ impl Config {
             path: path.to_path_buf(),
             message: format!("cannot use Docker's credentials: {e}"),
         })?;
-        resolve::resolve(path, text, &|name| std::env::var(name).ok(), &docker)
+        resolve::resolve(
+            path,
+            text,
+            &|name| std::env::var(name).ok(),
+            &docker,
+            overrides,
+        )
+    }
+
+    /// Jobs for image references listed in the SSM parameter, under the default target,
+    /// belonging to mirror `mirror`. Entries that are invalid, or that would land on a target
+    /// another image already has, come back as problems naming the entry; the same image
+    /// listed twice (or also in the file) is mirrored once.
+    pub fn listed_jobs(&self, entries: &[String], mirror: usize) -> (Vec<Job>, Vec<String>) {
+        let parameter = self.ssm.as_ref().map(|s| s.parameter.clone());
+        let mut taken: BTreeMap<String, ImageRef> = self
+            .jobs
+            .iter()
+            .map(|j| (j.target.to_string(), j.source.clone()))
+            .collect();
+        let (mut jobs, mut problems) = (Vec::new(), Vec::new());
+        for entry in entries {
+            let source = match ImageRef::parse(entry) {
+                Ok(source) => source,
+                Err(e) => {
+                    problems.push(format!("{entry:?}: {e}"));
+                    continue;
+                }
+            };
+            let Some(prefix) = &self.default_target else {
+                problems.push(format!(
+                    "{entry:?}: no target: set --target (REGMIRROR_TARGET) or defaults.target"
+                ));
+                continue;
+            };
+            let target = prefix.join(&source.written_path).image_for(&source);
+            match taken.get(&target.to_string()) {
+                Some(earlier) if *earlier == source => continue,
+                Some(earlier) => {
+                    problems.push(format!(
+                        "{entry:?}: would land on {target}, which {earlier} is mirrored to"
+                    ));
+                    continue;
+                }
+                None => {}
+            }
+            taken.insert(target.to_string(), source.clone());
+            jobs.push(Job {
+                source,
+                target,
+                line: 0,
+                listed_in: parameter.clone(),
+                mirror,
+            });
+        }
+        (jobs, problems)
+    }
+
+    /// This config with the SSM parameter's `entries` added as jobs of its mirror, and the
+    /// problems of entries that could not be (see [`Config::listed_jobs`]).
+    pub fn with_listed(&self, entries: &[String]) -> Result<(Config, Vec<String>), ConfigError> {
+        let Some(ssm) = &self.ssm else {
+            return Ok((self.clone(), Vec::new()));
+        };
+        let name = ssm_mirror_name(&ssm.parameter);
+        let mirror = self
+            .mirrors
+            .iter()
+            .position(|m| m.name == name)
+            .expect("a config with [ssm] has its mirror");
+        let (jobs, problems) = self.listed_jobs(entries, mirror);
+        let mut config = self.clone();
+        let docker = DockerConfig::load_default().map_err(|e| ConfigError::Whole {
+            path: self.path.clone(),
+            message: format!("cannot use Docker's credentials: {e}"),
+        })?;
+        resolve::settle_registries(&self.path, &mut config.registries, &jobs, &docker)?;
+        config.jobs.extend(jobs);
+        Ok((config, problems))
     }
 
     /// The jobs of the mirror named `name`.

@@ -10,8 +10,9 @@ use chrono_tz::Tz;
 
 use super::file::{RawConfig, RawMirror, RawRegistry, RawServer};
 use super::{
-    Config, ConfigError, Job, Mirror, RateLimitSettings, RegistrySettings, ServerSettings,
-    DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT, DEFAULT_SHUTDOWN_GRACE,
+    ssm_mirror_name, Config, ConfigError, Job, Mirror, Overrides, RateLimitSettings,
+    RegistrySettings, ServerSettings, SsmSettings, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
+    DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::credentials::{Credentials, DockerConfig, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
@@ -26,6 +27,7 @@ pub(super) fn resolve(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     docker: &DockerConfig,
+    overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let message = e.message().trim().replace("unknown field", "unknown key");
@@ -33,16 +35,52 @@ pub(super) fn resolve(
     })?;
     let r = Resolver { path, text, env };
 
-    let default_target = match &raw.defaults.target {
-        Some(target) => {
+    let default_target = match (&overrides.target, &raw.defaults.target) {
+        (Some(flag), _) => {
+            Some(
+                Repository::parse(flag, false).map_err(|e| ConfigError::Whole {
+                    path: path.to_path_buf(),
+                    message: format!("--target: {e}"),
+                })?,
+            )
+        }
+        (None, Some(target)) => {
             let written = r.expand(target, "defaults.target")?;
             Some(
                 Repository::parse(&written, false)
                     .map_err(|e| r.at(target.span(), e.to_string()))?,
             )
         }
-        None => None,
+        (None, None) => None,
     };
+    let ssm = match (&overrides.ssm_parameter, &raw.ssm) {
+        (Some(parameter), raw_ssm) => Some(SsmSettings {
+            parameter: parameter.clone(),
+            region: match raw_ssm.as_ref().and_then(|s| s.region.as_ref()) {
+                Some(region) => Some(r.expand(region, "ssm.region")?),
+                None => None,
+            },
+        }),
+        (None, Some(raw_ssm)) => Some(SsmSettings {
+            parameter: r.expand(&raw_ssm.parameter, "ssm.parameter")?,
+            region: match &raw_ssm.region {
+                Some(region) => Some(r.expand(region, "ssm.region")?),
+                None => None,
+            },
+        }),
+        (None, None) => None,
+    };
+    if let Some(ssm) = &ssm {
+        if !ssm.parameter.starts_with('/') && ssm.parameter.contains('/') {
+            return Err(ConfigError::Whole {
+                path: path.to_path_buf(),
+                message: format!(
+                    "SSM parameter {:?}: a name with `/` in it starts with `/`",
+                    ssm.parameter
+                ),
+            });
+        }
+    }
     let concurrency = match &raw.defaults.concurrency {
         None => DEFAULT_CONCURRENCY,
         Some(n) if (1..=MAX_CONCURRENCY).contains(n.get_ref()) => *n.get_ref() as usize,
@@ -120,8 +158,21 @@ pub(super) fn resolve(
     for mirror in &raw.mirror {
         r.mirror_jobs(mirror, default_target.as_ref(), &when, &mut jobs)?;
     }
-    let (jobs, mirrors) = jobs.finish();
-    if jobs.is_empty() {
+    let (jobs, mut mirrors) = jobs.finish();
+    if let Some(ssm) = &ssm {
+        // The parameter's images are one mirror, on the default schedule.
+        let schedule = match when.schedule {
+            Some(expression) => Some(r.schedule(expression, when.zone, "defaults.schedule")?),
+            None => None,
+        };
+        mirrors.push(Mirror {
+            name: ssm_mirror_name(&ssm.parameter),
+            schedule,
+            run_on_start: when.run_on_start,
+            line: 0,
+        });
+    }
+    if jobs.is_empty() && ssm.is_none() {
         return Err(ConfigError::Whole {
             path: path.to_path_buf(),
             message:
@@ -130,9 +181,31 @@ pub(super) fn resolve(
         });
     }
 
-    // Every registry a job touches gets settings: loopback speaks plain HTTP, and credentials
-    // the file does not give come from Docker's config.json.
-    for job in &jobs {
+    settle_registries(path, &mut registries, &jobs, docker)?;
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        jobs,
+        mirrors,
+        concurrency,
+        registries,
+        rate_limit,
+        shutdown_grace,
+        server,
+        default_target,
+        ssm,
+    })
+}
+
+/// Gives every registry a job touches settings: loopback speaks plain HTTP, and credentials
+/// the file does not give come from Docker's config.json.
+pub(super) fn settle_registries(
+    path: &Path,
+    registries: &mut BTreeMap<String, RegistrySettings>,
+    jobs: &[Job],
+    docker: &DockerConfig,
+) -> Result<(), ConfigError> {
+    for job in jobs {
         for registry in [&job.source.registry, &job.target.registry] {
             let settings = registries
                 .entry(canonical_registry(registry).to_string())
@@ -151,17 +224,7 @@ pub(super) fn resolve(
             }
         }
     }
-
-    Ok(Config {
-        path: path.to_path_buf(),
-        jobs,
-        mirrors,
-        concurrency,
-        registries,
-        rate_limit,
-        shutdown_grace,
-        server,
-    })
+    Ok(())
 }
 
 /// When the mirrors of the file run, unless a `[[mirror]]` says otherwise: from `[defaults]`.
@@ -549,6 +612,7 @@ impl Jobs {
             source,
             target,
             line,
+            listed_in: None,
             mirror,
         });
         Ok(())
@@ -569,6 +633,7 @@ mod tests {
             text,
             &|name| env.get(name).cloned(),
             &DockerConfig::default(),
+            &Overrides::default(),
         )
         .map_err(|e| e.to_string())
     }

@@ -1,0 +1,79 @@
+//! The image list kept in AWS SSM Parameter Store.
+//!
+//! A `StringList` is comma-separated; a `String` or `SecureString` (read decrypted) may use
+//! commas or newlines. Blank entries and `#` comments are skipped. The parameter is read at
+//! the start of every pass, so editing it changes what the next pass mirrors. Credentials and
+//! region come from the AWS default chain (environment, profile, container or instance role);
+//! `AWS_ENDPOINT_URL` points it elsewhere, as the tests do with moto.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ssm::error::DisplayErrorContext;
+
+use crate::config::SsmSettings;
+
+/// The parameter could not be read; names it and carries AWS's reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("SSM parameter {parameter}: {reason}")]
+pub struct SsmError {
+    pub parameter: String,
+    pub reason: String,
+}
+
+/// Reads the parameter and returns its entries, in order.
+pub async fn read_list(settings: &SsmSettings) -> Result<Vec<String>, SsmError> {
+    let fail = |reason: String| SsmError {
+        parameter: settings.parameter.clone(),
+        reason,
+    };
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    let aws = loader.load().await;
+    if aws.region().is_none() {
+        return Err(fail(
+            "no AWS region: set AWS_REGION, or `region` in [ssm]".to_string(),
+        ));
+    }
+    let client = aws_sdk_ssm::Client::new(&aws);
+    let answer = client
+        .get_parameter()
+        .name(&settings.parameter)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
+    let value = answer
+        .parameter()
+        .and_then(|p| p.value())
+        .ok_or_else(|| fail("the answer holds no value".to_string()))?;
+    Ok(entries(value))
+}
+
+/// The image references in a parameter's value.
+pub fn entries(value: &str) -> Vec<String> {
+    value
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty() && !entry.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commas_newlines_blanks_and_comments() {
+        assert_eq!(
+            entries("nginx:stable,logstash:7.11.2"),
+            ["nginx:stable", "logstash:7.11.2"]
+        );
+        assert_eq!(
+            entries("# base images\nnginx:stable\n\n  redis:7 ,, alpine:3.19\r\n# done"),
+            ["nginx:stable", "redis:7", "alpine:3.19"]
+        );
+        assert!(entries(" , \n").is_empty());
+    }
+}
