@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod hub;
 pub mod image;
+pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod remote;

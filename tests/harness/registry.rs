@@ -197,7 +197,7 @@ fn find_binary() -> PathBuf {
 
 /// A loopback port that was free a moment ago. Another process may grab it before the
 /// registry binds; [`Registry::start_with`] retries on a new port when that happens.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }

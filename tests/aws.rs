@@ -1,0 +1,215 @@
+//! The AWS side, against moto's server mode and real registries: the image list from an SSM
+//! parameter (StringList, String, SecureString), a run with no config file, an edited
+//! parameter honoured on the next pass, a missing parameter, and `--shard`.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::moto::Moto;
+use harness::*;
+
+const PARAMETER: &str = "/mirror/images";
+
+/// `regmirror --once` with no config file: the list from SSM, the target from the flag.
+fn file_less_once(sandbox: &Sandbox, moto: &Moto, target: &str, extra: &[&str]) -> Run {
+    sandbox
+        .regmirror()
+        .envs(moto.env())
+        .args(["--once", "--ssm-parameter", PARAMETER, "--target"])
+        .arg(format!("{target}/mirror"))
+        .args(extra)
+        .run()
+}
+
+fn seed(registry: &Registry, names: &[&str]) -> Vec<Image> {
+    names
+        .iter()
+        .map(|name| {
+            let image = Image::single(Flavor::Oci, 1, 1024);
+            image.push(registry, name, "1");
+            image
+        })
+        .collect()
+}
+
+fn mirrored(target: &Registry, name: &str) -> Option<String> {
+    head_manifest(target, &format!("mirror/{name}"), "1")
+}
+
+#[test]
+fn a_string_list_drives_a_file_less_run_and_an_edit_is_honoured_on_the_next() {
+    let moto = Moto::start();
+    let source = Registry::start();
+    let target = Registry::start();
+    let images = seed(&source, &["a", "b", "c"]);
+    let s = source.host();
+    moto.put_parameter(PARAMETER, "StringList", &format!("{s}/a:1,{s}/b:1"));
+    let sandbox = Sandbox::new();
+    assert!(!sandbox.path().join("mirrors.toml").exists());
+
+    let run = file_less_once(&sandbox, &moto, target.host(), &[]);
+    run.assert_success();
+    assert!(
+        run.stdout.contains("mirrored 2, unchanged 0, failed 0"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(mirrored(&target, "a").as_deref(), Some(images[0].digest()));
+    assert_eq!(mirrored(&target, "b").as_deref(), Some(images[1].digest()));
+    assert_eq!(mirrored(&target, "c"), None);
+
+    moto.put_parameter(PARAMETER, "StringList", &format!("{s}/b:1,{s}/c:1"));
+    let run = file_less_once(&sandbox, &moto, target.host(), &[]);
+    run.assert_success();
+    assert!(
+        run.stdout.contains("mirrored 1, unchanged 1, failed 0"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(mirrored(&target, "c").as_deref(), Some(images[2].digest()));
+}
+
+#[test]
+fn string_and_secure_string_forms_with_newlines_and_comments() {
+    let moto = Moto::start();
+    let source = Registry::start();
+    let target = Registry::start();
+    let images = seed(&source, &["a", "b"]);
+    let s = source.host();
+    let sandbox = Sandbox::new();
+    for (kind, repo) in [("String", "a"), ("SecureString", "b")] {
+        moto.put_parameter(
+            PARAMETER,
+            kind,
+            &format!("# mirrored for CI\n{s}/{repo}:1\n\n  # that is all\n"),
+        );
+        let run = file_less_once(&sandbox, &moto, target.host(), &[]);
+        run.assert_success();
+        assert!(
+            run.stdout.contains("mirrored 1, unchanged 0, failed 0"),
+            "{kind}\n{}",
+            run.output()
+        );
+    }
+    assert_eq!(mirrored(&target, "a").as_deref(), Some(images[0].digest()));
+    assert_eq!(mirrored(&target, "b").as_deref(), Some(images[1].digest()));
+}
+
+#[test]
+fn a_missing_parameter_fails_the_run_naming_it_and_the_file_images_still_mirror() {
+    let moto = Moto::start();
+    let source = Registry::start();
+    let target = Registry::start();
+    let images = seed(&source, &["own"]);
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{}/own:1\"]\n[defaults]\ntarget = \"{}/mirror\"\n[ssm]\nparameter = \"/mirror/nowhere\"\n",
+        source.host(),
+        target.host()
+    ));
+    let run = sandbox.regmirror().envs(moto.env()).arg("--once").run();
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains("FAILED      SSM parameter /mirror/nowhere: ")
+            && run.stdout.contains("ParameterNotFound"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        mirrored(&target, "own").as_deref(),
+        Some(images[0].digest())
+    );
+
+    // An entry that is no image reference fails alone, named.
+    let s = source.host();
+    moto.put_parameter(
+        "/mirror/nowhere",
+        "StringList",
+        &format!("{s}/own:1,Not An Image"),
+    );
+    let run = sandbox.regmirror().envs(moto.env()).arg("--once").run();
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains("\"Not An Image\": invalid image reference"),
+        "{}",
+        run.output()
+    );
+    assert!(run.stdout.contains("unchanged 1"), "{}", run.output());
+}
+
+#[test]
+fn shards_split_a_list_with_no_overlap_and_no_gap() {
+    let moto = Moto::start();
+    let source = Registry::start();
+    let target = Registry::start();
+    let names = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
+    seed(&source, &names);
+    let s = source.host();
+    let list: Vec<String> = names.iter().map(|n| format!("{s}/{n}:1")).collect();
+    moto.put_parameter(PARAMETER, "StringList", &list.join(","));
+    let sandbox = Sandbox::new();
+    let mut total = 0;
+    for shard in ["1/3", "2/3", "3/3"] {
+        let run = file_less_once(&sandbox, &moto, target.host(), &["--shard", shard]);
+        run.assert_success();
+        // Each shard copies only its share: nothing is ever found already there.
+        let line = run.stdout.lines().last().unwrap_or_default().to_string();
+        assert!(
+            line.contains("unchanged 0, failed 0"),
+            "{shard}: {}",
+            run.output()
+        );
+        let copied: usize = line
+            .strip_prefix("mirrored ")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        total += copied;
+    }
+    assert_eq!(total, names.len(), "every image once across the shards");
+    for name in names {
+        assert!(mirrored(&target, name).is_some(), "{name} was in no shard");
+    }
+}
+
+#[test]
+fn the_daemon_reads_the_parameter_every_run_and_follows_an_edit() {
+    let moto = Moto::start();
+    let source = Registry::start();
+    let target = Registry::start();
+    let images = seed(&source, &["a", "b"]);
+    let s = source.host();
+    moto.put_parameter(PARAMETER, "StringList", &format!("{s}/a:1"));
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "[defaults]\ntarget = \"{}/mirror\"\nschedule = \"*/2 * * * * *\"\n[ssm]\nparameter = \"{PARAMETER}\"\n",
+        target.host()
+    ));
+    let daemon = sandbox.regmirror().envs(moto.env()).start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mirrored(&target, "a").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "a not mirrored\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    moto.put_parameter(PARAMETER, "StringList", &format!("{s}/a:1,{s}/b:1"));
+    while mirrored(&target, "b").as_deref() != Some(images[1].digest()) {
+        assert!(
+            Instant::now() < deadline,
+            "the edit was not followed\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        daemon.stderr().contains("mirror=ssm:/mirror/images"),
+        "{}",
+        daemon.stderr()
+    );
+}
