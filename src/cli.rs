@@ -230,7 +230,12 @@ fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
             }
             None => "no schedule and run_on_start = false: runs only on POST /sync".to_string(),
         };
-        out.push_str(&format!("{} (line {}): {when}\n", mirror.name, mirror.line));
+        // The SSM parameter's mirror has no line: its name already says where it comes from.
+        let place = match mirror.line {
+            0 => String::new(),
+            line => format!(" (line {line})"),
+        };
+        out.push_str(&format!("{}{place}: {when}\n", mirror.name));
         for job in config.jobs.iter().filter(|job| job.mirror == index) {
             out.push_str(&format!("  {} → {}\n", job.source, job.target));
         }

@@ -87,8 +87,8 @@ impl Report {
                 Err(reason) => {
                     let _ = writeln!(
                         out,
-                        "FAILED      {source} → {target} (line {}): {reason}",
-                        r.job.line
+                        "FAILED      {source} → {target} ({}): {reason}",
+                        r.job.origin()
                     );
                 }
             }

@@ -122,12 +122,12 @@ fn a_missing_parameter_fails_the_run_naming_it_and_the_file_images_still_mirror(
         Some(images[0].digest())
     );
 
-    // An entry that is no image reference fails alone, named.
+    // An entry that is no image reference fails alone, named; so does a missing image.
     let s = source.host();
     moto.put_parameter(
         "/mirror/nowhere",
         "StringList",
-        &format!("{s}/own:1,Not An Image"),
+        &format!("{s}/own:1,Not An Image,{s}/ghost:1"),
     );
     let run = sandbox.regmirror().envs(moto.env()).arg("--once").run();
     run.assert_code(1);
@@ -138,6 +138,13 @@ fn a_missing_parameter_fails_the_run_naming_it_and_the_file_images_still_mirror(
         run.output()
     );
     assert!(run.stdout.contains("unchanged 1"), "{}", run.output());
+    // A listed image that fails says where it was listed.
+    assert!(
+        run.stdout.contains("/ghost:1 → ")
+            && run.stdout.contains("(SSM parameter /mirror/nowhere): "),
+        "{}",
+        run.output()
+    );
 }
 
 #[test]

@@ -150,6 +150,16 @@ pub struct RegistrySettings {
     pub reserve: Option<u64>,
 }
 
+impl Job {
+    /// Where it was asked for, for messages: `line 12`, or `SSM parameter /mirror/images`.
+    pub fn origin(&self) -> String {
+        match &self.listed_in {
+            Some(parameter) => format!("SSM parameter {parameter}"),
+            None => format!("line {}", self.line),
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file, taking `${VAR}`s from the process environment and
     /// missing credentials from Docker's config.json.
