@@ -109,6 +109,8 @@ pub async fn mirror(ctx: &PassContext, job: &Job, waiter: &Waiter) -> Result<Out
         });
     }
 
+    // Before the first pull: a target that cannot take the push costs no pull.
+    registries.prepare_push(&job.target.repo()).await?;
     let source = job.source.pinned(&source_digest);
     let (body, digest) = registries.pull_manifest(&source, waiter).await?;
     let mut stats = CopyStats {

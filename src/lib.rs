@@ -18,12 +18,14 @@
 //! ([`signals`]) reload the config live, SIGTERM stops it cleanly, [`systemd`] hears about
 //! each step, and [`server`] answers `/healthz`, `/metrics` ([`metrics`]) and `POST /sync`.
 
+pub mod aws;
 pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod credentials;
 pub mod daemon;
+pub mod ecr;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

@@ -3,10 +3,8 @@
 //! A `StringList` is comma-separated; a `String` or `SecureString` (read decrypted) may use
 //! commas or newlines. Blank entries and `#` comments are skipped. The parameter is read at
 //! the start of every pass, so editing it changes what the next pass mirrors. Credentials and
-//! region come from the AWS default chain (environment, profile, container or instance role);
-//! `AWS_ENDPOINT_URL` points it elsewhere, as the tests do with moto.
+//! region come from the AWS default chain ([`crate::aws`]).
 
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ssm::error::DisplayErrorContext;
 
 use crate::config::SsmSettings;
@@ -25,16 +23,9 @@ pub async fn read_list(settings: &SsmSettings) -> Result<Vec<String>, SsmError> 
         parameter: settings.parameter.clone(),
         reason,
     };
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = &settings.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    let aws = loader.load().await;
-    if aws.region().is_none() {
-        return Err(fail(
-            "no AWS region: set AWS_REGION, or `region` in [ssm]".to_string(),
-        ));
-    }
+    let aws = crate::aws::sdk_config(settings.region.as_deref(), "[ssm]")
+        .await
+        .map_err(fail)?;
     let client = aws_sdk_ssm::Client::new(&aws);
     let answer = client
         .get_parameter()

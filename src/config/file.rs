@@ -89,6 +89,24 @@ pub struct RawRegistry {
     pub insecure: Option<bool>,
     pub ca_file: Option<Spanned<String>>,
     pub reserve: Option<Spanned<i64>>,
+    /// Treat the host as Amazon ECR (hosts named `*.dkr.ecr.*.amazonaws.com` are by default).
+    pub ecr: Option<Spanned<bool>>,
+    /// ECR only: the region of its API, when the host name does not say.
+    pub region: Option<Spanned<String>>,
+    /// ECR only: how repositories regmirror creates are set up.
+    pub create: Option<Spanned<RawCreate>>,
+}
+
+/// `[registries."host".create]`: CreateRepository's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCreate {
+    pub scan_on_push: Option<bool>,
+    pub tag_mutability: Option<Spanned<String>>,
+    pub encryption: Option<Spanned<String>>,
+    pub kms_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, Spanned<String>>,
 }
 
 impl std::fmt::Debug for RawRegistry {
@@ -99,6 +117,9 @@ impl std::fmt::Debug for RawRegistry {
             .field("insecure", &self.insecure)
             .field("ca_file", &self.ca_file)
             .field("reserve", &self.reserve)
+            .field("ecr", &self.ecr)
+            .field("region", &self.region)
+            .field("create", &self.create)
             .finish()
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 pub use error::ConfigError;
 
 use crate::credentials::{Credentials, DockerConfig, Secret};
+use crate::ecr::{EcrHost, EcrSettings};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
 
@@ -148,6 +149,20 @@ pub struct RegistrySettings {
     pub ca_file: Option<PathBuf>,
     /// This registry's own `reserve`, overriding `[rate_limit]`'s.
     pub reserve: Option<u64>,
+    /// Set when the registry is Amazon ECR: credentials then come from GetAuthorizationToken.
+    pub ecr: Option<EcrSettings>,
+}
+
+impl RegistrySettings {
+    /// Settings of a registry mirrors.toml does not list: loopback speaks plain HTTP, and a
+    /// host named like ECR is ECR.
+    pub fn implicit(name: &str) -> RegistrySettings {
+        RegistrySettings {
+            plain_http: is_loopback(name),
+            ecr: EcrHost::parse(name).as_ref().map(EcrSettings::for_host),
+            ..RegistrySettings::default()
+        }
+    }
 }
 
 impl Job {
@@ -287,9 +302,6 @@ impl Config {
         self.registries
             .get(name)
             .cloned()
-            .unwrap_or(RegistrySettings {
-                plain_http: is_loopback(name),
-                ..RegistrySettings::default()
-            })
+            .unwrap_or_else(|| RegistrySettings::implicit(name))
     }
 }

@@ -8,13 +8,14 @@ use toml::Spanned;
 
 use chrono_tz::Tz;
 
-use super::file::{RawConfig, RawMirror, RawRegistry, RawServer};
+use super::file::{RawConfig, RawCreate, RawMirror, RawRegistry, RawServer};
 use super::{
     ssm_mirror_name, Config, ConfigError, Job, Mirror, Overrides, RateLimitSettings,
     RegistrySettings, ServerSettings, SsmSettings, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
     DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::credentials::{Credentials, DockerConfig, Secret};
+use crate::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
 
@@ -209,11 +210,8 @@ pub(super) fn settle_registries(
         for registry in [&job.source.registry, &job.target.registry] {
             let settings = registries
                 .entry(canonical_registry(registry).to_string())
-                .or_insert_with(|| RegistrySettings {
-                    plain_http: is_loopback(registry),
-                    ..RegistrySettings::default()
-                });
-            if settings.credentials.is_none() {
+                .or_insert_with(|| RegistrySettings::implicit(registry));
+            if settings.credentials.is_none() && settings.ecr.is_none() {
                 settings.credentials = docker
                     .credentials(registry)
                     .map_err(|e| ConfigError::Whole {
@@ -506,11 +504,116 @@ impl Resolver<'_> {
             Some(n) => Some(self.count(n, &key("reserve"))?),
             None => None,
         };
+        let ecr = self.ecr_settings(name, raw)?;
+        if let (Some(_), Some(user)) = (&ecr, &raw.username) {
+            return Err(self.at(
+                user.span(),
+                format!(
+                    "{}: an ECR registry's credentials come from GetAuthorizationToken; \
+                     drop username and password, or set {} = false",
+                    key("username"),
+                    key("ecr")
+                ),
+            ));
+        }
         Ok(RegistrySettings {
             credentials,
             plain_http: raw.insecure.unwrap_or_else(|| is_loopback(name.get_ref())),
             ca_file,
             reserve,
+            ecr,
+        })
+    }
+
+    /// `ecr`, `region` and `[create]` of a registry: ECR when its name says so or `ecr = true`.
+    fn ecr_settings(
+        &self,
+        name: &Spanned<String>,
+        raw: &RawRegistry,
+    ) -> Result<Option<EcrSettings>, ConfigError> {
+        let key = |field: &str| format!("registries.{:?}.{field}", name.get_ref());
+        let by_name = EcrHost::parse(name.get_ref());
+        let is_ecr = match &raw.ecr {
+            Some(flag) => *flag.get_ref(),
+            None => by_name.is_some(),
+        };
+        if !is_ecr {
+            let only_ecr = [
+                raw.region.as_ref().map(|r| (r.span(), "region")),
+                raw.create.as_ref().map(|c| (c.span(), "create")),
+            ];
+            if let Some((span, field)) = only_ecr.into_iter().flatten().next() {
+                return Err(self.at(
+                    span,
+                    format!(
+                        "{} applies only to Amazon ECR; set {} = true if this registry is ECR",
+                        key(field),
+                        key("ecr")
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        let mut settings = by_name
+            .as_ref()
+            .map(EcrSettings::for_host)
+            .unwrap_or_default();
+        if let Some(region) = &raw.region {
+            settings.region = Some(self.expand(region, &key("region"))?);
+        }
+        if let Some(create) = &raw.create {
+            settings.create = self.repository_creation(create.get_ref(), &key("create"))?;
+        }
+        Ok(Some(settings))
+    }
+
+    fn repository_creation(
+        &self,
+        raw: &RawCreate,
+        table: &str,
+    ) -> Result<RepositoryCreation, ConfigError> {
+        let choice = |value: &Option<Spanned<String>>, field: &str, allowed: &[&str]| {
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            let upper = value.get_ref().to_ascii_uppercase();
+            if allowed.contains(&upper.as_str()) {
+                Ok(Some(upper))
+            } else {
+                Err(self.at(
+                    value.span(),
+                    format!(
+                        "{table}.{field} is {:?}; expected one of {}",
+                        value.get_ref(),
+                        allowed.join(", ")
+                    ),
+                ))
+            }
+        };
+        let encryption = choice(&raw.encryption, "encryption", ENCRYPTIONS)?;
+        let kms_key = match &raw.kms_key {
+            Some(key) if !encryption.as_deref().is_some_and(|e| e.starts_with("KMS")) => {
+                return Err(self.at(
+                    key.span(),
+                    format!("{table}.kms_key needs {table}.encryption = \"KMS\" or \"KMS_DSSE\""),
+                ))
+            }
+            Some(key) => Some(self.expand(key, &format!("{table}.kms_key"))?),
+            None => None,
+        };
+        let mut tags = BTreeMap::new();
+        for (name, value) in &raw.tags {
+            tags.insert(
+                name.clone(),
+                self.expand(value, &format!("{table}.tags.{name}"))?,
+            );
+        }
+        Ok(RepositoryCreation {
+            scan_on_push: raw.scan_on_push,
+            tag_mutability: choice(&raw.tag_mutability, "tag_mutability", TAG_MUTABILITIES)?,
+            encryption,
+            kms_key,
+            tags,
         })
     }
 }

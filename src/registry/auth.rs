@@ -29,10 +29,10 @@ struct Entry {
 /// One repository's cached header; its lock is held while a token is fetched.
 type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
 
-/// Authorization headers by (API host, repository).
+/// Authorization headers by (API host, repository, pull or push).
 #[derive(Default)]
 pub(super) struct AuthCache {
-    entries: Mutex<HashMap<(String, String), Slot>>,
+    entries: Mutex<HashMap<(String, String, bool), Slot>>,
 }
 
 impl std::fmt::Debug for AuthCache {
@@ -42,23 +42,26 @@ impl std::fmt::Debug for AuthCache {
 }
 
 impl AuthCache {
-    fn slot(&self, reference: &Reference) -> Slot {
+    fn slot(&self, reference: &Reference, operation: RegistryOperation) -> Slot {
         let key = (
             reference.resolve_registry().to_string(),
             reference.repository().to_string(),
+            matches!(operation, RegistryOperation::Push),
         );
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.entry(key).or_default().clone()
     }
 
-    /// The `Authorization` header for pulls from `reference`'s repository, if one is needed.
+    /// The `Authorization` header for `operation` on `reference`'s repository, if one is
+    /// needed.
     pub(super) async fn header(
         &self,
         client: &Client,
         reference: &Reference,
         credentials: &RegistryAuth,
+        operation: RegistryOperation,
     ) -> Result<Option<HeaderValue>, RegistryError> {
-        let slot = self.slot(reference);
+        let slot = self.slot(reference, operation);
         // Held across the fetch, so concurrent requests to one repository share one token.
         let mut entry = slot.lock().await;
         if let Some(cached) = entry
@@ -68,7 +71,7 @@ impl AuthCache {
             return Ok(cached.header.clone());
         }
         let token = client
-            .auth(reference, credentials, RegistryOperation::Pull)
+            .auth(reference, credentials, operation)
             .await
             .map_err(|e| RegistryError::new("authenticate to", reference.resolve_registry(), e))?;
         let fresh = match (token, credentials) {
@@ -76,14 +79,10 @@ impl AuthCache {
                 header: Some(sensitive(&format!("Bearer {token}"))),
                 expires: Some(Instant::now() + BEARER_TTL),
             },
-            (None, RegistryAuth::Basic(user, password)) => {
-                let pair =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                Entry {
-                    header: Some(sensitive(&format!("Basic {pair}"))),
-                    expires: None,
-                }
-            }
+            (None, RegistryAuth::Basic(user, password)) => Entry {
+                header: Some(basic(user, password)),
+                expires: None,
+            },
             (None, _) => Entry {
                 header: None,
                 expires: None,
@@ -93,10 +92,16 @@ impl AuthCache {
         Ok(fresh.header)
     }
 
-    /// Drops what is cached for `reference`'s repository (after a 401).
-    pub(super) async fn forget(&self, reference: &Reference) {
-        *self.slot(reference).lock().await = None;
+    /// Drops what is cached for `operation` on `reference`'s repository (after a 401).
+    pub(super) async fn forget(&self, reference: &Reference, operation: RegistryOperation) {
+        *self.slot(reference, operation).lock().await = None;
     }
+}
+
+/// A Basic `Authorization` header.
+pub(super) fn basic(user: &str, password: &str) -> HeaderValue {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    sensitive(&format!("Basic {pair}"))
 }
 
 fn sensitive(value: &str) -> HeaderValue {

@@ -41,6 +41,9 @@ pub enum Failure {
     Unreachable(String),
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
+    #[error("{0}")]
+    Aws(String),
     /// Waited as long as `max_wait` allows for budget or retries; says for what.
     #[error("gave up: {0}")]
     GaveUp(String),

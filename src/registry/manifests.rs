@@ -1,14 +1,17 @@
-//! Manifest HEADs and GETs, sent by regmirror itself so it can read the rate-limit headers
-//! that oci-client does not expose. Everything else (tokens, blobs, pushes) stays oci-client's.
+//! Manifest HEADs, GETs and PUTs, sent by regmirror itself: HEADs and GETs so it can read the
+//! rate-limit headers that oci-client does not expose, PUTs because oci-client's panics on a
+//! push by digest answered without `Location` (ECR). Tokens and blobs stay oci-client's.
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, AUTHORIZATION};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Reference, RegistryOperation};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
 
-use super::{Registries, RegistryError};
+use super::{auth, Registries, RegistryError};
 use crate::manifest;
 use crate::ratelimit::RateLimitInfo;
 use crate::reference::ImageRef;
@@ -29,14 +32,21 @@ pub(super) struct Exchange {
 }
 
 impl Registries {
-    /// One manifest request. `Ok(None)` is 404. A 401 drops the cached token and tries once
-    /// more with a fresh one, as a token may expire between two requests.
-    pub(super) async fn manifest_request(&self, method: Method, image: &ImageRef) -> Exchange {
-        let action = if method == Method::HEAD {
-            "HEAD manifest"
-        } else {
-            "pull manifest"
+    /// One manifest request; a PUT sends `upload` (body and media type). `Ok(None)` is a HEAD
+    /// or GET answered 404. A 401 drops the cached token and tries once more with a fresh
+    /// one, as a token may expire between two requests.
+    pub(super) async fn manifest_request(
+        &self,
+        method: Method,
+        image: &ImageRef,
+        upload: Option<(Bytes, HeaderValue)>,
+    ) -> Exchange {
+        let (action, operation) = match method {
+            Method::HEAD => ("HEAD manifest", RegistryOperation::Pull),
+            Method::PUT => ("push manifest", RegistryOperation::Push),
+            _ => ("pull manifest", RegistryOperation::Pull),
         };
+        let reading = method != Method::PUT;
         let reference = image.api_reference();
         let host = reference.resolve_registry();
         let scheme = if self.plain_http.contains(host) {
@@ -49,27 +59,25 @@ impl Registries {
             "{scheme}://{host}/v2/{}/manifests/{tag_or_digest}",
             reference.repository()
         );
-        let credentials = self.auth_for(&reference);
-
         let mut refreshed = false;
         loop {
-            let authorization = match self
-                .tokens
-                .header(&self.client, &reference, &credentials)
-                .await
-            {
-                Ok(header) => header,
-                Err(e) => {
-                    return Exchange {
-                        result: Err(e),
-                        rate_limit: RateLimitInfo::default(),
+            let (authorization, ecr_generation) =
+                match self.authorization(&reference, operation).await {
+                    Ok(header) => header,
+                    Err(e) => {
+                        return Exchange {
+                            result: Err(e),
+                            rate_limit: RateLimitInfo::default(),
+                        }
                     }
-                }
+                };
+            let mut request = self.http.request(method.clone(), &url);
+            request = match &upload {
+                Some((body, media_type)) => request
+                    .header(CONTENT_TYPE, media_type.clone())
+                    .body(body.clone()),
+                None => request.header(ACCEPT, manifest::ACCEPTED.join(", ")),
             };
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header(ACCEPT, manifest::ACCEPTED.join(", "));
             if let Some(header) = authorization {
                 request = request.header(AUTHORIZATION, header);
             }
@@ -86,7 +94,10 @@ impl Registries {
             let rate_limit = RateLimitInfo::from_headers(response.headers(), SystemTime::now());
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;
-                self.tokens.forget(&reference).await;
+                match ecr_generation {
+                    Some(generation) => self.ecr.forget(host, generation).await,
+                    None => self.tokens.forget(&reference, operation).await,
+                }
                 continue;
             }
             let digest = response
@@ -105,10 +116,10 @@ impl Registries {
             };
             let result = match status {
                 s if s.is_success() => Ok(Some(Answer { digest, body })),
-                StatusCode::NOT_FOUND => Ok(None),
+                StatusCode::NOT_FOUND if reading => Ok(None),
                 s => {
                     let mut err = RegistryError::from_response(action, image, s.as_u16(), &body);
-                    if err.is_not_found() {
+                    if err.is_not_found() && reading {
                         Ok(None)
                     } else {
                         err.retry_after = rate_limit.retry_after;
@@ -118,6 +129,29 @@ impl Registries {
             };
             return Exchange { result, rate_limit };
         }
+    }
+}
+
+impl Registries {
+    /// The `Authorization` header for `operation` on `reference`'s repository, if one is
+    /// needed, and for ECR the generation of the credentials in it. ECR takes Basic auth
+    /// straight away; other registries go through the token cache.
+    async fn authorization(
+        &self,
+        reference: &Reference,
+        operation: RegistryOperation,
+    ) -> Result<(Option<HeaderValue>, Option<u64>), RegistryError> {
+        let (credentials, ecr_generation) = self.auth_for(reference).await?;
+        if let (Some(generation), RegistryAuth::Basic(user, password)) =
+            (ecr_generation, &credentials)
+        {
+            return Ok((Some(auth::basic(user, password)), Some(generation)));
+        }
+        let header = self
+            .tokens
+            .header(&self.client, reference, &credentials, operation)
+            .await?;
+        Ok((header, None))
     }
 }
 

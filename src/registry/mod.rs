@@ -27,6 +27,7 @@ mod manifests;
 pub use error::{Failure, RegistryError};
 
 use crate::config::Config;
+use crate::ecr::Ecr;
 use crate::ratelimit::{Budgets, Gate, PullOutcome, RegistryUsage};
 use crate::reference::{api_host, ImageRef, Repository};
 use crate::retry::retrying;
@@ -40,6 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Every registry of a pass.
 pub struct Registries {
+    /// For every registry but ECR ones, whose credentials change (see [`Registries::client_for`]).
     client: Client,
     /// For manifest requests, whose response headers oci-client does not expose.
     http: reqwest::Client,
@@ -48,7 +50,12 @@ pub struct Registries {
     tokens: auth::AuthCache,
     /// API hosts spoken to over plain HTTP.
     plain_http: BTreeSet<String>,
+    /// Extra CA certificates (PEM), for the clients made for ECR registries.
+    pems: Vec<Vec<u8>>,
     budgets: Arc<Budgets>,
+    ecr: Ecr,
+    /// One oci-client per ECR registry, with the credentials of the generation it was made for.
+    ecr_clients: tokio::sync::Mutex<BTreeMap<String, (u64, Client)>>,
 }
 
 impl std::fmt::Debug for Registries {
@@ -69,8 +76,12 @@ impl Registries {
         let mut pems = Vec::new();
         let mut auth = BTreeMap::new();
         let mut reserves = BTreeMap::new();
+        let mut ecr = Vec::new();
         for (name, settings) in &config.registries {
             let host = api_host(name).to_string();
+            if let Some(ecr_settings) = &settings.ecr {
+                ecr.push((host.clone(), ecr_settings.clone()));
+            }
             if settings.plain_http {
                 plain_http.insert(host.clone());
             }
@@ -99,50 +110,83 @@ impl Registries {
         let http = http
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        // try_from, not new: new() would swallow a bad CA and fall back to a default client.
-        let client = Client::try_from(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http.iter().cloned().collect()),
-            extra_root_certificates: pems
-                .into_iter()
-                .map(|data| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data,
-                })
-                .collect(),
-            use_monolithic_push: true,
-            read_timeout: Some(READ_TIMEOUT),
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            user_agent: USER_AGENT,
-            platform_resolver: None,
-            ..ClientConfig::default()
-        })
-        .map_err(|e| format!("cannot set up the registry client (check each ca_file): {e}"))?;
+        let client = oci_client(&plain_http, &pems)?;
         Ok(Registries {
             client,
             http,
             auth,
             tokens: auth::AuthCache::default(),
             plain_http,
+            pems,
             budgets: {
                 budgets.set_reserves(config.rate_limit.reserve, reserves);
                 budgets
             },
+            ecr: Ecr::new(ecr),
+            ecr_clients: tokio::sync::Mutex::default(),
         })
     }
 
-    fn auth_for(&self, reference: &Reference) -> RegistryAuth {
-        self.auth
-            .get(reference.resolve_registry())
-            .cloned()
-            .unwrap_or(RegistryAuth::Anonymous)
+    /// The credentials for `reference`'s registry, and for ECR the generation they belong to.
+    async fn auth_for(
+        &self,
+        reference: &Reference,
+    ) -> Result<(RegistryAuth, Option<u64>), RegistryError> {
+        let host = reference.resolve_registry();
+        match self.ecr.credentials(host).await {
+            Ok(Some(token)) => Ok((
+                RegistryAuth::Basic(
+                    token.credentials.username,
+                    token.credentials.password.expose().to_string(),
+                ),
+                Some(token.generation),
+            )),
+            Ok(None) => Ok((
+                self.auth
+                    .get(host)
+                    .cloned()
+                    .unwrap_or(RegistryAuth::Anonymous),
+                None,
+            )),
+            Err(e) => Err(RegistryError::with(
+                "authenticate to",
+                host,
+                Failure::Aws(e.to_string()),
+            )),
+        }
     }
 
-    /// Makes the credentials of `reference`'s registry known to oci-client, whose blob calls
-    /// do not take them as an argument.
-    async fn ensure_auth(&self, reference: &Reference) {
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth_for(reference))
-            .await;
+    /// The oci-client for `reference`'s registry, knowing its credentials (oci-client's blob
+    /// calls do not take them as an argument). oci-client keeps the first credentials it is
+    /// given for a registry, so an ECR registry gets a client of its own, made anew when its
+    /// token is renewed.
+    async fn client_for(&self, reference: &Reference) -> Result<Client, RegistryError> {
+        let host = reference.resolve_registry();
+        let (auth, generation) = self.auth_for(reference).await?;
+        let Some(generation) = generation else {
+            self.client.store_auth_if_needed(host, &auth).await;
+            return Ok(self.client.clone());
+        };
+        let mut clients = self.ecr_clients.lock().await;
+        if let Some((made_for, client)) = clients.get(host) {
+            if *made_for == generation {
+                return Ok(client.clone());
+            }
+        }
+        let client = oci_client(&self.plain_http, &self.pems)
+            .map_err(|e| RegistryError::with("authenticate to", host, Failure::Protocol(e)))?;
+        client.store_auth_if_needed(host, &auth).await;
+        clients.insert(host.to_string(), (generation, client.clone()));
+        Ok(client)
+    }
+
+    /// Readies `repository` to receive a push: on ECR, creates it if it does not exist.
+    pub async fn prepare_push(&self, repository: &Repository) -> Result<(), RegistryError> {
+        let host = api_host(&repository.registry);
+        self.ecr
+            .ensure_repository(host, &repository.repository)
+            .await
+            .map_err(|e| RegistryError::with("create", repository, Failure::Aws(e.to_string())))
     }
 
     /// What this pass spent at each registry it pulled from or waited for.
@@ -172,7 +216,7 @@ impl Registries {
     async fn head(&self, image: &ImageRef) -> Result<Option<Option<String>>, RegistryError> {
         let budget = self.budgets.of(api_host(&image.registry));
         let ticket = budget.ticket();
-        let exchange = self.manifest_request(Method::HEAD, image).await;
+        let exchange = self.manifest_request(Method::HEAD, image, None).await;
         budget.observe(&exchange.rate_limit, ticket);
         exchange.result.map(|answer| answer.map(|a| a.digest))
     }
@@ -202,7 +246,7 @@ impl Registries {
                 // leaves the budget as it was.
                 let _ = self.head(image).await;
             };
-            let exchange = self.manifest_request(Method::GET, image).await;
+            let exchange = self.manifest_request(Method::GET, image, None).await;
             let outcome = match &exchange.result {
                 Ok(Some(_)) => PullOutcome::Served,
                 Err(e) if matches!(e.failure, Failure::RateLimited(_)) => PullOutcome::Refused,
@@ -231,6 +275,8 @@ impl Registries {
     }
 
     /// PUTs a manifest byte for byte, under `image`'s tag, or its digest when it has no tag.
+    /// Sent by regmirror itself: oci-client's push panics when a registry answers a push by
+    /// digest without `Location`, as ECR does.
     pub async fn push_manifest(
         &self,
         image: &ImageRef,
@@ -238,8 +284,6 @@ impl Registries {
         media_type: &str,
         waiter: &Waiter,
     ) -> Result<(), RegistryError> {
-        let reference = image.api_reference();
-        self.ensure_auth(&reference).await;
         let content_type: reqwest::header::HeaderValue = media_type.parse().map_err(|_| {
             RegistryError::with(
                 "push manifest",
@@ -247,20 +291,14 @@ impl Registries {
                 Failure::Protocol(format!("media type {media_type:?} is not a valid header")),
             )
         })?;
-        let reference = match image.tag.as_deref() {
-            Some(tag) => Reference::with_tag(
-                reference.resolve_registry().to_string(),
-                reference.repository().to_string(),
-                tag.to_string(),
-            ),
-            None => reference,
-        };
+        // By tag when it has one, else by digest (an index's children).
+        let image = image.named();
         retrying(waiter, || async {
-            self.client
-                .push_manifest_raw(&reference, body.clone(), content_type.clone())
+            let upload = Some((body.clone(), content_type.clone()));
+            self.manifest_request(Method::PUT, &image, upload)
                 .await
+                .result
                 .map(drop)
-                .map_err(|e| RegistryError::new("push manifest", image, e))
         })
         .await
     }
@@ -273,9 +311,9 @@ impl Registries {
         waiter: &Waiter,
     ) -> Result<bool, RegistryError> {
         let reference = blob_reference(repository, digest);
-        self.ensure_auth(&reference).await;
         retrying(waiter, || async {
-            self.client
+            self.client_for(&reference)
+                .await?
                 .blob_exists(&reference, digest)
                 .await
                 .map_err(|e| RegistryError::new("HEAD blob", format!("{repository}@{digest}"), e))
@@ -287,9 +325,14 @@ impl Registries {
     /// `false` when the registry declined (it then expects an upload).
     pub async fn mount_blob(&self, to: &Repository, from: &Repository, digest: &str) -> bool {
         let target = blob_reference(to, digest);
-        self.ensure_auth(&target).await;
-        match self
-            .client
+        let client = match self.client_for(&target).await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(blob = digest, to = %to, error = %e, "cannot mount; uploading instead");
+                return false;
+            }
+        };
+        match client
             .mount_blob(&target, &blob_reference(from, digest), digest)
             .await
         {
@@ -326,10 +369,9 @@ impl Registries {
         let subject = || format!("{from}@{digest}");
         let source = blob_reference(from, digest);
         let target = blob_reference(to, digest);
-        self.ensure_auth(&source).await;
-        self.ensure_auth(&target).await;
         let download = self
-            .client
+            .client_for(&source)
+            .await?
             .pull_blob_stream(&source, digest)
             .await
             .map_err(|e| RegistryError::new("pull blob", subject(), e))?;
@@ -343,7 +385,8 @@ impl Registries {
             ));
         }
         let body = hold_last_chunk(download.stream.map_err(OciDistributionError::IoError)).boxed();
-        self.client
+        self.client_for(&target)
+            .await?
             .push_blob_stream(&target, body, digest, Some(size))
             .await
             .map_err(|e| RegistryError::new("copy blob", subject(), e))?;
@@ -377,6 +420,28 @@ where
             }
         },
     )
+}
+
+/// An oci-client told which hosts speak plain HTTP and which extra CAs to trust.
+fn oci_client(plain_http: &BTreeSet<String>, pems: &[Vec<u8>]) -> Result<Client, String> {
+    // try_from, not new: new() would swallow a bad CA and fall back to a default client.
+    Client::try_from(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(plain_http.iter().cloned().collect()),
+        extra_root_certificates: pems
+            .iter()
+            .map(|data| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: data.clone(),
+            })
+            .collect(),
+        use_monolithic_push: true,
+        read_timeout: Some(READ_TIMEOUT),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        user_agent: USER_AGENT,
+        platform_resolver: None,
+        ..ClientConfig::default()
+    })
+    .map_err(|e| format!("cannot set up the registry client (check each ca_file): {e}"))
 }
 
 fn blob_reference(repository: &Repository, digest: &str) -> Reference {
