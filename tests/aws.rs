@@ -1,11 +1,14 @@
 //! The AWS side, against moto's server mode and real registries: the image list from an SSM
 //! parameter (StringList, String, SecureString), a run with no config file, an edited
-//! parameter honoured on the next pass, a missing parameter, and `--shard`.
+//! parameter honoured on the next pass, a missing parameter, and `--shard`; ECR targets
+//! (repositories created with their settings before the push, tokens from
+//! GetAuthorizationToken) against a registry behind ECR's rules.
 
 mod harness;
 
 use std::time::{Duration, Instant};
 
+use harness::ecr::{AwsCalls, EcrRegistry};
 use harness::moto::Moto;
 use harness::*;
 
@@ -219,4 +222,173 @@ fn the_daemon_reads_the_parameter_every_run_and_follows_an_edit() {
         "{}",
         daemon.stderr()
     );
+}
+
+/// An "ECR" registry: a real registry behind ECR's rules, with moto as ECR's API (reached
+/// through a proxy that counts the calls).
+struct FakeEcr {
+    _registry: Registry,
+    proxy: Proxy,
+    moto: Moto,
+    api: Proxy,
+    calls: AwsCalls,
+}
+
+impl FakeEcr {
+    fn start() -> FakeEcr {
+        let moto = Moto::start();
+        let registry = Registry::start();
+        let proxy = Proxy::start(registry.host());
+        proxy.add_rule(EcrRegistry::new(&moto));
+        let api = Proxy::start(moto.endpoint.trim_start_matches("http://"));
+        let calls = AwsCalls::default();
+        api.add_rule(calls.recorder());
+        FakeEcr {
+            _registry: registry,
+            proxy,
+            moto,
+            api,
+            calls,
+        }
+    }
+
+    /// `regmirror --once` with the AWS environment pointing at the counting proxy.
+    fn once(&self, sandbox: &Sandbox, config: &std::path::Path) -> Run {
+        sandbox
+            .regmirror()
+            .envs(self.moto.env())
+            .env("AWS_ENDPOINT_URL", format!("http://{}", self.api.host()))
+            .arg("--once")
+            .arg("--config")
+            .arg(config)
+            .run()
+    }
+}
+
+#[test]
+fn ecr_repositories_are_created_with_their_settings_before_the_first_push() {
+    let ecr = FakeEcr::start();
+    let source = Registry::start();
+    let app = Image::multi_arch(Flavor::Oci, &["linux/amd64", "linux/arm64"], 2, 2048);
+    app.push(&source, "lib/app", "1");
+    let tool = Image::single(Flavor::Docker, 1, 1024);
+    tool.push(&source, "lib/tool", "1");
+    let (s, e) = (source.host(), ecr.proxy.host());
+    let sandbox = Sandbox::new();
+    let config = sandbox.write_config(&format!(
+        r#"images = ["{s}/lib/app:1", "{s}/lib/tool:1"]
+[defaults]
+target = "{e}/mirror"
+[registries."{e}"]
+ecr = true
+region = "eu-west-1"
+[registries."{e}".create]
+scan_on_push = true
+tag_mutability = "immutable"
+encryption = "KMS"
+tags = {{ team = "platform", "cost-center" = "42" }}
+"#
+    ));
+
+    let run = ecr.once(&sandbox, &config);
+    run.assert_success();
+    assert!(
+        run.stdout.contains("mirrored 2, unchanged 0, failed 0"),
+        "{}",
+        run.output()
+    );
+    // The push would have been refused (NAME_UNKNOWN) had the repositories not been there.
+    assert_eq!(
+        ecr.moto.ecr_repositories(),
+        ["mirror/lib/app", "mirror/lib/tool"]
+    );
+    assert_eq!(
+        head_manifest(ecr_direct(&ecr), "mirror/lib/app", "1").as_deref(),
+        Some(app.digest())
+    );
+    assert_eq!(
+        head_manifest(ecr_direct(&ecr), "mirror/lib/tool", "1").as_deref(),
+        Some(tool.digest())
+    );
+    let (repository, tags) = ecr.moto.ecr_repository("mirror/lib/app");
+    assert_eq!(
+        repository
+            .image_scanning_configuration()
+            .map(|c| c.scan_on_push()),
+        Some(true)
+    );
+    assert_eq!(
+        repository.image_tag_mutability().map(|m| m.as_str()),
+        Some("IMMUTABLE")
+    );
+    assert_eq!(
+        repository
+            .encryption_configuration()
+            .map(|c| c.encryption_type().as_str()),
+        Some("KMS")
+    );
+    assert_eq!(
+        tags,
+        [
+            ("cost-center".to_string(), "42".to_string()),
+            ("team".to_string(), "platform".to_string())
+        ]
+    );
+    // One token for the whole run, one creation per repository, and no request refused for
+    // want of credentials (beyond the anonymous `/v2/` probe).
+    assert_eq!(ecr.calls.count("GetAuthorizationToken"), 1);
+    assert_eq!(ecr.calls.count("CreateRepository"), 2);
+    let refused: Vec<_> = ecr
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 401 && r.path != "/v2/")
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // Unchanged: a token to compare digests, and no creation.
+    let again = ecr.once(&sandbox, &config);
+    again.assert_success();
+    assert!(
+        again.stdout.contains("mirrored 0, unchanged 2, failed 0"),
+        "{}",
+        again.output()
+    );
+    assert_eq!(ecr.calls.count("GetAuthorizationToken"), 2);
+    assert_eq!(ecr.calls.count("CreateRepository"), 2);
+}
+
+#[test]
+fn an_ecr_token_that_cannot_be_had_fails_each_image_naming_the_registry_and_aws_error() {
+    let ecr = FakeEcr::start();
+    let source = Registry::start();
+    Image::single(Flavor::Oci, 1, 512).push(&source, "lib/a", "1");
+    let (s, e) = (source.host(), ecr.proxy.host());
+    let sandbox = Sandbox::new();
+    let config = sandbox.write_config(&format!(
+        "images = [\"{s}/lib/a:1\"]\n[defaults]\ntarget = \"{e}/mirror\"\n[registries.\"{e}\"]\necr = true\n"
+    ));
+    ecr.api.add_rule(|request: &RequestInfo| {
+        (request.header("x-amz-target").is_some_and(|t| t.ends_with("GetAuthorizationToken")))
+            .then(|| Action::Respond {
+                status: 400,
+                headers: vec![("content-type".into(), "application/x-amz-json-1.1".into())],
+                body: br#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#.to_vec(),
+            })
+    });
+    let run = ecr.once(&sandbox, &config);
+    run.assert_code(1);
+    let failed = run.failed_lines().join("\n");
+    assert!(
+        failed.contains(&format!("ECR GetAuthorizationToken for {e}"))
+            && failed.contains("UnrecognizedClientException"),
+        "{}",
+        run.output()
+    );
+    assert!(ecr.moto.ecr_repositories().is_empty());
+}
+
+/// The registry behind the fake ECR, reached without its rules (to read back what was pushed).
+fn ecr_direct(ecr: &FakeEcr) -> Remote {
+    Remote::new(ecr.proxy.upstream())
 }

@@ -944,4 +944,76 @@ source = "redis:7"
         let creds = config.registry("r.io").credentials.unwrap();
         assert_eq!(creds.password.expose(), "p$w$d");
     }
+
+    #[test]
+    fn ecr_registries_by_name_or_flag_with_creation_settings() {
+        let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let text = format!(
+            "images = [\"a\"]\n[defaults]\ntarget = \"{ecr}/m\"\n\
+             [registries.\"vpce.internal\"]\necr = true\nregion = \"${{R}}\"\n\
+             [registries.\"vpce.internal\".create]\nscan_on_push = true\ntag_mutability = \"Immutable\"\n\
+             encryption = \"kms\"\nkms_key = \"alias/mirror\"\ntags = {{ team = \"platform\" }}\n"
+        );
+        let config = resolve_with(&text, &[("R", "eu-central-1")]).unwrap();
+        // By name, although mirrors.toml does not list it: account and region from the host.
+        assert_eq!(
+            config.registry(ecr).ecr,
+            Some(EcrSettings {
+                region: Some("eu-west-1".into()),
+                account: Some("123456789012".into()),
+                create: RepositoryCreation::default(),
+            })
+        );
+        let vpce = config.registry("vpce.internal").ecr.unwrap();
+        assert_eq!(vpce.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(vpce.account, None);
+        assert_eq!(
+            vpce.create,
+            RepositoryCreation {
+                scan_on_push: Some(true),
+                tag_mutability: Some("IMMUTABLE".into()),
+                encryption: Some("KMS".into()),
+                kms_key: Some("alias/mirror".into()),
+                tags: [("team".to_string(), "platform".to_string())].into(),
+            }
+        );
+        assert_eq!(config.registry("ghcr.io").ecr, None);
+        // `ecr = false` turns it off for a host named like ECR.
+        let off = format!("{text}[registries.\"{ecr}\"]\necr = false\n");
+        assert_eq!(
+            resolve_with(&off, &[("R", "x")]).unwrap().registry(ecr).ecr,
+            None
+        );
+
+        let base = "images = [\"a\"]\n[defaults]\ntarget = \"r.io\"\n";
+        for (bad, expected) in [
+            (
+                "[registries.\"x.io\"]\nregion = \"eu-west-1\"\n",
+                "mirrors.toml:5:10: registries.\"x.io\".region applies only to Amazon ECR; set registries.\"x.io\".ecr = true",
+            ),
+            (
+                "[registries.\"x.io\".create]\nscan_on_push = true\n",
+                "registries.\"x.io\".create applies only to Amazon ECR",
+            ),
+            (
+                "[registries.\"x.io\"]\necr = true\n[registries.\"x.io\".create]\ntag_mutability = \"sometimes\"\n",
+                "mirrors.toml:7:18: registries.\"x.io\".create.tag_mutability is \"sometimes\"; expected one of MUTABLE, IMMUTABLE",
+            ),
+            (
+                "[registries.\"x.io\"]\necr = true\n[registries.\"x.io\".create]\nkms_key = \"k\"\n",
+                "registries.\"x.io\".create.kms_key needs registries.\"x.io\".create.encryption = \"KMS\"",
+            ),
+            (
+                "[registries.\"x.io\"]\necr = true\n[registries.\"x.io\".create]\nscan = true\n",
+                "unknown key `scan`",
+            ),
+            (
+                "[registries.\"x.io\"]\necr = true\nusername = \"AWS\"\npassword = \"p\"\n",
+                "registries.\"x.io\".username: an ECR registry's credentials come from GetAuthorizationToken",
+            ),
+        ] {
+            let err = resolve_with(&format!("{base}{bad}"), &[]).unwrap_err();
+            assert!(err.contains(expected), "{bad:?}\n{err}");
+        }
+    }
 }

@@ -385,11 +385,17 @@ impl Registries {
             ));
         }
         let body = hold_last_chunk(download.stream.map_err(OciDistributionError::IoError)).boxed();
+        // A refused upload names the target: the source served the blob.
         self.client_for(&target)
             .await?
             .push_blob_stream(&target, body, digest, Some(size))
             .await
-            .map_err(|e| RegistryError::new("copy blob", subject(), e))?;
+            .map_err(|e| match e {
+                OciDistributionError::RegistryError { .. } => {
+                    RegistryError::new("push blob", format!("{to}@{digest}"), e)
+                }
+                e => RegistryError::new("copy blob", subject(), e),
+            })?;
         Ok(size)
     }
 }

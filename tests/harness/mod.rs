@@ -9,12 +9,14 @@
 //! - [`remote`]: reading a registry back (manifests, blobs, tags, whole-image checks).
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
 //! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
+//! - [`moto`]: AWS on loopback (moto's server mode); [`ecr`]: ECR's registry behaviour as rules.
 //! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
 
 // Each test binary uses a different subset of the harness, so unused items are expected.
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod ecr;
 pub mod hub;
 pub mod image;
 pub mod moto;

@@ -115,6 +115,57 @@ impl Moto {
     }
 }
 
+/// Whether moto's ECR holds a repository; callable from anywhere, a proxy rule included.
+pub type RepositoryLookup = Box<dyn Fn(&str) -> bool + Send>;
+
+impl Moto {
+    /// A check of moto's ECR for one repository. Each call asks moto on a thread of its own,
+    /// so it works inside another runtime (the proxy's).
+    pub fn repository_lookup(&self) -> RepositoryLookup {
+        let config = self.config.clone();
+        Box::new(move |name: &str| {
+            let (config, name) = (config.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                let client = aws_sdk_ecr::Client::new(&config);
+                runtime
+                    .block_on(client.describe_repositories().repository_names(name).send())
+                    .is_ok_and(|answer| !answer.repositories().is_empty())
+            })
+            .join()
+            .expect("the lookup thread")
+        })
+    }
+
+    /// A repository of moto's ECR as DescribeRepositories shows it, with its tags.
+    pub fn ecr_repository(
+        &self,
+        name: &str,
+    ) -> (aws_sdk_ecr::types::Repository, Vec<(String, String)>) {
+        let client = aws_sdk_ecr::Client::new(&self.config);
+        let answer = self
+            .runtime
+            .block_on(client.describe_repositories().repository_names(name).send())
+            .unwrap_or_else(|e| panic!("describe_repositories {name}: {e:?}"));
+        let repository = answer.repositories()[0].clone();
+        let arn = repository.repository_arn().expect("an ARN").to_string();
+        let tags = self
+            .runtime
+            .block_on(client.list_tags_for_resource().resource_arn(arn).send())
+            .unwrap_or_else(|e| panic!("list_tags_for_resource {name}: {e:?}"));
+        let mut tags: Vec<(String, String)> = tags
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        tags.sort();
+        (repository, tags)
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

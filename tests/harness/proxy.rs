@@ -165,6 +165,8 @@ pub enum Action {
     Forward,
     /// Forward, then add these headers to the response (e.g. `ratelimit-remaining`).
     ForwardWithHeaders(Vec<(String, String)>),
+    /// Forward, then drop these headers from the response (e.g. `location`, as ECR does).
+    ForwardWithout(Vec<String>),
     /// Answer without asking the upstream.
     Respond {
         status: u16,
@@ -503,9 +505,28 @@ async fn handle(
     };
     let action = decide(&shared, &info);
     let response = match action {
-        Action::Forward => forward(&shared, request, Vec::new(), false).await,
-        Action::ForwardWithHeaders(headers) => forward(&shared, request, headers, false).await,
-        Action::CorruptBody => forward(&shared, request, Vec::new(), true).await,
+        Action::Forward => forward(&shared, request, Edit::default()).await,
+        Action::ForwardWithHeaders(add) => {
+            let edit = Edit {
+                add,
+                ..Edit::default()
+            };
+            forward(&shared, request, edit).await
+        }
+        Action::ForwardWithout(remove) => {
+            let edit = Edit {
+                remove,
+                ..Edit::default()
+            };
+            forward(&shared, request, edit).await
+        }
+        Action::CorruptBody => {
+            let edit = Edit {
+                corrupt: true,
+                ..Edit::default()
+            };
+            forward(&shared, request, edit).await
+        }
         Action::Respond {
             status,
             headers,
@@ -522,7 +543,7 @@ async fn handle(
                 .map(|release| *release);
             drop(state);
             match decision {
-                Ok(Release::Forward) => forward(&shared, request, Vec::new(), false).await,
+                Ok(Release::Forward) => forward(&shared, request, Edit::default()).await,
                 _ => Err("held request dropped by test".into()),
             }
         }
@@ -578,11 +599,21 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// What a forwarded response gets changed.
+#[derive(Default)]
+struct Edit {
+    /// Headers added.
+    add: Vec<(String, String)>,
+    /// Headers dropped (lower-case names).
+    remove: Vec<String>,
+    /// One body byte flipped.
+    corrupt: bool,
+}
+
 async fn forward(
     shared: &Shared,
     request: Request<Incoming>,
-    extra_headers: Vec<(String, String)>,
-    corrupt: bool,
+    edit: Edit,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -619,9 +650,12 @@ async fn forward(
             *location = HeaderValue::from_str(&rewritten).expect("valid Location");
         }
     }
-    add_headers(&mut parts.headers, extra_headers);
+    add_headers(&mut parts.headers, edit.add);
+    for name in &edit.remove {
+        parts.headers.remove(name.as_str());
+    }
     let body = body.map_err(BoxError::from);
-    let body = if corrupt {
+    let body = if edit.corrupt {
         let mut flipped = false;
         body.map_frame(move |frame| {
             frame.map_data(|data: Bytes| {

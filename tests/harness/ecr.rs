@@ -1,0 +1,91 @@
+//! Amazon ECR's registry behaviour as proxy rules, in front of a real registry, with moto
+//! standing in for ECR's API.
+//!
+//! [`EcrRegistry`] does what ECR does and a plain registry does not: every request but `/v2/`
+//! needs `Authorization: Basic` with the password moto's `GetAuthorizationToken` hands out
+//! (401 with a Basic challenge otherwise); a push into a repository that moto's ECR does not
+//! hold is refused with 404 `NAME_UNKNOWN`, so a client must create repositories before it
+//! pushes; and a manifest PUT is answered without `Location`.
+//!
+//! [`AwsCalls`] counts the AWS API calls a client made, by operation, from a proxy in front of
+//! moto.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+
+use super::moto::{Moto, RepositoryLookup};
+use super::proxy::{Action, RequestInfo, Rule};
+
+/// The password moto's GetAuthorizationToken returns for its default account.
+pub const MOTO_PASSWORD: &str = "123456789012-auth-token";
+
+/// ECR's rules, for a proxy in front of a registry (add it first).
+pub struct EcrRegistry {
+    expected: String,
+    lookup: RepositoryLookup,
+}
+
+impl EcrRegistry {
+    /// Requests must carry moto's token; pushes need the repository in `moto`'s ECR.
+    pub fn new(moto: &Moto) -> EcrRegistry {
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{MOTO_PASSWORD}"));
+        EcrRegistry {
+            expected: format!("Basic {pair}"),
+            lookup: moto.repository_lookup(),
+        }
+    }
+}
+
+impl Rule for EcrRegistry {
+    fn decide(&mut self, request: &RequestInfo) -> Option<Action> {
+        if request.header("authorization") != Some(self.expected.as_str()) {
+            let mut action = Action::error(401, "DENIED", "Your authorization token has expired.");
+            if let Action::Respond { headers, .. } = &mut action {
+                headers.push((
+                    "www-authenticate".into(),
+                    "Basic realm=\"https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/\",service=\"ecr.amazonaws.com\"".into(),
+                ));
+            }
+            return Some(action);
+        }
+        let pushing = request.is_upload_start() || request.is_manifest_put();
+        if pushing && !(self.lookup)(request.repo()) {
+            return Some(Action::error(
+                404,
+                "NAME_UNKNOWN",
+                &format!(
+                    "The repository with name '{}' does not exist in the registry with id '123456789012'",
+                    request.repo()
+                ),
+            ));
+        }
+        if request.is_manifest_put() {
+            return Some(Action::ForwardWithout(vec!["location".into()]));
+        }
+        None
+    }
+}
+
+/// AWS API calls seen by a proxy in front of moto, by operation (`CreateRepository`...).
+#[derive(Debug, Clone, Default)]
+pub struct AwsCalls(Arc<Mutex<BTreeMap<String, usize>>>);
+
+impl AwsCalls {
+    /// A rule that records each call's `X-Amz-Target` operation and lets it through.
+    pub fn recorder(&self) -> impl Rule {
+        let calls = self.0.clone();
+        move |request: &RequestInfo| {
+            if let Some(target) = request.header("x-amz-target") {
+                let operation = target.rsplit('.').next().unwrap_or(target).to_string();
+                *calls.lock().unwrap().entry(operation).or_default() += 1;
+            }
+            None
+        }
+    }
+
+    pub fn count(&self, operation: &str) -> usize {
+        self.0.lock().unwrap().get(operation).copied().unwrap_or(0)
+    }
+}
