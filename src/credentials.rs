@@ -161,7 +161,8 @@ fn registry_of_auths_key(key: &str) -> String {
     canonical_registry(host).to_string()
 }
 
-fn decode_auth(auth: &str) -> Option<Credentials> {
+/// Base64 of `user:password`, as Docker's `auths` and ECR's authorization tokens hold them.
+pub fn decode_auth(auth: &str) -> Option<Credentials> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .ok()?;

@@ -23,11 +23,10 @@ use aws_sdk_ecr::operation::create_repository::CreateRepositoryError;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
 };
-use base64::Engine;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::credentials::{Credentials, Secret};
+use crate::credentials::{decode_auth, Credentials};
 
 /// Renew a token at the latest this long before it expires...
 const RENEW_MARGIN: Duration = Duration::from_secs(30 * 60);
@@ -272,7 +271,7 @@ impl Ecr {
                 .ok_or_else(|| fail("the answer holds no authorization data".to_string()))?;
             let credentials = data
                 .authorization_token()
-                .and_then(decode_token)
+                .and_then(decode_auth)
                 .ok_or_else(|| fail("the token is not base64 `user:password`".to_string()))?;
             let expires = data
                 .expires_at()
@@ -412,24 +411,14 @@ fn create_request(
     Ok(request)
 }
 
-/// ECR's `authorizationToken`: base64 of `AWS:<password>`.
-fn decode_token(token: &str) -> Option<Credentials> {
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (username, password) = text.split_once(':')?;
-    Some(Credentials {
-        username: username.to_string(),
-        password: Secret::new(password),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU32;
 
+    use base64::Engine;
+
     use super::*;
+    use crate::credentials::Secret;
 
     #[test]
     fn ecr_hosts_are_recognised_by_name() {
@@ -557,12 +546,12 @@ mod tests {
     #[test]
     fn tokens_decode_and_never_print() {
         let encoded = base64::engine::general_purpose::STANDARD.encode("AWS:eyJwYXlsb2Fk");
-        let credentials = decode_token(&encoded).unwrap();
+        let credentials = decode_auth(&encoded).unwrap();
         assert_eq!(credentials.username, "AWS");
         assert_eq!(credentials.password.expose(), "eyJwYXlsb2Fk");
         assert!(!format!("{credentials:?}").contains("eyJ"));
-        assert_eq!(decode_token("not base64!"), None);
+        assert_eq!(decode_auth("not base64!"), None);
         let no_colon = base64::engine::general_purpose::STANDARD.encode("AWS");
-        assert_eq!(decode_token(&no_colon), None);
+        assert_eq!(decode_auth(&no_colon), None);
     }
 }
