@@ -240,5 +240,14 @@ fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
             out.push_str(&format!("  {} → {}\n", job.source, job.target));
         }
     }
+    for (name, settings) in &config.registries {
+        if let Some(ecr) = &settings.ecr {
+            let region = ecr.region.as_deref().unwrap_or("of the AWS default chain");
+            out.push_str(&format!(
+                "{name}: Amazon ECR, region {region}: tokens from GetAuthorizationToken, \
+                 missing repositories created\n"
+            ));
+        }
+    }
     out
 }

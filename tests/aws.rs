@@ -290,6 +290,21 @@ tags = {{ team = "platform", "cost-center" = "42" }}
 "#
     ));
 
+    let check = sandbox
+        .regmirror()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .run();
+    check.assert_success();
+    assert!(
+        check
+            .stdout
+            .contains(&format!("{e}: Amazon ECR, region eu-west-1")),
+        "{}",
+        check.output()
+    );
+
     let run = ecr.once(&sandbox, &config);
     run.assert_success();
     assert!(
