@@ -84,6 +84,9 @@ source = "{src}/tools/artifact:v1"
     );
     let (_, content_type) = get_manifest(&target, "mirror/team/docker", "2.0").unwrap();
     assert_eq!(content_type, harness::image::DOCKER_LIST);
+    // An open registry is asked how to authenticate once, not before every request.
+    let probes = source.count(|r| r.path == "/v2/");
+    assert_eq!(probes, 1, "{:#?}", source.requests());
 
     source.clear();
     let second = sandbox.regmirror().arg("--once").run();
@@ -98,6 +101,7 @@ source = "{src}/tools/artifact:v1"
     assert_eq!(source.manifest_gets(), 0, "{:#?}", source.requests());
     assert_eq!(source.blob_gets(), 0, "{:#?}", source.requests());
     assert_eq!(source.manifest_heads(), 5, "{:#?}", source.requests());
+    assert_eq!(source.requests().len(), 5 + 1, "{:#?}", source.requests());
 }
 
 #[test]

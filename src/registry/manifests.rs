@@ -147,6 +147,11 @@ impl Registries {
         {
             return Ok((Some(auth::basic(user, password)), Some(generation)));
         }
+        if matches!(credentials, RegistryAuth::Anonymous)
+            && self.is_open(reference.resolve_registry()).await
+        {
+            return Ok((None, None));
+        }
         let header = self
             .tokens
             .header(&self.client, reference, &credentials, operation)

@@ -56,6 +56,8 @@ pub struct Registries {
     ecr: Ecr,
     /// One oci-client per ECR registry, with the credentials of the generation it was made for.
     ecr_clients: tokio::sync::Mutex<BTreeMap<String, (u64, Client)>>,
+    /// Whether each anonymous registry asked so far answers without credentials.
+    open: tokio::sync::Mutex<BTreeMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Registries {
@@ -124,6 +126,7 @@ impl Registries {
             },
             ecr: Ecr::new(ecr),
             ecr_clients: tokio::sync::Mutex::default(),
+            open: tokio::sync::Mutex::default(),
         })
     }
 
@@ -164,7 +167,11 @@ impl Registries {
         let host = reference.resolve_registry();
         let (auth, generation) = self.auth_for(reference).await?;
         let Some(generation) = generation else {
-            self.client.store_auth_if_needed(host, &auth).await;
+            // Told of a registry, oci-client asks `/v2/` how to authenticate before every
+            // request it cannot cache a token for, which is every request to an open one.
+            if !matches!(auth, RegistryAuth::Anonymous) || !self.is_open(host).await {
+                self.client.store_auth_if_needed(host, &auth).await;
+            }
             return Ok(self.client.clone());
         };
         let mut clients = self.ecr_clients.lock().await;
@@ -178,6 +185,34 @@ impl Registries {
         client.store_auth_if_needed(host, &auth).await;
         clients.insert(host.to_string(), (generation, client.clone()));
         Ok(client)
+    }
+
+    /// Whether `host` answers `/v2/` without asking for credentials; asked once per host.
+    /// A registry that cannot be asked is taken as not open, which costs requests, not errors.
+    pub(super) async fn is_open(&self, host: &str) -> bool {
+        let mut open = self.open.lock().await;
+        if let Some(known) = open.get(host) {
+            return *known;
+        }
+        let scheme = if self.plain_http.contains(host) {
+            "http"
+        } else {
+            "https"
+        };
+        let answer = self.http.get(format!("{scheme}://{host}/v2/")).send().await;
+        let is_open = answer.is_ok_and(|response| {
+            response.status().is_success()
+                && !response
+                    .headers()
+                    .contains_key(reqwest::header::WWW_AUTHENTICATE)
+        });
+        tracing::debug!(
+            registry = host,
+            open = is_open,
+            "asked /v2/ how to authenticate"
+        );
+        open.insert(host.to_string(), is_open);
+        is_open
     }
 
     /// Readies `repository` to receive a push: on ECR, creates it if it does not exist.
