@@ -1,10 +1,12 @@
 //! Image references as users write them, and where each one is mirrored to.
 //!
-//! Parsing and validation of the reference grammar is oci-client's (`oci_client::Reference`,
-//! a port of Docker's own normaliser). This module adds the two things a mirror needs on top:
+//! The reference grammar and Docker's normalisation (`nginx` is `docker.io/library/nginx`)
+//! are checked in [`grammar`]. This module adds the two things a mirror needs on top:
 //! the repository path *as the user wrote it* (target names are built from it, so
 //! `nginx:stable` lands at `<prefix>/nginx`, not `<prefix>/library/nginx`), and the host that
 //! actually serves a registry's API (`docker.io` is served by `registry-1.docker.io`).
+
+mod grammar;
 
 use std::fmt;
 
@@ -43,10 +45,11 @@ impl ImageRef {
     /// A reference with neither tag nor digest means `:latest`, as it does for Docker.
     pub fn parse(written: &str) -> Result<Self, ReferenceError> {
         let (path, tag, digest) = split_written(written)?;
-        let parsed: Reference = written.parse().map_err(|e| ReferenceError::Invalid {
-            written: written.to_string(),
-            reason: format!("{e}"),
-        })?;
+        let parsed =
+            grammar::check(path, tag, digest).map_err(|reason| ReferenceError::Invalid {
+                written: written.to_string(),
+                reason,
+            })?;
         let written_path = match path.split_once('/') {
             Some((first, rest)) if looks_like_host(first) => rest.to_string(),
             _ => path.to_string(),
@@ -56,8 +59,8 @@ impl ImageRef {
             (tag, _) => tag.map(str::to_string),
         };
         Ok(ImageRef {
-            registry: parsed.registry().to_string(),
-            repository: parsed.repository().to_string(),
+            registry: parsed.registry,
+            repository: parsed.repository,
             written_path,
             tag,
             digest: digest.map(str::to_string),
@@ -176,10 +179,8 @@ impl Repository {
             return Err(invalid("is a repository: it takes no tag or digest"));
         }
         if !path.is_empty() {
-            // Let the reference grammar judge the path (lower case, separators, length).
-            format!("{host}/{path}:probe")
-                .parse::<Reference>()
-                .map_err(|e| invalid(&format!("{e}")))?;
+            // The reference grammar judges the host and path (lower case, separators, length).
+            grammar::check(&format!("{host}/{path}"), None, None).map_err(|e| invalid(&e))?;
         }
         Ok(Repository {
             registry: host.to_string(),
