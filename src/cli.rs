@@ -215,7 +215,11 @@ fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
         plural(config.jobs.len(), "image", "images"),
         plural(config.mirrors.len(), "mirror", "mirrors"),
     );
-    for (index, mirror) in config.mirrors.iter().enumerate() {
+    let mut jobs_of: Vec<Vec<&crate::config::Job>> = vec![Vec::new(); config.mirrors.len()];
+    for job in &config.jobs {
+        jobs_of[job.mirror].push(job);
+    }
+    for (mirror, jobs) in config.mirrors.iter().zip(jobs_of) {
         let when = match &mirror.schedule {
             Some(schedule) => {
                 let next: Vec<String> = schedule
@@ -236,7 +240,7 @@ fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
             line => format!(" (line {line})"),
         };
         out.push_str(&format!("{}{place}: {when}\n", mirror.name));
-        for job in config.jobs.iter().filter(|job| job.mirror == index) {
+        for job in jobs {
             out.push_str(&format!("  {} → {}\n", job.source, job.target));
         }
     }
