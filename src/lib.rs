@@ -17,6 +17,9 @@
 //! Without `--once`, [`daemon`] runs each mirror on its [`schedule`]: [`watch`] and SIGHUP
 //! ([`signals`]) reload the config live, SIGTERM stops it cleanly, [`systemd`] hears about
 //! each step, and [`server`] answers `/healthz`, `/metrics` ([`metrics`]) and `POST /sync`.
+//!
+//! On AWS ([`aws`] sets up the SDK): [`ssm`] reads the image list from Parameter Store,
+//! [`ecr`] gets ECR tokens and creates repositories, and [`shard`] splits a list between tasks.
 
 pub mod aws;
 pub mod blobs;
