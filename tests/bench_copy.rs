@@ -241,18 +241,8 @@ fn skopeo(sandbox: &Sandbox, args: &[String]) -> Command {
         "policy.json",
         r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
     );
-    let mut command = Command::new("skopeo");
-    for name in harness::cli::CLEARED {
-        command.env_remove(name);
-    }
-    command
-        .env("HOME", sandbox.path())
-        .env("XDG_RUNTIME_DIR", sandbox.path())
-        .env("XDG_CONFIG_HOME", sandbox.path().join(".config"))
-        .current_dir(sandbox.path())
-        .arg("--policy")
-        .arg(policy)
-        .args(args);
+    let mut command = harness::cli::skopeo(sandbox.path());
+    command.arg("--policy").arg(policy).args(args);
     command
 }
 

@@ -201,16 +201,8 @@ fn bench_skopeo() -> (Outcome, String) {
         scenario.target.host(),
     );
     // A clean environment like regmirror's: private HOME, no proxies or auth files.
-    let mut command = Command::new("skopeo");
-    for name in harness::cli::CLEARED {
-        command.env_remove(name);
-    }
-    command
-        .env("HOME", sandbox.path())
-        .env("XDG_RUNTIME_DIR", sandbox.path())
-        .env("XDG_CONFIG_HOME", sandbox.path().join(".config"))
-        .current_dir(sandbox.path())
-        .args(&args);
+    let mut command = harness::cli::skopeo(sandbox.path());
+    command.args(&args);
     // Without --scoped, `skopeo sync` keeps only the last path component: `lib/app0` lands
     // as `app0` in the target.
     let outcome = measure(

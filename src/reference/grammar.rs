@@ -221,15 +221,7 @@ mod tests {
 
     /// What this module says, splitting as `ImageRef::parse` does.
     fn ours(written: &str) -> Option<(String, String)> {
-        let (name, digest) = match written.split_once('@') {
-            Some((name, digest)) => (name, Some(digest)),
-            None => (written, None),
-        };
-        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-        let (path, tag) = match name[last_slash..].find(':') {
-            Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
-            None => (name, None),
-        };
+        let (path, tag, digest) = super::super::split_written(written).ok()?;
         check(path, tag, digest)
             .ok()
             .map(|c| (c.registry, c.repository))

@@ -61,6 +61,21 @@ pub fn regmirror(home: &Path) -> Command {
 }
 
 /// Writes `toml` to `dir/mirrors.toml` and returns its path.
+/// Debian's `skopeo`, for side-by-side benchmarks, in a clean environment like regmirror's: a
+/// private HOME and config directories under `home`, no proxies or auth files.
+pub fn skopeo(home: &Path) -> Command {
+    let mut command = Command::new("skopeo");
+    for name in CLEARED {
+        command.env_remove(name);
+    }
+    command
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .current_dir(home);
+    command
+}
+
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join("mirrors.toml");
     fs::write(&path, toml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
