@@ -125,10 +125,12 @@ pub(super) fn resolve(
         schedule: raw.defaults.schedule.as_ref(),
         run_on_start: raw.defaults.run_on_start.unwrap_or(true),
     };
-    // Checked here even if every mirror has its own, so a typo in it is never dormant.
-    if let Some(expression) = when.schedule {
-        r.schedule(expression, when.zone, "defaults.schedule")?;
-    }
+    // Parsed here even if every mirror has its own, so a typo in it is never dormant; the
+    // `images` mirrors and the SSM one share this one parse.
+    let default_schedule = match when.schedule {
+        Some(expression) => Some(r.schedule(expression, when.zone, "defaults.schedule")?),
+        None => None,
+    };
     let server = match &raw.server {
         Some(server) => Some(r.server(server)?),
         None => None,
@@ -142,10 +144,6 @@ pub(super) fn resolve(
     }
 
     let mut jobs = Jobs::default();
-    let default_schedule = match when.schedule {
-        Some(expression) => Some(r.schedule(expression, when.zone, "defaults.schedule")?),
-        None => None,
-    };
     for image in &raw.images {
         let written = r.expand(image, "images")?;
         if jobs.from_images.contains(&written) {
@@ -170,13 +168,9 @@ pub(super) fn resolve(
     let (jobs, mut mirrors) = jobs.finish();
     if let Some(ssm) = &ssm {
         // The parameter's images are one mirror, on the default schedule.
-        let schedule = match when.schedule {
-            Some(expression) => Some(r.schedule(expression, when.zone, "defaults.schedule")?),
-            None => None,
-        };
         mirrors.push(Mirror {
             name: ssm_mirror_name(&ssm.parameter),
-            schedule,
+            schedule: default_schedule.clone(),
             run_on_start: when.run_on_start,
             line: 0,
         });
