@@ -82,7 +82,7 @@ pub(super) fn is_domain_like(component: &str) -> bool {
 }
 
 /// `host[:port]`.
-pub(super) fn domain(domain: &str) -> Result<(), String> {
+fn domain(domain: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("registry {domain:?} {why}"));
     let (host, port) = match domain.rsplit_once(':') {
         Some((host, port)) => (host, Some(port)),
@@ -109,7 +109,7 @@ pub(super) fn domain(domain: &str) -> Result<(), String> {
 }
 
 /// `component ( "/" component )*`.
-pub(super) fn repository_path(path: &str) -> Result<(), String> {
+fn repository_path(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("names no repository".to_string());
     }

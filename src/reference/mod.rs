@@ -261,7 +261,7 @@ pub fn is_loopback(registry: &str) -> bool {
 /// Docker's rule: the first path component is a host when it has a dot or a port, or is
 /// `localhost`.
 fn looks_like_host(component: &str) -> bool {
-    component.contains(['.', ':']) || component == "localhost" || component.starts_with('[')
+    grammar::is_domain_like(component) || component.starts_with('[')
 }
 
 /// Splits `name[:tag][@digest]` as written, keeping the name's spelling.
