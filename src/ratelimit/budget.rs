@@ -4,13 +4,15 @@
 //! long and ask again. Each pull let through is taken off the estimate at once, so eight
 //! concurrent images cannot all spend the last pull. Responses arrive out of order: a HEAD sent
 //! before three GETs may be answered after them, reporting a count those GETs already spent.
-//! So every request carries a [`Ticket`] (how many pulls had been sent when it went out), and
-//! a reported count is lowered by the pulls sent since: the estimate errs low, never high. When remaining is at or below the
-//! reserve, the registry's pulls wait: until the reset time when the registry gives one,
+//! So every request carries a [`Ticket`] (how many pulls had been sent, and how many of them
+//! were still unanswered, when it went out), and a reported count is lowered by the pulls sent
+//! since and by those unanswered then: the registry may have counted them after it answered,
+//! even when their own answers arrive first. The estimate errs low, never high. When remaining
+//! is at or below the reserve, the registry's pulls wait: until the reset time when the registry gives one,
 //! otherwise between free HEAD probes at jittered intervals bounded by the window. The pause is
 //! logged once when it starts and once when it ends, not once per probe.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,9 +32,15 @@ const MAX_PROBE: Duration = Duration::from_secs(15 * 60);
 /// Slack after an announced reset, so the first pull does not race the registry's clock.
 const AFTER_RESET: Duration = Duration::from_millis(250);
 
-/// How many pulls had been sent (this one included) when a request went out.
+/// What was under way when a request went out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket(u64);
+pub struct Ticket {
+    /// Pulls sent so far, this one included when the request is a pull.
+    sent: u64,
+    /// Other pulls sent and not yet answered: the registry may count them before or after it
+    /// answers this request, whatever order the answers arrive in.
+    unanswered: u64,
+}
 
 /// What the budget says about a pull.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,9 +158,8 @@ struct State {
     remaining: Option<u64>,
     /// Pulls sent so far: what tickets count.
     sent: u64,
-    /// Tickets of pulls sent and not yet answered. The registry may count one of them after it
-    /// answered a request sent later, so a report can be one of them too high.
-    outstanding: BTreeSet<u64>,
+    /// Pulls sent and not yet answered.
+    unanswered: u64,
     limit: Option<u64>,
     window: Option<Duration>,
     resets_at: Option<Instant>,
@@ -220,22 +227,29 @@ impl Budget {
                 Gate::Wait(wait)
             }
             _ => {
+                let ticket = Ticket {
+                    sent: s.sent + 1,
+                    unanswered: s.unanswered,
+                };
                 s.sent += 1;
-                let ticket = s.sent;
-                s.outstanding.insert(ticket);
+                s.unanswered += 1;
                 s.remaining = s.remaining.map(|r| r.saturating_sub(1));
                 if let Some(since) = s.paused_since.take() {
                     s.paused_total += now - since;
                     info!(registry = %self.host, paused = %secs(now - since), remaining = ?s.remaining, "pull budget available again: resuming");
                 }
-                Gate::Go(Ticket(ticket))
+                Gate::Go(ticket)
             }
         }
     }
 
     /// A ticket for a request that is not a pull (a HEAD): the pulls sent so far.
     pub fn ticket(&self) -> Ticket {
-        Ticket(self.state().sent)
+        let s = self.state();
+        Ticket {
+            sent: s.sent,
+            unanswered: s.unanswered,
+        }
     }
 
     /// Records what a response to a request sent with `ticket` said of the budget.
@@ -244,17 +258,16 @@ impl Budget {
         Self::observe_locked(&mut s, info, ticket);
     }
 
-    fn observe_locked(s: &mut State, info: &RateLimitInfo, Ticket(sent_then): Ticket) {
+    fn observe_locked(s: &mut State, info: &RateLimitInfo, then: Ticket) {
         if !info.is_known() && info.reset.is_none() {
             return;
         }
         let now = Instant::now();
         if let Some(reported) = info.remaining {
-            // Pulls sent after the request were not counted in its answer; pulls sent before
-            // it and still unanswered may not have been either: count both against it.
-            let sent_since = s.sent.saturating_sub(sent_then);
-            let maybe_uncounted = s.outstanding.range(..=sent_then).count() as u64;
-            s.remaining = Some(reported.saturating_sub(sent_since + maybe_uncounted));
+            // Pulls sent after the request were not counted in its answer; pulls unanswered
+            // when it went out may not have been either: count both against it.
+            let sent_since = s.sent.saturating_sub(then.sent);
+            s.remaining = Some(reported.saturating_sub(sent_since + then.unanswered));
             s.resets_at = None;
         }
         s.limit = info.limit.or(s.limit);
@@ -268,7 +281,7 @@ impl Budget {
     /// Every ticket from `try_take` must end here, answered or not.
     pub fn finish(&self, info: &RateLimitInfo, outcome: PullOutcome, ticket: Ticket) {
         let mut s = self.state();
-        s.outstanding.remove(&ticket.0);
+        s.unanswered = s.unanswered.saturating_sub(1);
         Self::observe_locked(&mut s, info, ticket);
         match outcome {
             PullOutcome::Served => s.pulls += 1,
@@ -478,6 +491,27 @@ mod tests {
         // A reloaded config changes the reserve of a budget already in use.
         budgets.set_reserves(0, BTreeMap::new());
         assert!(matches!(hub.try_take(), Gate::Go(_)));
+    }
+
+    #[test]
+    fn a_head_answered_before_a_pull_was_counted_but_arriving_after_it_does_not_raise_the_estimate()
+    {
+        // The 429 CI caught: one pull left; a pull goes out, then a probe HEAD. The registry
+        // answers the HEAD (still 1 left), then counts and answers the pull (0 left), but the
+        // pull's answer reaches us first. The HEAD's late "1" must not reopen the budget.
+        let b = Budget::new("r.io", 0);
+        b.observe(&said(1, 10), b.ticket());
+        let pull = go(&b);
+        let head = b.ticket();
+        b.finish(&said(0, 10), PullOutcome::Served, pull);
+        b.observe(&said(1, 10), head);
+        assert!(
+            matches!(b.try_take(), Gate::Wait(_)),
+            "the HEAD went out while that pull was unanswered"
+        );
+        // A probe sent once nothing is under way is believed.
+        b.observe(&said(5, 10), b.ticket());
+        assert!(matches!(b.try_take(), Gate::Go(_)));
     }
 
     #[test]
