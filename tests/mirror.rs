@@ -87,6 +87,12 @@ source = "{src}/tools/artifact:v1"
     // An open registry is asked how to authenticate once, not before every request.
     let probes = source.count(|r| r.path == "/v2/");
     assert_eq!(probes, 1, "{:#?}", source.requests());
+    // Connections are kept alive and reused, not opened per request.
+    let (requests, connections) = (source.requests().len(), source.connections());
+    assert!(
+        connections * 2 < requests,
+        "{connections} connections for {requests} requests"
+    );
 
     source.clear();
     let second = sandbox.regmirror().arg("--once").run();
@@ -102,6 +108,9 @@ source = "{src}/tools/artifact:v1"
     assert_eq!(source.blob_gets(), 0, "{:#?}", source.requests());
     assert_eq!(source.manifest_heads(), 5, "{:#?}", source.requests());
     assert_eq!(source.requests().len(), 5 + 1, "{:#?}", source.requests());
+    // One connection per image slot (defaults.concurrency = 4) at most.
+    let reopened = source.connections() - connections;
+    assert!(reopened <= 4, "{reopened} connections for 6 requests");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::error::Error;
 use std::fmt;
 use std::net::TcpListener as StdTcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
@@ -309,6 +310,8 @@ struct Shared {
     log: Mutex<Vec<Logged>>,
     rules: Mutex<Vec<Box<dyn Rule>>>,
     client: reqwest::Client,
+    /// TCP connections accepted so far.
+    connections: AtomicUsize,
 }
 
 /// A running proxy; shut down (held requests dropped) when dropped.
@@ -353,6 +356,7 @@ impl Proxy {
             log: Mutex::new(Vec::new()),
             rules: Mutex::new(Vec::new()),
             client,
+            connections: AtomicUsize::new(0),
         });
         let listener = {
             let _context = runtime.enter();
@@ -383,6 +387,12 @@ impl Proxy {
     /// Forgets the requests logged so far.
     pub fn clear(&self) {
         self.shared.log.lock().unwrap().clear();
+    }
+
+    /// TCP connections accepted since the proxy started: with the request count, how well a
+    /// client reuses its connections.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     pub fn count(&self, predicate: impl Fn(&Logged) -> bool) -> usize {
@@ -464,6 +474,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service = service_fn(move |request| handle(Arc::clone(&shared), request));
