@@ -126,6 +126,39 @@ fn htpasswd_registry_demands_credentials() {
 }
 
 #[test]
+fn tls_registry_serves_https_vouched_for_by_its_own_ca_only() {
+    let registry = Registry::start_with(RegistryOptions::tls());
+    assert!(registry.url().starts_with("https://"), "{}", registry.url());
+    let pem = std::fs::read_to_string(registry.ca_pem().unwrap()).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+
+    // `&Registry` speaks HTTPS trusting the CA, for both names on the certificate.
+    let image = Image::multi_arch(Flavor::Oci, &["linux/amd64", "linux/arm64"], 1, 1024);
+    image.push(&registry, "secure/app", "v1");
+    check_complete(&registry, "secure/app", "v1").unwrap();
+    let port = registry.host().rsplit(':').next().unwrap();
+    let client = registry.tls_client().unwrap();
+    let status = client
+        .get(format!("https://localhost:{port}/v2/"))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+
+    // Nothing else trusts it, and plain HTTP gets Go's 400.
+    let error = raw_client()
+        .get(format!("{}/v2/", registry.url()))
+        .send()
+        .unwrap_err();
+    assert!(format!("{error:?}").contains("UnknownIssuer"), "{error:?}");
+    let plain = raw_client()
+        .get(format!("http://{}/v2/", registry.host()))
+        .send()
+        .unwrap();
+    assert_eq!(plain.status().as_u16(), 400);
+}
+
+#[test]
 fn proxy_forwards_streams_counts_and_keeps_clients_on_the_proxy() {
     let registry = Registry::start();
     let proxy = Proxy::start(registry.host());

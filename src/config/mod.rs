@@ -143,7 +143,8 @@ pub struct Job {
 pub struct RegistrySettings {
     /// From mirrors.toml, else Docker's config.json; `None` means anonymous.
     pub credentials: Option<Credentials>,
-    /// Plain HTTP: set by `insecure = true`, and the default for loopback registries.
+    /// Plain HTTP: set by `insecure = true`, and the default for loopback registries without
+    /// a `ca_file`.
     pub plain_http: bool,
     /// Extra CA certificate (PEM) to trust for this registry's TLS.
     pub ca_file: Option<PathBuf>,

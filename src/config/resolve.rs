@@ -484,6 +484,16 @@ impl Resolver<'_> {
             }
         };
         let ca_file = match &raw.ca_file {
+            Some(file) if raw.insecure == Some(true) => {
+                return Err(self.at(
+                    file.span(),
+                    format!(
+                        "{} is a CA for HTTPS, but {} = true speaks plain HTTP: drop one",
+                        key("ca_file"),
+                        key("insecure")
+                    ),
+                ))
+            }
             Some(file) => {
                 // Relative to the config file, so the file means the same from any directory.
                 let written = PathBuf::from(self.expand(file, &key("ca_file"))?);
@@ -529,7 +539,10 @@ impl Resolver<'_> {
         }
         Ok(RegistrySettings {
             credentials,
-            plain_http: raw.insecure.unwrap_or_else(|| is_loopback(name.get_ref())),
+            // A CA to trust means HTTPS, on loopback too.
+            plain_http: raw
+                .insecure
+                .unwrap_or_else(|| ca_file.is_none() && is_loopback(name.get_ref())),
             ca_file,
             reserve,
             ecr,
@@ -794,6 +807,30 @@ target = "registry.internal:5000/tools/tool"
         assert!(config.registry("127.0.0.1:5000").plain_http);
         assert_eq!(config.jobs[0].line, 2);
         assert_eq!(config.jobs[3].line, 13);
+    }
+
+    #[test]
+    fn a_ca_file_means_https_even_on_loopback_and_contradicts_insecure() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        let text = |insecure: &str| {
+            format!(
+                "images = [\"127.0.0.1:5000/app:1\"]\n[defaults]\ntarget = \"r.io/m\"\n\
+                 [registries.\"127.0.0.1:5000\"]\nca_file = \"{}\"\n{insecure}",
+                ca.display()
+            )
+        };
+        let config = resolve_with(&text(""), &[]).unwrap();
+        assert!(!config.registry("127.0.0.1:5000").plain_http);
+        let config = resolve_with(&text("insecure = false\n"), &[]).unwrap();
+        assert!(!config.registry("127.0.0.1:5000").plain_http);
+        let refused = resolve_with(&text("insecure = true\n"), &[]).unwrap_err();
+        assert!(
+            refused.contains("mirrors.toml:5:11: registries.\"127.0.0.1:5000\".ca_file is a CA"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -39,6 +39,19 @@ pub enum Failure {
     /// No connection could be made at all: refused, or the name did not resolve.
     #[error("cannot connect: {0}")]
     Unreachable(String),
+    /// The registry's TLS certificate failed verification: its issuer, names or dates.
+    #[error("TLS certificate not trusted: {0}")]
+    UntrustedCertificate(String),
+    /// The TLS handshake failed for another reason, such as a registry speaking plain HTTP.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// A 400 to plain HTTP, as a registry serving HTTPS answers it (`insecure = true`, or a
+    /// loopback registry without `ca_file`).
+    #[error(
+        "answered plain HTTP with 400 Bad Request, as a registry serving HTTPS does; \
+         set insecure = false or a ca_file for it to use HTTPS"
+    )]
+    HttpsRequired,
     #[error("unexpected response: {0}")]
     Protocol(String),
     /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
@@ -77,13 +90,17 @@ impl RegistryError {
     }
 
     /// An error answer to a request regmirror made itself: the status, and the registry's
-    /// JSON error body when it sent one.
+    /// JSON error body when it sent one. `plain_http` says the request went without TLS.
     pub(super) fn from_response(
         action: &'static str,
         subject: impl ToString,
         status: u16,
         body: &[u8],
+        plain_http: bool,
     ) -> Self {
+        if plain_http && status == 400 && refuses_plain_http(body) {
+            return Self::with(action, subject, Failure::HttpsRequired);
+        }
         let (code, message) = envelope(body);
         Self::with(action, subject, classify(Some(status), &code, &message))
     }
@@ -185,13 +202,26 @@ fn classify(status: Option<u16>, code: &str, message: &str) -> Failure {
     }
 }
 
+/// Whether a 400's body is what a server listening for TLS sends to plain HTTP: Go's (CNCF
+/// distribution, Harbor, Zot) and nginx's texts, or nothing at all, as on a HEAD.
+fn refuses_plain_http(body: &[u8]) -> bool {
+    let body = String::from_utf8_lossy(body);
+    body.trim().is_empty()
+        || body.contains("HTTP request to an HTTPS server")
+        || body.contains("plain HTTP request was sent to HTTPS port")
+}
+
 /// A reqwest error may carry, deep in its sources, the digest check that aborted a streamed
-/// upload: that is a mismatch, not a network fault, and must not be retried as one.
+/// upload: that is a mismatch, not a network fault, and must not be retried as one. Nor is a
+/// failed TLS handshake, which no retry fixes: it is told apart so its message says so.
 fn request_failure(err: &reqwest::Error) -> Failure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(mismatch) = digest_error_in(e) {
             return Failure::DigestMismatch(mismatch.to_string());
+        }
+        if let Some(tls) = tls_error_in(e) {
+            return tls_failure(tls);
         }
         source = e.source();
     }
@@ -233,6 +263,36 @@ fn digest_error_in_io(io: &std::io::Error) -> Option<&oci_client::errors::Digest
     inner.downcast_ref()
 }
 
+/// The rustls error that failed a handshake, if `e` is or wraps it. The TLS stream reports it
+/// in an `io::Error`, which the connector wraps in another, each hiding it from `source()`.
+fn tls_error_in<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut e = e;
+    loop {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+}
+
+/// What a failed handshake means for the user, with the setting that fixes the usual causes.
+fn tls_failure(err: &rustls::Error) -> Failure {
+    use rustls::{CertificateError, Error};
+    match err {
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => Failure::UntrustedCertificate(format!(
+            "signed by a CA regmirror does not trust ({err}); \
+             set ca_file for this registry to that CA's PEM"
+        )),
+        Error::InvalidCertificate(_) => Failure::UntrustedCertificate(err.to_string()),
+        Error::InvalidMessage(_) => Failure::Tls(format!(
+            "{err}; if the registry speaks plain HTTP, set insecure = true for it"
+        )),
+        _ => Failure::Tls(err.to_string()),
+    }
+}
+
 fn clip(message: &str) -> String {
     let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
     match line.char_indices().nth(MAX_MESSAGE) {
@@ -261,6 +321,28 @@ mod tests {
         .is_retryable());
         assert!(!err(Failure::DigestMismatch(String::new())).is_retryable());
         assert!(!err(Failure::Denied(String::new())).is_retryable());
+        assert!(!err(Failure::UntrustedCertificate(String::new())).is_retryable());
+        assert!(!err(Failure::HttpsRequired).is_retryable());
+    }
+
+    #[test]
+    fn a_400_to_plain_http_without_a_registry_error_says_https_is_wanted() {
+        let failure = |body: &[u8], plain_http| {
+            RegistryError::from_response("HEAD manifest", "x", 400, body, plain_http).failure
+        };
+        let go = b"Client sent an HTTP request to an HTTPS server.\n";
+        assert!(matches!(failure(b"", true), Failure::HttpsRequired));
+        assert!(matches!(failure(go, true), Failure::HttpsRequired));
+        assert!(matches!(
+            failure(b"", false),
+            Failure::Status { status: 400, .. }
+        ));
+        let invalid =
+            br#"{"errors":[{"code":"NAME_INVALID","message":"invalid repository name"}]}"#;
+        assert!(matches!(
+            failure(invalid, true),
+            Failure::Status { status: 400, .. }
+        ));
     }
 
     #[test]

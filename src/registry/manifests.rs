@@ -118,7 +118,9 @@ impl Registries {
                 s if s.is_success() => Ok(Some(Answer { digest, body })),
                 StatusCode::NOT_FOUND if reading => Ok(None),
                 s => {
-                    let mut err = RegistryError::from_response(action, image, s.as_u16(), &body);
+                    let plain_http = scheme == "http";
+                    let mut err =
+                        RegistryError::from_response(action, image, s.as_u16(), &body, plain_http);
                     if err.is_not_found() && reading {
                         Ok(None)
                     } else {

@@ -1,8 +1,10 @@
 //! A real CNCF distribution registry (Debian's `docker-registry`, 2.8) per test.
 //!
 //! Each [`Registry`] owns a temporary directory holding its config, storage and log, listens on
-//! a free loopback port and is killed when dropped. Tests never skip when the binary is
-//! missing: a missing registry is a broken test machine, and `scripts/test` installs it.
+//! a free loopback port and is killed when dropped. With [`RegistryOptions::tls`] it serves
+//! HTTPS with a certificate from a CA of its own, made for it and trusted by nothing else.
+//! Tests never skip when the binary is missing: a missing registry is a broken test machine,
+//! and `scripts/test` installs it.
 
 use std::fs;
 use std::net::TcpListener;
@@ -11,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use reqwest::blocking::Client;
 use tempfile::TempDir;
+
+use super::remote::{client_builder, plain_client};
 
 /// How long a registry gets to answer `GET /v2/` after starting.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +32,9 @@ pub const REALM: &str = "regmirror-test";
 pub struct RegistryOptions {
     /// Require HTTP basic auth with this `(user, password)`; `None` leaves the registry open.
     pub htpasswd: Option<(String, String)>,
+    /// Serve HTTPS with a certificate for `127.0.0.1` and `localhost` signed by a throwaway CA
+    /// of this registry's own (see [`Registry::ca_pem`]); `false` serves plain HTTP.
+    pub tls: bool,
 }
 
 impl RegistryOptions {
@@ -34,6 +42,16 @@ impl RegistryOptions {
     pub fn htpasswd(user: &str, password: &str) -> Self {
         Self {
             htpasswd: Some((user.to_owned(), password.to_owned())),
+            ..Self::default()
+        }
+    }
+
+    /// Options for an open registry serving HTTPS under a CA of its own (see
+    /// [`Registry::ca_pem`]).
+    pub fn tls() -> Self {
+        Self {
+            tls: true,
+            ..Self::default()
         }
     }
 }
@@ -47,6 +65,8 @@ pub struct Registry {
     host: String,
     /// Credentials when started with htpasswd, so helpers can authenticate automatically.
     credentials: Option<(String, String)>,
+    /// Set when the registry serves HTTPS.
+    tls: Option<Tls>,
     /// Holds config, storage (`data/`) and `registry.log`; removed after the child is dead.
     dir: TempDir,
 }
@@ -71,12 +91,19 @@ impl Registry {
                 write_htpasswd(&path, user, password);
                 path
             });
+            let tls = options.tls.then(|| Tls::create(dir.path()));
             let host = format!("127.0.0.1:{}", free_port());
             // A per-start token echoed in every response, so we know the registry answering on
             // the port is ours and not one another test started on a reused port.
             let instance = format!("{:016x}", rand::random::<u64>());
             let config_path = dir.path().join("config.yml");
-            let config = config_yaml(dir.path(), &host, &instance, htpasswd.as_deref());
+            let config = config_yaml(
+                dir.path(),
+                &host,
+                &instance,
+                htpasswd.as_deref(),
+                tls.is_some(),
+            );
             fs::write(&config_path, config).expect("write registry config");
             let log = fs::File::create(dir.path().join("registry.log")).expect("create log");
             let child = Command::new(&binary)
@@ -91,6 +118,7 @@ impl Registry {
                 child,
                 host,
                 credentials: options.htpasswd.clone(),
+                tls,
                 dir,
             };
             match registry.wait_ready(&instance) {
@@ -98,8 +126,9 @@ impl Registry {
                 // Most likely the port was taken between picking and binding: try another.
                 Ready::Exited => last_log = registry.log(),
                 Ready::TimedOut => panic!(
-                    "docker-registry on {} did not answer GET /v2/ within {:?}; log:\n{}",
+                    "docker-registry on {} did not answer GET {}/v2/ within {:?}; log:\n{}",
                     registry.host,
+                    registry.url(),
                     READY_TIMEOUT,
                     registry.log()
                 ),
@@ -108,14 +137,27 @@ impl Registry {
         panic!("docker-registry failed to start {START_ATTEMPTS} times; last log:\n{last_log}");
     }
 
-    /// `127.0.0.1:PORT`, the form used in image references and `http://` URLs.
+    /// `127.0.0.1:PORT`, the form used in image references and URLs.
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://…` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host)
+    }
+
+    /// The PEM file of the CA that signed the registry's certificate, when it serves TLS: what
+    /// a client must trust (`ca_file` in mirrors.toml) to talk to it.
+    pub fn ca_pem(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca_pem.as_path())
+    }
+
+    /// A client trusting [`Registry::ca_pem`] when the registry serves TLS; `None` otherwise.
+    /// [`super::remote::Remote`] uses it for every request to this registry.
+    pub fn tls_client(&self) -> Option<&Client> {
+        self.tls.as_ref().map(|tls| &tls.client)
     }
 
     /// The `(user, password)` the registry was started with, if any.
@@ -136,11 +178,7 @@ impl Registry {
     }
 
     fn wait_ready(&mut self, instance: &str) -> Ready {
-        let client = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("build readiness client");
+        let client = self.tls_client().unwrap_or_else(|| plain_client()).clone();
         let url = format!("{}/v2/", self.url());
         let wanted = if self.credentials.is_some() { 401 } else { 200 };
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -148,7 +186,8 @@ impl Registry {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return Ready::Exited;
             }
-            if let Ok(response) = client.get(&url).send() {
+            let request = client.get(&url).timeout(Duration::from_secs(2));
+            if let Ok(response) = request.send() {
                 let ours = response
                     .headers()
                     .get("x-regmirror-test-instance")
@@ -174,6 +213,49 @@ enum Ready {
     Yes,
     Exited,
     TimedOut,
+}
+
+/// A registry's HTTPS setup: its CA, and a client that trusts it.
+#[derive(Debug)]
+struct Tls {
+    /// `ca.pem` in the registry's directory.
+    ca_pem: PathBuf,
+    client: Client,
+}
+
+impl Tls {
+    /// Makes a CA and a certificate it signs for `127.0.0.1` and `localhost`, and writes
+    /// `ca.pem`, `cert.pem` and `key.pem` into `dir`.
+    fn create(dir: &Path) -> Tls {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("generate CA key");
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            // A name of its own: a client trusting another test registry's CA would otherwise
+            // take it for this one's issuer and report a bad signature, not an unknown CA.
+            .push(
+                DnType::CommonName,
+                format!("regmirror test CA {:016x}", rand::random::<u64>()),
+            );
+        let ca = ca_params.self_signed(&ca_key).expect("self-sign CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("generate registry key");
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let cert = CertificateParams::new(names)
+            .expect("certificate names")
+            .signed_by(&key, &issuer)
+            .expect("sign registry certificate");
+        let ca_pem = dir.join("ca.pem");
+        fs::write(&ca_pem, ca.pem()).expect("write ca.pem");
+        fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert.pem");
+        fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
+        let client = client_builder(Some(ca.pem().as_bytes()))
+            .build()
+            .expect("build TLS client");
+        Tls { ca_pem, client }
+    }
 }
 
 /// `docker-registry` from `PATH`, else `/usr/bin/docker-registry`, else a panic saying how to
@@ -210,8 +292,24 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) {
     fs::write(path, format!("{user}:{hash}\n")).expect("write htpasswd");
 }
 
-fn config_yaml(dir: &Path, host: &str, instance: &str, htpasswd: Option<&Path>) -> String {
+/// With `tls`, the certificate and key [`Tls::create`] wrote into `dir`.
+fn config_yaml(
+    dir: &Path,
+    host: &str,
+    instance: &str,
+    htpasswd: Option<&Path>,
+    tls: bool,
+) -> String {
     let data = dir.join("data");
+    let tls = if tls {
+        format!(
+            "\x20 tls:\n    certificate: {}\n    key: {}\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        )
+    } else {
+        String::new()
+    };
     let auth = match htpasswd {
         Some(path) => format!(
             "auth:\n  htpasswd:\n    realm: {REALM}\n    path: {}\n",
@@ -226,7 +324,7 @@ fn config_yaml(dir: &Path, host: &str, instance: &str, htpasswd: Option<&Path>) 
          \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
          http:\n  addr: {host}\n  secret: regmirror-test-secret-{instance}\n\
          \x20 headers:\n    X-Regmirror-Test-Instance: [\"{instance}\"]\n\
-         {auth}",
+         {tls}{auth}",
         data = data.display(),
     )
 }

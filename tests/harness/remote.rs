@@ -1,6 +1,7 @@
-//! Talking to a registry from a test: where ([`Remote`]: host and optional basic auth), the
-//! upload primitives [`super::image::Image::push`] uses, and the read-back helpers that check
-//! a mirror's work, down to [`check_complete`], which walks a whole image graph.
+//! Talking to a registry from a test: where ([`Remote`]: host, optional basic auth, and for a
+//! TLS registry a client that trusts its CA), the upload primitives
+//! [`super::image::Image::push`] uses, and the read-back helpers that check a mirror's work,
+//! down to [`check_complete`], which walks a whole image graph.
 //!
 //! Helpers panic on anything but the answers a test can expect (200/201/202, or 404 mapped to
 //! `None`/`false`), with the registry's error body in the message.
@@ -10,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{Client, ClientBuilder, RequestBuilder, Response};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -27,14 +28,18 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 
-/// Where to send requests: a `host:port` and optional basic-auth credentials.
+/// Where to send requests: a `host:port`, optional basic-auth credentials, and whether to
+/// speak HTTPS (with a client trusting the registry's CA) or plain HTTP.
 ///
-/// Converts from `&str`/`String` (no auth), `&Registry` (its credentials, if any) and `&Proxy`
-/// (no auth; use [`Remote::with_auth`] for a proxy in front of an htpasswd registry).
+/// Converts from `&str`/`String` (plain HTTP, no auth), `&Registry` (its credentials and TLS,
+/// if any) and `&Proxy` (no auth; use [`Remote::with_auth`] for a proxy in front of an
+/// htpasswd registry).
 #[derive(Clone)]
 pub struct Remote {
     host: String,
     auth: Option<(String, String)>,
+    /// HTTPS through this client when set; plain HTTP through [`plain_client`] otherwise.
+    tls: Option<Client>,
 }
 
 impl fmt::Debug for Remote {
@@ -43,6 +48,7 @@ impl fmt::Debug for Remote {
         f.debug_struct("Remote")
             .field("host", &self.host)
             .field("user", &user)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -52,6 +58,7 @@ impl Remote {
         Remote {
             host: host.into(),
             auth: None,
+            tls: None,
         }
     }
 
@@ -64,13 +71,23 @@ impl Remote {
         &self.host
     }
 
+    /// Speak HTTPS through `client`, which must trust the registry's certificate.
+    pub fn with_tls(mut self, client: Client) -> Remote {
+        self.tls = Some(client);
+        self
+    }
+
     fn request(&self, method: Method, path_or_url: &str) -> RequestBuilder {
+        let (client, scheme) = match &self.tls {
+            Some(client) => (client, "https"),
+            None => (plain_client(), "http"),
+        };
         let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
             path_or_url.to_owned()
         } else {
-            format!("http://{}{}", self.host, path_or_url)
+            format!("{scheme}://{}{}", self.host, path_or_url)
         };
-        let request = client().request(method, url);
+        let request = client.request(method, url);
         match &self.auth {
             Some((user, password)) => request.basic_auth(user, Some(password)),
             None => request,
@@ -104,11 +121,14 @@ impl From<&Remote> for Remote {
 
 impl From<&Registry> for Remote {
     fn from(registry: &Registry) -> Remote {
-        let remote = Remote::new(registry.host());
-        match registry.credentials() {
-            Some((user, password)) => remote.with_auth(user, password),
-            None => remote,
+        let mut remote = Remote::new(registry.host());
+        if let Some((user, password)) = registry.credentials() {
+            remote = remote.with_auth(user, password);
         }
+        if let Some(client) = registry.tls_client() {
+            remote = remote.with_tls(client.clone());
+        }
+        remote
     }
 }
 
@@ -118,15 +138,25 @@ impl From<&Proxy> for Remote {
     }
 }
 
-/// One blocking client per test binary; it never follows redirects and ignores proxy
-/// variables (everything is on loopback).
-fn client() -> &'static Client {
+/// How every harness client is set up: it never follows redirects, ignores proxy variables
+/// (everything is on loopback), and trusts `ca_pem` (a PEM CA certificate) when given.
+pub(super) fn client_builder(ca_pem: Option<&[u8]>) -> ClientBuilder {
+    let builder = Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60));
+    match ca_pem {
+        Some(pem) => builder
+            .add_root_certificate(reqwest::Certificate::from_pem(pem).expect("CA certificate PEM")),
+        None => builder,
+    }
+}
+
+/// One blocking client per test binary for every plain-HTTP registry.
+pub(super) fn plain_client() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
+        client_builder(None)
             .build()
             .expect("build blocking HTTP client")
     })
