@@ -7,14 +7,22 @@
 //! the table shows what each spent and how long it took. 18 pulls at 5 per window need four
 //! windows, so no tool can finish correctly in less than 30 s.
 //!
+//! Each tool runs once, timed from spawn to exit (`bench::measure::run_timed`), without GNU
+//! time: the pacing is what is measured here, not memory. Unlike the other scenarios it runs
+//! the harness's regmirror (`target/release/regmirror` under `cargo test --release`), not
+//! `$BENCH_REGMIRROR`. `$BENCH_OUT`, if set, gets the table.
+//!
 //! Ignored by default: `scripts/bench` runs it in release mode and keeps the table.
 
+mod bench;
 mod harness;
 
 use std::fmt::Write as _;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bench::measure::{run_timed, skopeo, skopeo_version, strings};
+use bench::report::append_env_file;
 use harness::hub::{HeaderStyle, PullLimit, PullLimitOptions, PullLog};
 use harness::*;
 
@@ -84,32 +92,15 @@ struct Outcome {
     output: String,
 }
 
-/// Runs `command` to the end or [`TIMEOUT`] (then kills it) without panicking.
-fn run_timed(command: &mut Command) -> (Run, Duration, bool) {
-    let started = Instant::now();
-    let mut child = command.start();
-    while child.is_running() && started.elapsed() < TIMEOUT {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let took = started.elapsed();
-    let timed_out = child.is_running();
-    let run = if timed_out {
-        child.kill()
-    } else {
-        child.wait(Duration::from_secs(5))
-    };
-    (run, took, timed_out)
-}
-
-/// Measures one tool on a fresh scenario; `target_repo` maps a source repo to where the tool
-/// puts it in the target.
+/// Measures one tool on a fresh scenario (killed after [`TIMEOUT`]); `target_repo` maps a
+/// source repo to where the tool puts it in the target.
 fn measure(
     tool: &str,
     scenario: &Scenario,
     command: &mut Command,
     target_repo: impl Fn(&str) -> String,
 ) -> Outcome {
-    let (run, took, timed_out) = run_timed(command);
+    let (run, took, timed_out) = run_timed(command, TIMEOUT);
     let mut complete = 0;
     let mut problem = None;
     for repo in &scenario.repos {
@@ -152,11 +143,10 @@ fn bench_regmirror() -> Outcome {
     measure("regmirror --once", &scenario, &mut command, str::to_owned)
 }
 
-/// The `skopeo sync` arguments after `skopeo`, for a YAML source file and a target registry.
-fn skopeo_args(policy: &str, yaml: &str, target: &str) -> Vec<String> {
-    [
-        "--policy",
-        policy,
+/// The `skopeo sync` arguments after `skopeo --policy <policy.json>`, for a YAML source file
+/// and a target registry.
+fn skopeo_sync_args(yaml: &str, target: &str) -> Vec<String> {
+    strings(&[
         "sync",
         "--all",
         "--src",
@@ -168,18 +158,11 @@ fn skopeo_args(policy: &str, yaml: &str, target: &str) -> Vec<String> {
         &SKOPEO_RETRIES.to_string(),
         yaml,
         target,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ])
 }
 
 fn bench_skopeo() -> (Outcome, String) {
-    let version = Command::new("skopeo").arg("--version").output();
-    let version = match version {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        _ => panic!("skopeo is missing: install with `apt-get install skopeo`"),
-    };
+    let version = skopeo_version();
     let scenario = Scenario::start();
     let sandbox = Sandbox::new();
     // The YAML source: plain HTTP on loopback, one tag per repository.
@@ -191,18 +174,11 @@ fn bench_skopeo() -> (Outcome, String) {
         writeln!(yaml, "    {repo}: [\"1\"]").unwrap();
     }
     let yaml_path = sandbox.write_file("sync.yaml", &yaml);
-    let policy_path = sandbox.write_file(
-        "policy.json",
-        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-    );
-    let args = skopeo_args(
-        &policy_path.to_string_lossy(),
-        &yaml_path.to_string_lossy(),
-        scenario.target.host(),
-    );
     // A clean environment like regmirror's: private HOME, no proxies or auth files.
-    let mut command = harness::cli::skopeo(sandbox.path());
-    command.args(&args);
+    let mut command = skopeo(
+        &sandbox,
+        &skopeo_sync_args(&yaml_path.to_string_lossy(), scenario.target.host()),
+    );
     // Without --scoped, `skopeo sync` keeps only the last path component: `lib/app0` lands
     // as `app0` in the target.
     let outcome = measure(
@@ -212,12 +188,13 @@ fn bench_skopeo() -> (Outcome, String) {
         |repo| repo.rsplit('/').next().unwrap_or(repo).to_owned(),
     );
     let shown = format!(
-        "skopeo {}",
-        skopeo_args("<policy.json>", "<sync.yaml>", "<target>").join(" ")
+        "skopeo --policy <policy.json> {}",
+        skopeo_sync_args("<sync.yaml>", "<target>").join(" ")
     );
     (outcome, format!("{shown}\n\nsync.yaml:\n\n{yaml}"))
 }
 
+/// One decimal, as this table always showed it (not the other scenarios' `fmt_secs`).
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
@@ -295,11 +272,5 @@ fn eighteen_pulls_behind_five_per_ten_seconds_regmirror_vs_skopeo() {
     }
     let table = table(&outcomes, &skopeo_command);
     println!("{table}");
-    if let Some(path) = std::env::var_os("BENCH_OUT") {
-        let path = std::path::PathBuf::from(path);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).expect("create BENCH_OUT's directory");
-        }
-        std::fs::write(&path, &table).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    }
+    append_env_file("BENCH_OUT", &table);
 }
