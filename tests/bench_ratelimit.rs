@@ -8,9 +8,9 @@
 //! windows, so no tool can finish correctly in less than 30 s.
 //!
 //! Each tool runs once, timed from spawn to exit (`bench::measure::run_timed`), without GNU
-//! time: the pacing is what is measured here, not memory. Unlike the other scenarios it runs
-//! the harness's regmirror (`target/release/regmirror` under `cargo test --release`), not
-//! `$BENCH_REGMIRROR`. `$BENCH_OUT`, if set, gets the table.
+//! time: the pacing is what is measured here, not memory. Like the other scenarios it runs
+//! `$BENCH_REGMIRROR` when set (`bench::measure::regmirror_in`). `$BENCH_OUT`, if set, gets the
+//! table.
 //!
 //! Ignored by default: `scripts/bench` runs it in release mode and keeps the table.
 
@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
-use bench::measure::{run_timed, skopeo, skopeo_version, strings};
+use bench::measure::{regmirror_in, run_timed, skopeo, skopeo_version, strings};
 use bench::report::append_env_file;
 use harness::hub::{HeaderStyle, PullLimit, PullLimitOptions, PullLog};
 use harness::*;
@@ -138,7 +138,7 @@ fn bench_regmirror() -> Outcome {
         images.join(", "),
         scenario.target.host()
     ));
-    let mut command = sandbox.regmirror();
+    let mut command = regmirror_in(&sandbox);
     command.arg("--once");
     measure("regmirror --once", &scenario, &mut command, str::to_owned)
 }
