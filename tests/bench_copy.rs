@@ -238,20 +238,25 @@ impl Corpus {
         }
     }
 
+    /// `"v1", "v2", …`: `repo`'s tags, quoted, as both TOML and YAML write a list.
+    fn quoted_tags(&self, repo: &str) -> String {
+        let tags: Vec<String> = self
+            .tags
+            .iter()
+            .filter(|(r, _, _)| r == repo)
+            .map(|(_, tag, _)| format!("\"{tag}\""))
+            .collect();
+        tags.join(", ")
+    }
+
     /// One `[[mirror]]` per repository with its tags; targets keep the source path.
     fn regmirror_config(&self, source: &str, target: &str) -> String {
         let mut config = format!("[defaults]\ntarget = \"{target}\"\n");
         for repo in &self.repos {
-            let tags: Vec<String> = self
-                .tags
-                .iter()
-                .filter(|(r, _, _)| r == repo)
-                .map(|(_, tag, _)| format!("\"{tag}\""))
-                .collect();
             write!(
                 config,
                 "\n[[mirror]]\nsource = \"{source}/{repo}\"\ntags = [{}]\n",
-                tags.join(", ")
+                self.quoted_tags(repo)
             )
             .unwrap();
         }
@@ -262,13 +267,7 @@ impl Corpus {
     fn skopeo_yaml(&self, source: &str) -> String {
         let mut yaml = format!("\"{source}\":\n  tls-verify: false\n  images:\n");
         for repo in &self.repos {
-            let tags: Vec<String> = self
-                .tags
-                .iter()
-                .filter(|(r, _, _)| r == repo)
-                .map(|(_, tag, _)| format!("\"{tag}\""))
-                .collect();
-            writeln!(yaml, "    {repo}: [{}]", tags.join(", ")).unwrap();
+            writeln!(yaml, "    {repo}: [{}]", self.quoted_tags(repo)).unwrap();
         }
         yaml
     }
