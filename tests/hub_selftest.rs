@@ -344,6 +344,43 @@ fn flaky_draws_follow_the_seed_and_the_share() {
 }
 
 #[test]
+fn the_first_manifest_requests_can_be_refused_whatever_the_draws() {
+    let request = |method: &str, path: &str| RequestInfo {
+        method: method.into(),
+        path: path.into(),
+        headers: Vec::new(),
+    };
+    let (mut rule, log) = PullLimit::new(PullLimitOptions {
+        refuse_first_manifest_requests: 2,
+        ..options(1000, 3600)
+    });
+    let blob = format!("/v2/library/app/blobs/sha256:{}", "0".repeat(64));
+    let mut answers = Vec::new();
+    for (method, path) in [
+        ("GET", "/v2/"),
+        ("GET", blob.as_str()),
+        ("HEAD", MANIFEST),
+        ("GET", MANIFEST),
+        ("HEAD", MANIFEST),
+        ("GET", MANIFEST),
+    ] {
+        let status = match rule.decide(&request(method, path)) {
+            Some(Action::Respond { status, .. }) => Some(status),
+            Some(Action::ForwardWithHeaders(_)) | None => None,
+            Some(other) => panic!("{method} {path}: {other:?}"),
+        };
+        answers.push(status);
+    }
+    assert_eq!(
+        answers,
+        [None, None, Some(429), Some(429), None, None],
+        "exactly the first two manifest requests are refused, blobs and the ping never"
+    );
+    assert_eq!(log.refused().flaky, 2);
+    assert_eq!(log.pulls_served(), 1, "a refused GET is no pull");
+}
+
+#[test]
 fn ietf_github_silent_and_combined_header_styles() {
     let registry = Registry::start();
     Image::single(Flavor::Docker, 1, 128).push(&registry, "library/app", "v1");

@@ -129,6 +129,10 @@ fn random_429s_are_outlasted_with_jittered_gaps() {
         flaky_share: 0.2,
         retry_after: RetryAfter::None,
         seed: 7,
+        // Enough refused retries to judge the jitter, however the images' requests interleave
+        // with the draws: five gaps drawn from 0.5-1.5 s all fall within 100 ms of each other
+        // about once in 2,000 runs.
+        refuse_first_manifest_requests: 5,
         ..PullLimitOptions::default()
     });
     let images = hub.seed(4);
@@ -180,6 +184,7 @@ fn retry_after_is_honoured(retry_after: RetryAfter) {
         retry_after,
         flaky_retry_after: Duration::from_secs(2),
         seed: 11,
+        refuse_first_manifest_requests: 2,
         ..PullLimitOptions::default()
     });
     let images = hub.seed(2);

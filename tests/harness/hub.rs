@@ -175,6 +175,10 @@ pub struct PullLimitOptions {
     /// Seeds the flaky draws: the same seed and the same sequence of requests give the same
     /// refusals. Default 0.
     pub seed: u64,
+    /// The first this many manifest requests (HEAD or GET) are refused like flaky ones,
+    /// whatever the draws say: a test of retries that must not hang on how concurrent
+    /// requests happen to interleave with the seeded draws. Default 0.
+    pub refuse_first_manifest_requests: usize,
 }
 
 impl Default for PullLimitOptions {
@@ -187,6 +191,7 @@ impl Default for PullLimitOptions {
             flaky_share: 0.0,
             flaky_retry_after: Duration::from_secs(1),
             seed: 0,
+            refuse_first_manifest_requests: 0,
         }
     }
 }
@@ -358,6 +363,8 @@ pub struct PullLimit {
     options: PullLimitOptions,
     ledger: Arc<Mutex<Ledger>>,
     rng: StdRng,
+    /// Manifest requests still to refuse under `refuse_first_manifest_requests`.
+    to_refuse: usize,
 }
 
 impl PullLimit {
@@ -380,6 +387,7 @@ impl PullLimit {
         }));
         let rule = PullLimit {
             rng: StdRng::seed_from_u64(options.seed),
+            to_refuse: options.refuse_first_manifest_requests,
             options,
             ledger: Arc::clone(&ledger),
         };
@@ -461,8 +469,13 @@ impl Rule for PullLimit {
     fn decide(&mut self, request: &RequestInfo) -> Option<Action> {
         let now = Instant::now();
         let pull = request.is_manifest_get();
-        let flaky =
+        let drawn =
             self.options.flaky_share > 0.0 && self.rng.random_bool(self.options.flaky_share);
+        let forced = self.to_refuse > 0 && (pull || request.is_manifest_head());
+        if forced {
+            self.to_refuse -= 1;
+        }
+        let flaky = drawn || forced;
         let mut ledger = self.ledger.lock().unwrap();
         ledger.roll(now);
         let (verdict, action) = if flaky {
