@@ -40,6 +40,11 @@ fn mirrored(target: &Registry, name: &str) -> Option<String> {
     head_manifest(target, &format!("mirror/{name}"), "1")
 }
 
+/// [`mirrored`] while a daemon may be writing the tag (see [`poll_manifest`]).
+fn polled(target: &Registry, name: &str) -> Option<String> {
+    poll_manifest(target, &format!("mirror/{name}"), "1")
+}
+
 #[test]
 fn a_string_list_drives_a_file_less_run_and_an_edit_is_honoured_on_the_next() {
     let moto = Moto::start();
@@ -200,7 +205,7 @@ fn the_daemon_reads_the_parameter_every_run_and_follows_an_edit() {
     ));
     let daemon = sandbox.regmirror().envs(moto.env()).start();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while mirrored(&target, "a").is_none() {
+    while polled(&target, "a").is_none() {
         assert!(
             Instant::now() < deadline,
             "a not mirrored\n{}",
@@ -209,7 +214,7 @@ fn the_daemon_reads_the_parameter_every_run_and_follows_an_edit() {
         std::thread::sleep(Duration::from_millis(100));
     }
     moto.put_parameter(PARAMETER, "StringList", &format!("{s}/a:1,{s}/b:1"));
-    while mirrored(&target, "b").as_deref() != Some(images[1].digest()) {
+    while polled(&target, "b").as_deref() != Some(images[1].digest()) {
         assert!(
             Instant::now() < deadline,
             "the edit was not followed\n{}",

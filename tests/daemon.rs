@@ -103,7 +103,7 @@ fn a_two_second_schedule_mirrors_an_image_and_follows_a_moved_tag() {
     let daemon = start_daemon(&sandbox);
 
     eventually(&daemon, "the first scheduled run copies v1", || {
-        head_manifest(&target, "app", "stable").as_deref() == Some(v1.digest())
+        poll_manifest(&target, "app", "stable").as_deref() == Some(v1.digest())
     });
     assert!(
         daemon.stderr().contains("why=\"schedule\"") || daemon.stderr().contains("why=schedule"),
@@ -114,7 +114,7 @@ fn a_two_second_schedule_mirrors_an_image_and_follows_a_moved_tag() {
 
     v2.push(&source, "app", "stable");
     eventually(&daemon, "a later run follows the tag to v2", || {
-        head_manifest(&target, "app", "stable").as_deref() == Some(v2.digest())
+        poll_manifest(&target, "app", "stable").as_deref() == Some(v2.digest())
     });
     check_complete(&target, "app", "stable").unwrap();
     let unchanged_runs = count(&daemon, "run finished");
@@ -142,7 +142,7 @@ fn an_edited_config_adds_an_image_and_a_broken_edit_keeps_the_old_schedule_runni
     ));
     let mut daemon = start_daemon(&sandbox);
     eventually(&daemon, "app is mirrored on start", || {
-        head_manifest(&target, "app", "1").is_some()
+        poll_manifest(&target, "app", "1").is_some()
     });
 
     // An edit adds an image: it is mirrored without a restart.
@@ -151,7 +151,7 @@ fn an_edited_config_adds_an_image_and_a_broken_edit_keeps_the_old_schedule_runni
         &images_config(source.host(), target.host(), &["app:1", "tool:1"], schedule),
     );
     eventually(&daemon, "the added image is mirrored", || {
-        head_manifest(&target, "tool", "1").as_deref() == Some(tool.digest())
+        poll_manifest(&target, "tool", "1").as_deref() == Some(tool.digest())
     });
     assert!(
         daemon.stderr().contains("config reloaded"),
@@ -178,7 +178,7 @@ fn an_edited_config_adds_an_image_and_a_broken_edit_keeps_the_old_schedule_runni
     eventually(
         &daemon,
         "the old schedule still runs and follows the tag",
-        || head_manifest(&target, "app", "1").as_deref() == Some(app_v2.digest()),
+        || poll_manifest(&target, "app", "1").as_deref() == Some(app_v2.digest()),
     );
     assert!(daemon.is_running(), "{}", daemon.stderr());
 }
@@ -342,7 +342,7 @@ schedule = "*/2 * * * * *"
         eventually(
             &daemon,
             &format!("fast mirror round {round} while slow hangs"),
-            || head_manifest(&target, "fast", "1").as_deref() == Some(fast.digest()),
+            || poll_manifest(&target, "fast", "1").as_deref() == Some(fast.digest()),
         );
     }
     eventually(&daemon, "the slow mirror's next runs are skipped", || {
@@ -351,7 +351,7 @@ schedule = "*/2 * * * * *"
     assert!(tags(&target, "slow").is_empty());
     holder.release();
     eventually(&daemon, "the slow mirror finishes once released", || {
-        head_manifest(&target, "slow", "1").as_deref() == Some(slow.digest())
+        poll_manifest(&target, "slow", "1").as_deref() == Some(slow.digest())
     });
 }
 
@@ -475,7 +475,7 @@ fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
     let started: serde_json::Value = answer.json().unwrap();
     assert_eq!(started["started"][0], mirror.as_str());
     eventually(&daemon, "the signed request runs the mirror", || {
-        head_manifest(&target, "app", "1").as_deref() == Some(app.digest())
+        poll_manifest(&target, "app", "1").as_deref() == Some(app.digest())
     });
     assert!(
         tags(&target, "other").is_empty(),

@@ -40,5 +40,5 @@ pub use registry::{Registry, RegistryOptions};
 #[allow(unused_imports)]
 pub use remote::{
     blob_exists, check_complete, delete_blob, delete_manifest, get_blob, get_manifest,
-    head_manifest, tags, Remote,
+    head_manifest, poll_manifest, tags, Remote,
 };

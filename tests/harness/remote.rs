@@ -228,7 +228,32 @@ pub(super) fn put_manifest(remote: &Remote, repo: &str, reference: &str, manifes
 
 /// The digest `reference` resolves to (from `Docker-Content-Digest`), or `None` on 404.
 pub fn head_manifest(remote: impl Into<Remote>, repo: &str, reference: &str) -> Option<String> {
-    let remote = remote.into();
+    head_manifest_or(remote.into(), repo, reference, |response, what| {
+        fail(response, what)
+    })
+}
+
+/// [`head_manifest`] for polling a tag that a copy may be writing at that moment: a 500 reads
+/// as "not there yet", for the poll to ask again. distribution 2.8's filesystem storage
+/// rewrites a tag's link file in place (truncate, then write), so a read in between answers
+/// 500 (distribution#4478, fixed upstream by writing a temporary file and renaming it). A tag
+/// that stays broken still fails the poll, when it gives up.
+pub fn poll_manifest(remote: impl Into<Remote>, repo: &str, reference: &str) -> Option<String> {
+    head_manifest_or(remote.into(), repo, reference, |response, what| {
+        if response.status().as_u16() == 500 {
+            None
+        } else {
+            fail(response, what)
+        }
+    })
+}
+
+fn head_manifest_or(
+    remote: Remote,
+    repo: &str,
+    reference: &str,
+    otherwise: impl FnOnce(Response, &str) -> Option<String>,
+) -> Option<String> {
     let what = format!("HEAD {repo}:{reference} on {}", remote.host);
     let request = remote
         .request(Method::HEAD, &format!("/v2/{repo}/manifests/{reference}"))
@@ -240,7 +265,7 @@ pub fn head_manifest(remote: impl Into<Remote>, repo: &str, reference: &str) -> 
                 .unwrap_or_else(|| panic!("{what}: 200 without Docker-Content-Digest")),
         ),
         404 => None,
-        _ => fail(response, &what),
+        _ => otherwise(response, &what),
     }
 }
 
