@@ -58,11 +58,7 @@ fn a_string_list_drives_a_file_less_run_and_an_edit_is_honoured_on_the_next() {
 
     let run = file_less_once(&sandbox, &moto, target.host(), &[]);
     run.assert_success();
-    assert!(
-        run.stdout.contains("mirrored 2, unchanged 0, failed 0"),
-        "{}",
-        run.output()
-    );
+    run.assert_summary("mirrored 2, unchanged 0, failed 0");
     assert_eq!(mirrored(&target, "a").as_deref(), Some(images[0].digest()));
     assert_eq!(mirrored(&target, "b").as_deref(), Some(images[1].digest()));
     assert_eq!(mirrored(&target, "c"), None);
@@ -70,11 +66,7 @@ fn a_string_list_drives_a_file_less_run_and_an_edit_is_honoured_on_the_next() {
     moto.put_parameter(PARAMETER, "StringList", &format!("{s}/b:1,{s}/c:1"));
     let run = file_less_once(&sandbox, &moto, target.host(), &[]);
     run.assert_success();
-    assert!(
-        run.stdout.contains("mirrored 1, unchanged 1, failed 0"),
-        "{}",
-        run.output()
-    );
+    run.assert_summary("mirrored 1, unchanged 1, failed 0");
     assert_eq!(mirrored(&target, "c").as_deref(), Some(images[2].digest()));
 }
 
@@ -312,11 +304,7 @@ tags = {{ team = "platform", "cost-center" = "42" }}
 
     let run = ecr.once(&sandbox, &config);
     run.assert_success();
-    assert!(
-        run.stdout.contains("mirrored 2, unchanged 0, failed 0"),
-        "{}",
-        run.output()
-    );
+    run.assert_summary("mirrored 2, unchanged 0, failed 0");
     // The push would have been refused (NAME_UNKNOWN) had the repositories not been there.
     assert_eq!(
         ecr.moto.ecr_repositories(),
@@ -369,11 +357,7 @@ tags = {{ team = "platform", "cost-center" = "42" }}
     // Unchanged: a token to compare digests, and no creation.
     let again = ecr.once(&sandbox, &config);
     again.assert_success();
-    assert!(
-        again.stdout.contains("mirrored 0, unchanged 2, failed 0"),
-        "{}",
-        again.output()
-    );
+    again.assert_summary("mirrored 0, unchanged 2, failed 0");
     assert_eq!(ecr.calls.count("GetAuthorizationToken"), 2);
     assert_eq!(ecr.calls.count("CreateRepository"), 2);
 }

@@ -57,11 +57,6 @@ fn assert_holds(target: &Registry, repo: &str, tag: &str, image: &Image) {
     check_complete(target, repo, tag).unwrap_or_else(|e| panic!("{repo}:{tag}: {e}"));
 }
 
-#[track_caller]
-fn assert_summary(run: &Run, summary: &str) {
-    assert!(run.stdout.contains(summary), "{}", run.output());
-}
-
 /// Every form in which a secret could leak: the password itself, `user:password` as base64,
 /// and the `Authorization` header value made from it.
 fn secret_forms(user: &str, password: &str) -> Vec<String> {
@@ -110,7 +105,7 @@ fn credentials_from_mirrors_toml_variables_reach_both_registries() {
         .env("DST_PASS", TARGET_PASSWORD)
         .run();
     run.assert_success();
-    assert_summary(&run, "mirrored 1, unchanged 0, failed 0");
+    run.assert_summary("mirrored 1, unchanged 0, failed 0");
     assert_holds(&target, "mirror/team/app", "1.0", &image);
     assert_no_secret(
         &run,
@@ -130,7 +125,7 @@ fn credentials_from_mirrors_toml_variables_reach_both_registries() {
         .env("DST_PASS", TARGET_PASSWORD)
         .run();
     again.assert_success();
-    assert_summary(&again, "mirrored 0, unchanged 1, failed 0");
+    again.assert_summary("mirrored 0, unchanged 1, failed 0");
 }
 
 #[test]
@@ -154,7 +149,7 @@ fn credentials_from_docker_config_json_alone_are_enough() {
 
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_success();
-    assert_summary(&run, "mirrored 1, unchanged 0, failed 0");
+    run.assert_summary("mirrored 1, unchanged 0, failed 0");
     assert_holds(&target, "mirror/team/app", "1.0", &image);
     assert_no_secret(
         &run,
@@ -217,7 +212,7 @@ fn a_wrong_password_fails_that_image_and_the_others_still_mirror() {
         .env("SRC_PASS", wrong)
         .run();
     run.assert_code(1);
-    assert_summary(&run, "mirrored 1, unchanged 0, failed 1");
+    run.assert_summary("mirrored 1, unchanged 0, failed 1");
     let failed: Vec<&str> = run
         .stdout
         .lines()
@@ -416,7 +411,7 @@ fn json_logs_are_one_object_per_line_with_the_image_on_each_result() {
     }
     // The report on stdout stays text.
     assert!(run.stdout.contains("FAILED"), "{}", run.output());
-    assert_summary(&run, "mirrored 1, unchanged 0, failed 1");
+    run.assert_summary("mirrored 1, unchanged 0, failed 1");
 }
 
 /// The token flow of Docker Hub, GHCR and Quay: the source challenges with `Bearer realm=…`,

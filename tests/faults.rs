@@ -53,11 +53,7 @@ fn a_corrupt_blob_fails_its_image_pushes_no_manifest_and_the_others_succeed() {
     // regmirror catches the mismatch itself and stops the upload short; it does not lean on
     // the target registry to refuse the bytes.
     assert!(!failed[0].contains("refused the upload"), "{}", failed[0]);
-    assert!(
-        run.stdout.contains("mirrored 1, unchanged 0, failed 1 in"),
-        "{}",
-        run.output()
-    );
+    run.assert_summary("mirrored 1, unchanged 0, failed 1 in");
 
     assert!(
         tags(&target, "bad").is_empty(),
@@ -189,11 +185,7 @@ fn a_source_tag_that_does_not_exist_fails_that_image_only() {
     ));
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_code(1);
-    assert!(
-        run.stdout.contains("mirrored 1, unchanged 0, failed 2"),
-        "{}",
-        run.output()
-    );
+    run.assert_summary("mirrored 1, unchanged 0, failed 2");
     assert!(
         run.stdout.contains("real:nope does not exist"),
         "{}",
@@ -270,9 +262,5 @@ fn sigterm_during_once_finishes_the_copy_under_way_starts_no_other_and_exits_1()
         "{}",
         run.output()
     );
-    assert!(
-        run.stdout.contains("mirrored 1, unchanged 0, failed 1"),
-        "{}",
-        run.output()
-    );
+    run.assert_summary("mirrored 1, unchanged 0, failed 1");
 }

@@ -86,7 +86,7 @@ fn an_untrusted_certificate_fails_its_image_at_once_and_says_so_while_others_mir
     assert!(failed.contains("set ca_file for this registry"), "{failed}");
     // A certificate does not become trusted by asking again.
     assert!(!run.stderr.contains("will retry"), "{}", run.output());
-    assert!(run.stdout.contains("mirrored 1, unchanged 0, failed 1"));
+    run.assert_summary("mirrored 1, unchanged 0, failed 1");
     assert_eq!(
         head_manifest(&target, "mirror/team/other", "1.0").as_deref(),
         Some(other.digest())

@@ -165,6 +165,17 @@ impl Run {
         self.assert_code(0)
     }
 
+    /// Asserts the report's summary says `summary`, e.g. `mirrored 1, unchanged 0, failed 0`.
+    #[track_caller]
+    pub fn assert_summary(&self, summary: &str) -> &Run {
+        assert!(
+            self.stdout.contains(summary),
+            "the report does not say {summary:?}\n{}",
+            self.output()
+        );
+        self
+    }
+
     /// The report's `FAILED` lines, one per image that failed.
     pub fn failed_lines(&self) -> Vec<&str> {
         self.stdout
