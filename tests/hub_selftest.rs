@@ -1,8 +1,8 @@
 //! Proves the Docker Hub pull-limit simulator ([`PullLimit`]) behaves as Docker Hub does, so a
 //! pacing test that fails points at regmirror: manifest GETs spend a budget that comes back
 //! after the window, HEADs and blobs are free, refusals look like Docker Hub's, `Retry-After`
-//! says when to come back, the flaky mode refuses the share asked, and it works behind the
-//! bearer-token flow.
+//! says when to come back, the flaky mode refuses the share asked (and the first manifest
+//! requests, when told to), and it works behind the bearer-token flow.
 
 mod harness;
 

@@ -176,7 +176,7 @@ pub struct PullLimitOptions {
     /// refusals. Default 0.
     pub seed: u64,
     /// The first this many manifest requests (HEAD or GET) are refused like flaky ones,
-    /// whatever the draws say: a test of retries that must not hang on how concurrent
+    /// whatever the draws say: for a test of retries that must not depend on how concurrent
     /// requests happen to interleave with the seeded draws. Default 0.
     pub refuse_first_manifest_requests: usize,
 }
