@@ -8,30 +8,20 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::ssm;
 use crate::config::{Config, Job, Overrides};
 use crate::daemon;
+use crate::daemon::signals;
+use crate::exit::Exit;
 use crate::logging::LogFormat;
 use crate::run::Runner;
 use crate::shard::Shard;
-use crate::signals;
-use crate::ssm;
 use tracing::info;
 
 /// The config file read when neither `--config` nor `REGMIRROR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "mirrors.toml";
 /// What messages call the config of a run with no file (`--ssm-parameter` and `--target`).
 const NO_FILE: &str = "(command line)";
-
-/// How a run ended, as the process exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Every image mirrored or already up to date.
-    Success = 0,
-    /// At least one image failed; all the others were still done.
-    SomeFailed = 1,
-    /// Bad config or usage: nothing was attempted.
-    BadConfig = 2,
-}
 
 /// Keeps exact copies of container images in a registry you control.
 #[derive(Debug, Parser)]

@@ -1,47 +1,43 @@
 //! regmirror keeps copies of container images in a registry its users control.
 //!
-//! How a run flows through the modules:
+//! How a run flows through the modules: config → selection → plan → copy → report.
 //!
-//! - [`cli`] parses the command line and dispatches; [`logging`] sets up tracing.
+//! - [`cli`] parses the command line and dispatches; [`logging`] sets up tracing; [`exit`]
+//!   holds the exit codes every layer reports in.
 //! - [`config`] reads mirrors.toml in two stages into a validated [`config::Config`]: jobs
-//!   (source → target, built by [`reference`]) and per-registry settings ([`credentials`]).
+//!   (source → target, named by [`reference`]), schedules ([`schedule`]) and the settings of
+//!   each registry ([`credentials`], ECR's in [`aws`]). [`shard`] picks one task's share.
 //! - [`run`] runs one pass: every job through [`copy`], a bounded number at once, into a
 //!   [`run::Report`].
 //! - [`copy`] mirrors one image: HEAD both sides, then blobs → child manifests → the tag,
-//!   reading manifests with [`manifest`] and placing blobs through [`blobs`] (exists, mount,
-//!   or stream, each blob moved once per pass).
-//! - [`registry`] speaks the distribution protocol through oci-client, with typed errors;
-//!   [`ratelimit`] keeps one pull budget per registry, [`retry`] the one backoff policy, and
-//!   [`waiting`] lets an image wait within `max_wait` without holding a concurrency slot.
+//!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses) and placing
+//!   blobs through [`copy::blobs`] (exists, mount, or stream, each blob moved once per pass).
+//! - [`registry`] speaks the distribution protocol through oci-client, with typed errors, and
+//!   keeps the manners of a careful client: [`registry::ratelimit`] one pull budget per
+//!   registry, [`registry::retry`] the one backoff policy, [`registry::waiting`] waiting
+//!   within `max_wait` without holding a concurrency slot.
+//! - [`daemon`] is the long-running mode: each mirror on its [`schedule`], the config reloaded
+//!   live ([`daemon::watch`], SIGHUP via [`daemon::signals`]), [`daemon::systemd`] told of
+//!   each step, and [`daemon::server`] answering `/healthz`, `/metrics` ([`daemon::metrics`])
+//!   and `POST /sync`.
+//! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,
+//!   [`aws::ecr`] gets ECR tokens and creates repositories.
 //!
-//! Without `--once`, [`daemon`] runs each mirror on its [`schedule`]: [`watch`] and SIGHUP
-//! ([`signals`]) reload the config live, SIGTERM stops it cleanly, [`systemd`] hears about
-//! each step, and [`server`] answers `/healthz`, `/metrics` ([`metrics`]) and `POST /sync`.
-//!
-//! On AWS ([`aws`] sets up the SDK): [`ssm`] reads the image list from Parameter Store,
-//! [`ecr`] gets ECR tokens and creates repositories, and [`shard`] splits a list between tasks.
+//! Imports between these top-level modules never go in a circle: `cli` on top; `daemon`,
+//! `run`, `copy`, `registry` and `config` below it in that order; `aws`, `credentials`,
+//! `reference`, `schedule`, `shard`, `manifest` and `exit` at the bottom.
 
 pub mod aws;
-pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod credentials;
 pub mod daemon;
-pub mod ecr;
+pub mod exit;
 pub mod logging;
 pub mod manifest;
-pub mod metrics;
-pub mod ratelimit;
 pub mod reference;
 pub mod registry;
-pub mod retry;
 pub mod run;
 pub mod schedule;
-pub mod server;
 pub mod shard;
-pub mod signals;
-pub mod ssm;
-pub mod systemd;
-pub mod waiting;
-pub mod watch;

@@ -14,12 +14,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::blobs::BlobLedger;
 use crate::config::{Config, Job};
+use crate::copy::blobs::BlobLedger;
 use crate::copy::{self, CopyError, Outcome, PassContext};
-use crate::ratelimit::{Budgets, RegistryUsage};
+use crate::registry::ratelimit::{Budgets, RegistryUsage};
+use crate::registry::waiting::{secs, Waiter};
 use crate::registry::Registries;
-use crate::waiting::{secs, Waiter};
 
 /// The result of one image.
 #[derive(Debug)]

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 
+use crate::aws::ecr::{EcrHost, EcrSettings};
+use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Secret};
-use crate::ecr::{EcrHost, EcrSettings};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
 
@@ -65,15 +66,6 @@ pub struct Overrides {
     pub target: Option<String>,
     /// `--ssm-parameter`: `ssm.parameter`.
     pub ssm_parameter: Option<String>,
-}
-
-/// `[ssm]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SsmSettings {
-    /// The parameter's name, such as `/mirror/images`.
-    pub parameter: String,
-    /// Its region; the AWS default chain (`AWS_REGION`, profile, instance metadata) if `None`.
-    pub region: Option<String>,
 }
 
 /// The name of the mirror made of an SSM parameter's images, in logs, metrics and `/sync`.

@@ -11,11 +11,12 @@ use chrono_tz::Tz;
 use super::file::{RawConfig, RawCreate, RawMirror, RawRegistry, RawServer};
 use super::{
     ssm_mirror_name, Config, ConfigError, Job, Mirror, Overrides, RateLimitSettings,
-    RegistrySettings, ServerSettings, SsmSettings, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
+    RegistrySettings, ServerSettings, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
     DEFAULT_SHUTDOWN_GRACE,
 };
+use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
+use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Secret};
-use crate::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
 

@@ -13,8 +13,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::{auth, Registries, RegistryError};
 use crate::manifest;
-use crate::ratelimit::RateLimitInfo;
 use crate::reference::ImageRef;
+use crate::registry::ratelimit::RateLimitInfo;
 
 /// A manifest response that succeeded.
 #[derive(Debug)]

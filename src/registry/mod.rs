@@ -3,8 +3,8 @@
 //!
 //! One [`Registries`] serves every registry of a pass: one oci-client `Client` and one reqwest
 //! client (one connection pool each) told which hosts speak plain HTTP, which extra CAs to
-//! trust and which credentials go where; one pull [`Budget`](crate::ratelimit::Budget) per
-//! registry; and every request retried by [`crate::retry`] within the image's `max_wait`.
+//! trust and which credentials go where; one pull [`Budget`](crate::registry::ratelimit::Budget) per
+//! registry; and every request retried by [`crate::registry::retry`] within the image's `max_wait`.
 //! Blob uploads are monolithic: one PUT with the known size whose body streams straight from
 //! the source GET.
 
@@ -23,15 +23,18 @@ use reqwest::Method;
 mod auth;
 mod error;
 mod manifests;
+pub mod ratelimit;
+pub mod retry;
+pub mod waiting;
 
 pub use error::{Failure, RegistryError};
 
+use crate::aws::ecr::Ecr;
 use crate::config::Config;
-use crate::ecr::Ecr;
-use crate::ratelimit::{Budgets, Gate, PullOutcome, RegistryUsage};
 use crate::reference::{api_host, ImageRef, Repository};
-use crate::retry::retrying;
-use crate::waiting::Waiter;
+use crate::registry::ratelimit::{Budgets, Gate, PullOutcome, RegistryUsage};
+use crate::registry::retry::retrying;
+use crate::registry::waiting::Waiter;
 
 /// Sent with every request, so registry operators can tell who is calling.
 const USER_AGENT: &str = concat!("regmirror/", env!("CARGO_PKG_VERSION"));

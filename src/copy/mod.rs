@@ -13,12 +13,14 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::{stream, FutureExt, StreamExt, TryStreamExt};
 
-use crate::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
+pub mod blobs;
+
+use self::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
 use crate::config::Job;
 use crate::manifest::{Descriptor, Manifest, ManifestError};
 use crate::reference::Repository;
+use crate::registry::waiting::Waiter;
 use crate::registry::{Registries, RegistryError};
-use crate::waiting::Waiter;
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
 const CHILD_MANIFESTS_AT_ONCE: usize = 4;

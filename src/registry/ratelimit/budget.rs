@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::RateLimitInfo;
-use crate::retry::jittered;
-use crate::waiting::secs;
+use crate::registry::retry::jittered;
+use crate::registry::waiting::secs;
 
 /// Probe interval when the registry names no window.
 const DEFAULT_PROBE: Duration = Duration::from_secs(60);

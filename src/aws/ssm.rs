@@ -7,7 +7,14 @@
 
 use aws_sdk_ssm::error::DisplayErrorContext;
 
-use crate::config::SsmSettings;
+/// Which parameter to read: `[ssm]` or `--ssm-parameter`, as the config resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsmSettings {
+    /// The parameter's name, such as `/mirror/images`.
+    pub parameter: String,
+    /// Its region; the AWS default chain (`AWS_REGION`, profile, instance metadata) if `None`.
+    pub region: Option<String>,
+}
 
 /// The parameter could not be read; names it and carries AWS's reason.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! - `GET /healthz`: 200 with every mirror's last result as JSON while the daemon runs, 503
 //!   once it is stopping.
-//! - `GET /metrics`: Prometheus metrics ([`crate::metrics`]).
+//! - `GET /metrics`: Prometheus metrics ([`crate::daemon::metrics`]).
 //! - `POST /sync[?mirror=NAME]`: run every mirror (or one) now. Allowed with
 //!   `Authorization: Bearer <server.sync_token>`, or a body signed like a GitHub webhook,
 //!   `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with server.webhook_secret>`,

@@ -4,7 +4,7 @@
 //!   it. A mirror whose previous run is still going skips that run (logged and counted), so
 //!   runs never pile up; runs of different mirrors go side by side, sharing one set of
 //!   `defaults.concurrency` slots and one pull budget per registry.
-//! - A changed mirrors.toml (seen by [`crate::watch`]) or SIGHUP re-reads the file. A valid
+//! - A changed mirrors.toml (seen by [`watch`]) or SIGHUP re-reads the file. A valid
 //!   one replaces the config: mirrors are added, removed and rescheduled, runs under way finish
 //!   with the config they started with, and new or changed mirrors run at once (when
 //!   `run_on_start`). An invalid one is logged with its line and column and the previous
@@ -22,15 +22,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
-use crate::cli::Exit;
+use self::metrics::Metrics;
+use crate::aws::ssm;
 use crate::config::{ssm_mirror_name, Config, Job, Overrides, ServerSettings};
-use crate::metrics::Metrics;
-use crate::ratelimit::Budgets;
+use crate::exit::Exit;
+use crate::registry::ratelimit::Budgets;
 use crate::run::{Report, Runner};
 use crate::schedule::Schedule;
 use crate::shard::Shard;
-use crate::ssm;
-use crate::{server, signals, systemd, watch};
+
+pub mod metrics;
+pub mod server;
+pub mod signals;
+pub mod systemd;
+pub mod watch;
 
 /// The longest a timer sleeps before it looks at the wall clock again.
 const WALL_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
@@ -114,7 +119,7 @@ pub async fn run(config: Config, overrides: Overrides, shard: Option<Shard>) -> 
         let grace = daemon.lock().config.shutdown_grace;
         info!(
             runs = running,
-            grace = %crate::waiting::secs(grace),
+            grace = %crate::registry::waiting::secs(grace),
             "waiting for copies under way to finish"
         );
     }
@@ -591,7 +596,7 @@ impl Daemon {
     }
 
     /// Pull totals of every registry since the process started.
-    pub fn usage(&self) -> Vec<crate::ratelimit::RegistryUsage> {
+    pub fn usage(&self) -> Vec<crate::registry::ratelimit::RegistryUsage> {
         self.budgets.usage()
     }
 

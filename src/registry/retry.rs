@@ -12,8 +12,8 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoffBuilder;
 
+use crate::registry::waiting::{secs, Waiter};
 use crate::registry::{Failure, RegistryError};
-use crate::waiting::{secs, Waiter};
 
 const FIRST_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(120);

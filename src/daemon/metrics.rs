@@ -18,7 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::copy::Outcome;
-use crate::ratelimit::RegistryUsage;
+use crate::registry::ratelimit::RegistryUsage;
 use crate::run::Report;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

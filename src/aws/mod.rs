@@ -1,7 +1,10 @@
-//! The AWS SDK set-up shared by [`crate::ssm`] and [`crate::ecr`]: the default chain for
+//! The AWS SDK set-up shared by [`crate::aws::ssm`] and [`crate::aws::ecr`]: the default chain for
 //! credentials and region (environment, profile, container or instance role), an explicit
 //! region when the config gives one, and `AWS_ENDPOINT_URL` honoured (the tests point it at
 //! moto).
+
+pub mod ecr;
+pub mod ssm;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 

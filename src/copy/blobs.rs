@@ -14,8 +14,8 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::manifest::Descriptor;
 use crate::reference::Repository;
+use crate::registry::waiting::Waiter;
 use crate::registry::{Registries, RegistryError};
-use crate::waiting::Waiter;
 
 /// Blob transfers under way at once across the whole pass: enough to fill a link, few
 /// enough not to look like a flood to the registry.
