@@ -14,7 +14,7 @@ use crate::daemon;
 use crate::daemon::signals;
 use crate::exit::Exit;
 use crate::logging::LogFormat;
-use crate::run::Runner;
+use crate::run::{Claims, Runner};
 use crate::shard::Shard;
 use tracing::info;
 
@@ -174,21 +174,18 @@ async fn once(
             return Exit::BadConfig;
         }
     };
-    let jobs: Vec<Job> = config
-        .jobs
-        .iter()
-        .filter(|job| shard.is_none_or(|s| s.includes(&job.target.to_string())))
-        .cloned()
-        .collect();
     if let Some(shard) = shard {
-        info!(%shard, images = jobs.len(), of = config.jobs.len(), "this shard's share");
+        info!(%shard, "mirroring one shard's share of the images");
     }
-    let report = runner.pass(&jobs, dry_run).await;
-    for problem in &problems {
-        println!("FAILED      {problem}");
-    }
+    let every_mirror: Vec<usize> = (0..config.mirrors.len()).collect();
+    let in_shard = |job: &Job| shard.is_none_or(|s| s.includes(&job.target.to_string()));
+    let (mut report, _) = runner
+        .run(&config, &every_mirror, &Claims::new(), &in_shard, dry_run)
+        .await;
+    problems.append(&mut report.problems);
+    report.problems = problems;
     println!("{}", report.render());
-    if report.failed() > 0 || !problems.is_empty() {
+    if report.failed() > 0 {
         Exit::SomeFailed
     } else {
         Exit::Success
@@ -199,8 +196,20 @@ async fn once(
 fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let by_rules = config
+        .mirrors
+        .iter()
+        .filter(|m| m.selection.is_some())
+        .count();
+    let listed = match by_rules {
+        0 => String::new(),
+        n => format!(
+            " and {} by tag rules",
+            plural(n, "repository", "repositories")
+        ),
+    };
     let mut out = format!(
-        "{}: {} in {}\n",
+        "{}: {}{listed} in {}\n",
         config.path.display(),
         plural(config.jobs.len(), "image", "images"),
         plural(config.mirrors.len(), "mirror", "mirrors"),
@@ -232,6 +241,14 @@ fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
         out.push_str(&format!("{}{place}: {when}\n", mirror.name));
         for job in jobs {
             out.push_str(&format!("  {} → {}\n", job.source, job.target));
+        }
+        if let Some(selection) = &mirror.selection {
+            out.push_str(&format!(
+                "  {}: tags listed at each run, selected by {} → {}\n",
+                selection.source.repo(),
+                selection.rules,
+                selection.target
+            ));
         }
     }
     for (name, settings) in &config.registries {

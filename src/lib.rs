@@ -40,4 +40,5 @@ pub mod reference;
 pub mod registry;
 pub mod run;
 pub mod schedule;
+pub mod selection;
 pub mod shard;

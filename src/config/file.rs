@@ -130,6 +130,14 @@ pub struct RawMirror {
     pub name: Option<Spanned<String>>,
     pub source: Spanned<String>,
     pub tags: Option<Vec<Spanned<String>>>,
+    /// Tag rules (see [`crate::selection`]): regexes any of which selects a listed tag.
+    pub include: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Regexes any of which drops a listed tag.
+    pub exclude: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A semver range listed tags must be in.
+    pub semver: Option<Spanned<String>>,
+    /// Keep only this many of the highest versions.
+    pub latest: Option<Spanned<i64>>,
     pub target: Option<Spanned<String>>,
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,

@@ -25,6 +25,7 @@ use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
+use crate::selection::TagRules;
 
 /// Images copied at once unless `defaults.concurrency` says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -86,6 +87,34 @@ pub struct Mirror {
     pub run_on_start: bool,
     /// Where it is in mirrors.toml.
     pub line: usize,
+    /// Set when it selects tags by rules: its repository is listed at every run.
+    pub selection: Option<TagSelection>,
+}
+
+/// A `[[mirror]]` with tag rules: which repository to list, which tags to take from it, and
+/// where they go. Its exact `tags`, if any, are ordinary jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSelection {
+    /// The source repository; each selected tag becomes [`ImageRef::with_tag`] of it.
+    pub source: ImageRef,
+    /// The target repository; a selected tag keeps its name there.
+    pub target: Repository,
+    pub rules: TagRules,
+}
+
+impl TagSelection {
+    /// The job for one selected tag of mirror `mirror`, or why the tag cannot be mirrored
+    /// (a tag the reference grammar refuses).
+    pub fn job(&self, tag: &str, mirror: usize, line: usize) -> Result<Job, String> {
+        let source = self.source.with_tag(tag).map_err(|e| e.to_string())?;
+        Ok(Job {
+            target: self.target.image_for(&source),
+            source,
+            line,
+            listed_in: None,
+            mirror,
+        })
+    }
 }
 
 /// `[server]`, resolved.

@@ -1,6 +1,7 @@
 //! Stage two of the config: from what the user typed to the validated [`Config`].
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use chrono_tz::Tz;
 use super::file::{RawConfig, RawCreate, RawMirror, RawRegistry, RawServer};
 use super::{
     ssm_mirror_name, Config, ConfigError, Job, Mirror, Overrides, RateLimitSettings,
-    RegistrySettings, ServerSettings, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
+    RegistrySettings, ServerSettings, TagSelection, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
     DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
@@ -19,6 +20,7 @@ use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
+use crate::selection::{parse_range, Pattern, TagRules};
 
 /// The most images one process copies at once; beyond it a registry sees a flood.
 const MAX_CONCURRENCY: i64 = 64;
@@ -174,9 +176,10 @@ pub(super) fn resolve(
             schedule: default_schedule.clone(),
             run_on_start: when.run_on_start,
             line: 0,
+            selection: None,
         });
     }
-    if jobs.is_empty() && ssm.is_none() {
+    if jobs.is_empty() && ssm.is_none() && mirrors.iter().all(|m| m.selection.is_none()) {
         return Err(ConfigError::Whole {
             path: path.to_path_buf(),
             message:
@@ -419,21 +422,53 @@ impl Resolver<'_> {
             schedule,
             m.run_on_start.unwrap_or(defaults.run_on_start),
         )?;
-        let sources = match &m.tags {
-            None => vec![(
-                ImageRef::parse(&written).map_err(|e| self.at(m.source.span(), e.to_string()))?,
-                m.source.span(),
-            )],
-            Some(tags) if tags.is_empty() => {
+        let rules = self.tag_rules(m)?;
+        let sources = match (&m.tags, &rules) {
+            (Some(tags), _) if tags.is_empty() => {
                 return Err(self.at(m.source.span(), "mirror.tags is empty: list at least one tag, or leave `tags` out and name the tag in `source`"))
             }
-            Some(tags) => {
-                let repo = ImageRef::parse_repository(&written)
+            (None, None) => {
+                let source = ImageRef::parse(&written)
                     .map_err(|e| self.at(m.source.span(), e.to_string()))?;
-                let mut sources = Vec::with_capacity(tags.len());
-                for tag in tags {
+                if !crate::reference::names_tag_or_digest(&written) {
+                    return Err(self.at(
+                        m.source.span(),
+                        format!(
+                            "mirror.source {written:?} is a repository: say which tags with \
+                             `tags`, or rules (`include`, `exclude`, `semver`, `latest`); \
+                             `include = [\".*\"]` mirrors every tag, `{written}:latest` only latest"
+                        ),
+                    ));
+                }
+                vec![(source, m.source.span())]
+            }
+            (tags, _) => {
+                let repo = ImageRef::parse_repository(&written).map_err(|e| {
+                    let e = match (&rules, e) {
+                        (Some(_), crate::reference::ReferenceError::Invalid { written, .. }) => {
+                            format!("invalid image reference {written:?}: names a tag or digest, but tag rules select the tags of a repository; drop the tag")
+                        }
+                        (_, e) => e.to_string(),
+                    };
+                    self.at(m.source.span(), e)
+                })?;
+                let mut sources = Vec::new();
+                for tag in tags.iter().flatten() {
                     let name = self.expand(tag, "mirror.tags")?;
                     let source = repo.with_tag(&name).map_err(|e| self.at(tag.span(), e.to_string()))?;
+                    let excluded_by = rules
+                        .iter()
+                        .flat_map(|r| &r.exclude)
+                        .find(|pattern| pattern.matches(&name));
+                    if let Some(pattern) = excluded_by {
+                        return Err(self.at(
+                            tag.span(),
+                            format!(
+                                "tag {name:?} is listed in mirror.tags and dropped by mirror.exclude {:?}: remove one of them",
+                                pattern.as_str()
+                            ),
+                        ));
+                    }
                     sources.push((source, tag.span()));
                 }
                 sources
@@ -449,6 +484,30 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        if let Some(rules) = rules {
+            let source = ImageRef::parse_repository(&written)
+                .map_err(|e| self.at(m.source.span(), e.to_string()))?;
+            let target = match &own_target {
+                Some(repo) => repo.clone(),
+                None => match default_target {
+                    Some(prefix) => prefix.join(&source.written_path),
+                    None => {
+                        return Err(self.at(
+                            m.source.span(),
+                            format!(
+                            "no target for {}: set `target` in [defaults] or in this [[mirror]]",
+                            source.repo()
+                        ),
+                        ))
+                    }
+                },
+            };
+            jobs.mirrors[index].selection = Some(TagSelection {
+                source,
+                target,
+                rules,
+            });
+        }
         for (source, span) in sources {
             let target = match &own_target {
                 Some(repo) => repo.image_for(&source),
@@ -457,6 +516,77 @@ impl Resolver<'_> {
             jobs.add(self, source, target, span, index)?;
         }
         Ok(())
+    }
+
+    /// `include`, `exclude`, `semver` and `latest` of a `[[mirror]]`, checked; `None` when it
+    /// gives none of them.
+    fn tag_rules(&self, m: &RawMirror) -> Result<Option<TagRules>, ConfigError> {
+        if m.include.is_none() && m.exclude.is_none() && m.semver.is_none() && m.latest.is_none() {
+            return Ok(None);
+        }
+        let patterns = |list: &Option<Spanned<Vec<Spanned<String>>>>,
+                        key: &str|
+         -> Result<Vec<Pattern>, ConfigError> {
+            let Some(list) = list else {
+                return Ok(Vec::new());
+            };
+            if list.get_ref().is_empty() {
+                return Err(self.at(
+                    list.span(),
+                    format!("{key} is empty: give at least one pattern, or leave it out"),
+                ));
+            }
+            list.get_ref()
+                .iter()
+                .map(|written| {
+                    let expanded = self.expand(written, key)?;
+                    Pattern::new(&expanded)
+                        .map_err(|e| self.at(written.span(), format!("{key}: {e}")))
+                })
+                .collect()
+        };
+        let include = patterns(&m.include, "mirror.include")?;
+        let exclude = patterns(&m.exclude, "mirror.exclude")?;
+        let semver = match &m.semver {
+            Some(written) => {
+                let expanded = self.expand(written, "mirror.semver")?;
+                Some(
+                    parse_range(&expanded)
+                        .map_err(|e| self.at(written.span(), format!("mirror.semver: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let latest = match &m.latest {
+            Some(n) => Some(
+                usize::try_from(*n.get_ref())
+                    .ok()
+                    .and_then(NonZeroUsize::new)
+                    .ok_or_else(|| {
+                        self.at(
+                            n.span(),
+                            format!(
+                                "mirror.latest must be at least 1, not {}: it keeps that many of the highest versions",
+                                n.get_ref()
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        if include.is_empty() && semver.is_none() && latest.is_none() {
+            let span = m.exclude.as_ref().map_or(0..0, |e| e.span());
+            return Err(self.at(
+                span,
+                "mirror.exclude alone would select every other tag of the repository: add `include = [\".*\"]` to say so, or `include`, `semver` or `latest` to choose",
+            ));
+        }
+        Ok(Some(TagRules {
+            include,
+            exclude,
+            semver,
+            latest,
+        }))
     }
 
     fn registry_settings(
@@ -681,6 +811,7 @@ impl Jobs {
             schedule,
             run_on_start,
             line: r.line(&span),
+            selection: None,
         });
         Ok(self.mirrors.len() - 1)
     }
@@ -688,7 +819,7 @@ impl Jobs {
     /// The jobs and the mirrors that kept at least one (a mirror whose every image another
     /// already lists has none).
     fn finish(self) -> (Vec<Job>, Vec<Mirror>) {
-        let mut used = vec![false; self.mirrors.len()];
+        let mut used: Vec<bool> = self.mirrors.iter().map(|m| m.selection.is_some()).collect();
         for job in &self.list {
             used[job.mirror] = true;
         }

@@ -14,12 +14,14 @@ use futures_util::future::BoxFuture;
 use futures_util::{stream, FutureExt, StreamExt, TryStreamExt};
 
 pub mod blobs;
+pub mod manifests;
 
 use self::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
+use self::manifests::{ManifestLedger, Turn};
 use crate::config::Job;
 use crate::manifest::{Descriptor, Manifest, ManifestError};
 use crate::reference::Repository;
-use crate::registry::waiting::Waiter;
+use crate::registry::waiting::{WaitRefused, Waiter};
 use crate::registry::{Registries, RegistryError};
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
@@ -30,6 +32,8 @@ const CHILD_MANIFESTS_AT_ONCE: usize = 4;
 pub struct PassContext {
     pub registries: Arc<Registries>,
     pub ledger: Arc<BlobLedger>,
+    /// Manifests pushed so far, so each goes once into each target repository.
+    pub manifests: Arc<ManifestLedger>,
     /// Compare only: report what would be copied and copy nothing.
     pub dry_run: bool,
 }
@@ -78,6 +82,11 @@ pub enum CopyError {
     Registry(#[from] RegistryError),
     #[error("source {0} does not exist")]
     SourceMissing(String),
+    #[error("not started: {0}")]
+    NotStarted(WaitRefused),
+    /// Another image of the pass tried this manifest and failed; its reason.
+    #[error("{digest}: failed for another tag of this pass: {message}")]
+    FailedBefore { digest: String, message: String },
     #[error("{image} {source}")]
     Manifest {
         image: String,
@@ -87,18 +96,22 @@ pub enum CopyError {
 }
 
 /// Mirrors one image, or in a dry run says whether it would.
+///
+/// Comparing takes no concurrency slot (the registry layer bounds HEADs per registry); an
+/// image that must be copied takes one before its first pull.
 pub async fn mirror(ctx: &PassContext, job: &Job, waiter: &Waiter) -> Result<Outcome, CopyError> {
     let registries = &ctx.registries;
-    let source_digest = match &job.source.digest {
-        Some(pinned) => pinned.clone(),
-        None => registries
-            .manifest_digest(&job.source, waiter)
-            .await?
-            .ok_or_else(|| CopyError::SourceMissing(job.source.to_string()))?,
+    let source_side = async {
+        match &job.source.digest {
+            Some(pinned) => Ok(Some(pinned.clone())),
+            None => registries.manifest_digest(&job.source, waiter).await,
+        }
     };
-    let target_digest = registries
-        .manifest_digest(&job.target.named(), waiter)
-        .await?;
+    let target_tag = job.target.named();
+    let target_side = registries.manifest_digest(&target_tag, waiter);
+    let (source_digest, target_digest) = futures_util::try_join!(source_side, target_side)?;
+    let source_digest =
+        source_digest.ok_or_else(|| CopyError::SourceMissing(job.source.to_string()))?;
     if target_digest.as_deref() == Some(source_digest.as_str()) {
         return Ok(Outcome::Unchanged {
             digest: source_digest,
@@ -111,10 +124,47 @@ pub async fn mirror(ctx: &PassContext, job: &Job, waiter: &Waiter) -> Result<Out
         });
     }
 
+    waiter.take_slot().await.map_err(CopyError::NotStarted)?;
     // Before the first pull: a target that cannot take the push costs no pull.
     registries.prepare_push(&job.target.repo()).await?;
-    let source = job.source.pinned(&source_digest);
-    let (body, digest) = registries.pull_manifest(&source, waiter).await?;
+    let to = job.target.repo();
+    let turn = ctx
+        .manifests
+        .settle(&to, &source_digest, || {
+            copy_tagged(ctx, waiter, job, &source_digest)
+        })
+        .await?;
+    let stats = match turn {
+        Turn::Mine(stats) => stats,
+        // Another tag of this pass brought the same content: point this tag at it too.
+        Turn::Theirs => retag(ctx, waiter, job, &source_digest).await?,
+    };
+    Ok(Outcome::Mirrored {
+        digest: source_digest,
+        stats,
+    })
+}
+
+/// Brings the content `digest` of `job`'s source into the target and pushes the tag: from
+/// the target itself when it already holds that content under another name (no pull), else
+/// from the source, everything it references first.
+async fn copy_tagged(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    job: &Job,
+    digest: &str,
+) -> Result<CopyStats, CopyError> {
+    let registries = &ctx.registries;
+    let to = job.target.repo();
+    if registries
+        .manifest_digest(&to.at_digest(digest), waiter)
+        .await?
+        .is_some()
+    {
+        return retag(ctx, waiter, job, digest).await;
+    }
+    let source = job.source.pinned(digest);
+    let (body, _) = registries.pull_manifest(&source, waiter).await?;
     let mut stats = CopyStats {
         pulls: 1,
         ..CopyStats::default()
@@ -123,14 +173,35 @@ pub async fn mirror(ctx: &PassContext, job: &Job, waiter: &Waiter) -> Result<Out
         image: source.to_string(),
         source: source_err,
     })?;
-    let from = job.source.repo();
-    let to = job.target.repo();
-    stats += copy_references(ctx, waiter, &from, &to, &manifest).await?;
+    stats += copy_references(ctx, waiter, &job.source.repo(), &to, &manifest).await?;
     registries
         .push_manifest(&job.target, body, manifest.media_type(), waiter)
         .await?;
     stats.manifests_pushed += 1;
-    Ok(Outcome::Mirrored { digest, stats })
+    Ok(stats)
+}
+
+/// Pushes `job`'s tag onto content `digest` the target already holds, read back from the
+/// target: a request to the user's own registry, not a pull at the source.
+async fn retag(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    job: &Job,
+    digest: &str,
+) -> Result<CopyStats, CopyError> {
+    let stored = job.target.repo().at_digest(digest);
+    let (body, _) = ctx.registries.pull_manifest(&stored, waiter).await?;
+    let manifest = Manifest::parse(&body, None).map_err(|e| CopyError::Manifest {
+        image: stored.to_string(),
+        source: e,
+    })?;
+    ctx.registries
+        .push_manifest(&job.target, body, manifest.media_type(), waiter)
+        .await?;
+    Ok(CopyStats {
+        manifests_pushed: 1,
+        ..CopyStats::default()
+    })
 }
 
 /// Copies everything `manifest` references into `to`, so that it can be pushed there.
@@ -192,8 +263,29 @@ async fn place_blob(
     Ok(stats)
 }
 
-/// Copies one child manifest of an index (and all it references), pushed by digest.
+/// Copies one child manifest of an index (and all it references), pushed by digest, once per
+/// pass whatever number of indexes name it.
 async fn copy_child(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    from: &Repository,
+    to: &Repository,
+    digest: &str,
+    declared_type: &str,
+) -> Result<CopyStats, CopyError> {
+    let turn = ctx
+        .manifests
+        .settle(to, digest, || {
+            copy_child_once(ctx, waiter, from, to, digest, declared_type)
+        })
+        .await?;
+    Ok(match turn {
+        Turn::Mine(stats) => stats,
+        Turn::Theirs => CopyStats::default(),
+    })
+}
+
+async fn copy_child_once(
     ctx: &PassContext,
     waiter: &Waiter,
     from: &Repository,

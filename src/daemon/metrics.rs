@@ -1,7 +1,8 @@
 //! The daemon's Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
 //!
-//! Per mirror: images by result, bytes copied, runs and their duration, the last success.
-//! Per registry, read from the pull budgets when scraped: pulls spent, pulls refused with 429,
+//! Per mirror: images by result, bytes copied, runs and their duration, the last success, and
+//! for mirrors with tag rules the tags listed and selected by the last run. Per registry, read
+//! from the pull budgets when scraped: pulls spent, pulls refused with 429, tag-list requests,
 //! seconds paused and the last `remaining`/`limit` the registry announced. Label values are
 //! mirror names and registry hosts from mirrors.toml, never credentials.
 
@@ -60,6 +61,9 @@ pub struct Metrics {
     paused: Family<RegistryLabel, Counter<f64, AtomicU64>>,
     remaining: Family<RegistryLabel, Gauge>,
     limit: Family<RegistryLabel, Gauge>,
+    tag_lists: Family<RegistryLabel, Counter>,
+    tags_listed: Family<MirrorLabel, Gauge>,
+    tags_selected: Family<MirrorLabel, Gauge>,
     /// Registry totals already added to the counters: the budgets hold process totals, the
     /// counters only ever grow by the difference.
     seen: Mutex<HashMap<String, RegistryUsage>>,
@@ -83,6 +87,9 @@ impl Default for Metrics {
             paused: Family::default(),
             remaining: Family::default(),
             limit: Family::default(),
+            tag_lists: Family::default(),
+            tags_listed: Family::default(),
+            tags_selected: Family::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -150,6 +157,21 @@ impl Default for Metrics {
             "Pulls a registry allows per window, as it last announced",
             m.limit.clone(),
         );
+        registry.register(
+            "tag_list_requests",
+            "Tag-list requests sent to a registry (not pulls; retries and pages included)",
+            m.tag_lists.clone(),
+        );
+        registry.register(
+            "tags_listed",
+            "Tags the source repository of a mirror with tag rules listed at its last run",
+            m.tags_listed.clone(),
+        );
+        registry.register(
+            "tags_selected",
+            "Tags the rules of a mirror selected at its last run",
+            m.tags_selected.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -178,6 +200,14 @@ impl Metrics {
                     self.images.get_or_create(&image("failed")).inc();
                 }
             }
+        }
+        for selected in report.selections.iter().filter(|s| s.mirror == mirror) {
+            self.tags_listed
+                .get_or_create(&label)
+                .set(selected.listed as i64);
+            self.tags_selected
+                .get_or_create(&label)
+                .set(selected.selected.len() as i64);
         }
         let success = report.failed() == 0;
         self.runs
@@ -220,6 +250,9 @@ impl Metrics {
                 self.refused
                     .get_or_create(&label)
                     .inc_by(grew(now.refused, before.map(|b| b.refused)));
+                self.tag_lists
+                    .get_or_create(&label)
+                    .inc_by(grew(now.tag_lists, before.map(|b| b.tag_lists)));
                 let paused_before = before.map_or(Duration::ZERO, |b| b.paused);
                 self.paused
                     .get_or_create(&label)

@@ -27,7 +27,7 @@ use crate::aws::ssm;
 use crate::config::{ssm_mirror_name, Config, Job, Overrides, ServerSettings};
 use crate::exit::Exit;
 use crate::registry::ratelimit::Budgets;
-use crate::run::{Report, Runner};
+use crate::run::{Claim, Claims, Report, Runner, Selected};
 use crate::schedule::Schedule;
 use crate::shard::Shard;
 
@@ -36,6 +36,10 @@ pub mod server;
 pub mod signals;
 pub mod systemd;
 pub mod watch;
+pub mod webhook;
+
+/// The most selected tags `/healthz` names per mirror (the count is always whole).
+const HEALTH_TAGS: usize = 1000;
 
 /// The longest a timer sleeps before it looks at the wall clock again.
 const WALL_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
@@ -188,6 +192,8 @@ struct MirrorState {
     running: bool,
     last: Option<LastRun>,
     last_success: Option<DateTime<Utc>>,
+    /// The targets its last run asked for (see [`Daemon::claims_besides`]).
+    claims: Claims,
 }
 
 #[derive(Debug)]
@@ -197,6 +203,8 @@ struct LastRun {
     mirrored: usize,
     unchanged: usize,
     failures: Vec<String>,
+    /// For a mirror with tag rules: what it listed and selected.
+    tags: Option<Selected>,
 }
 
 /// What a request to run a mirror now came to.
@@ -356,12 +364,20 @@ impl Daemon {
             let state = &mut *guard;
             let config = state.config.clone();
             for (index, mirror) in config.mirrors.iter().enumerate() {
-                let images: Vec<String> = config
+                let mut images: Vec<String> = config
                     .jobs
                     .iter()
                     .filter(|job| job.mirror == index)
                     .map(|job| format!("{} → {}", job.source, job.target))
                     .collect();
+                if let Some(selection) = &mirror.selection {
+                    images.push(format!(
+                        "{} by {} → {}",
+                        selection.source.repo(),
+                        selection.rules,
+                        selection.target
+                    ));
+                }
                 let known = state.mirrors.contains_key(&mirror.name);
                 let entry = state.mirrors.entry(mirror.name.clone()).or_default();
                 if !known {
@@ -477,9 +493,18 @@ impl Daemon {
             async move {
                 let started = Utc::now();
                 let Some(daemon) = me.upgrade() else { return };
-                let (runner, jobs) = daemon.jobs_for(&name, config, runner).await;
-                info!(why, images = jobs.len(), "run started");
-                let report = runner.pass(&jobs, false).await;
+                let (runner, config) = daemon.config_for(&name, config, runner).await;
+                let Some(index) = config.mirrors.iter().position(|m| m.name == name) else {
+                    daemon.finish(&name, started, &Report::default());
+                    return;
+                };
+                let others = daemon.claims_besides(&name, &config);
+                info!(why, "run started");
+                let in_shard = |job: &Job| daemon.in_shard(job);
+                let (report, claims) = runner
+                    .run(&config, &[index], &others, &in_shard, false)
+                    .await;
+                daemon.remember_claims(&name, claims);
                 daemon.finish(&name, started, &report);
             }
             .instrument(span),
@@ -487,30 +512,65 @@ impl Daemon {
         Some(Started::Now)
     }
 
-    /// The images of mirror `name` this process mirrors (its shard's share), and the runner
-    /// for them. The SSM parameter's mirror reads the parameter first; if that fails it goes
-    /// on with the entries last read, and logs why.
-    async fn jobs_for(
+    /// Whether `job` is in this process's shard (every job without `--shard`).
+    fn in_shard(&self, job: &Job) -> bool {
+        self.shard
+            .is_none_or(|s| s.includes(&job.target.to_string()))
+    }
+
+    /// The targets mirrors other than `name` claim: their fixed images in `config`, and what
+    /// their last runs selected.
+    fn claims_besides(&self, name: &str, config: &Config) -> Claims {
+        let mut claims: Claims = config
+            .jobs
+            .iter()
+            .filter(|job| config.mirrors[job.mirror].name != name)
+            .map(|job| {
+                (
+                    job.target.to_string(),
+                    Claim {
+                        mirror: config.mirrors[job.mirror].name.clone(),
+                        line: job.line,
+                        source: job.source.clone(),
+                    },
+                )
+            })
+            .collect();
+        let state = self.lock();
+        for (mirror, last) in &state.mirrors {
+            if mirror != name {
+                for (target, claim) in &last.claims {
+                    claims
+                        .entry(target.clone())
+                        .or_insert_with(|| claim.clone());
+                }
+            }
+        }
+        claims
+    }
+
+    /// Keeps what a run of `name` asked for, for the other mirrors' runs to see.
+    fn remember_claims(&self, name: &str, claims: Claims) {
+        if let Some(entry) = self.lock().mirrors.get_mut(name) {
+            entry.claims = claims;
+        }
+    }
+
+    /// The config a run of mirror `name` works from, and the runner for it. For the SSM
+    /// parameter's mirror it reads the parameter first and adds its images; if that fails it
+    /// goes on with the entries last read, and logs why.
+    async fn config_for(
         &self,
         name: &str,
         config: Arc<Config>,
         runner: Runner,
-    ) -> (Runner, Vec<Job>) {
-        let in_shard = |job: &Job| {
-            self.shard
-                .is_none_or(|s| s.includes(&job.target.to_string()))
-        };
+    ) -> (Runner, Arc<Config>) {
         let Some(ssm) = config
             .ssm
             .as_ref()
             .filter(|s| ssm_mirror_name(&s.parameter) == name)
         else {
-            let jobs = config
-                .jobs_of(name)
-                .filter(|j| in_shard(j))
-                .cloned()
-                .collect();
-            return (runner, jobs);
+            return (runner, config);
         };
         let entries = match ssm::read_list(ssm).await {
             Ok(entries) => {
@@ -536,40 +596,27 @@ impl Daemon {
             }
             Err(e) => {
                 warn!(error = %e, "cannot use the SSM parameter's entries");
-                return (runner, Vec::new());
+                return (runner, config);
             }
         };
         // The listed images may name registries the file does not: a runner that knows them,
         // with the same budgets and slots.
-        let runner = match Runner::new(&listed, self.budgets.clone(), self.stop.clone()) {
+        match Runner::new(&listed, self.budgets.clone(), self.stop.clone()) {
             Ok(mut fresh) => {
                 fresh.slots = runner.slots.clone();
-                fresh
+                (fresh, Arc::new(listed))
             }
             Err(e) => {
                 warn!(error = %e, "cannot set up the SSM parameter's registries");
-                return (runner, Vec::new());
+                (runner, config)
             }
-        };
-        let jobs = listed
-            .jobs_of(name)
-            .filter(|j| in_shard(j))
-            .cloned()
-            .collect();
-        (runner, jobs)
+        }
     }
 
     fn finish(&self, name: &str, started: DateTime<Utc>, report: &Report) {
         let finished = Utc::now();
         let (mirrored, unchanged) = report.counts();
-        let failures: Vec<String> = report
-            .results
-            .iter()
-            .filter_map(|r| {
-                let reason = r.outcome.as_ref().err()?;
-                Some(format!("{} → {}: {reason}", r.job.source, r.job.target))
-            })
-            .collect();
+        let failures = report.failures();
         info!(
             mirrored,
             unchanged,
@@ -591,6 +638,7 @@ impl Daemon {
                 mirrored,
                 unchanged,
                 failures,
+                tags: report.selections.iter().find(|s| s.mirror == name).cloned(),
             });
         }
     }
@@ -618,6 +666,11 @@ impl Daemon {
                         "unchanged": last.unchanged,
                         "failed": last.failures.len(),
                         "errors": last.failures,
+                        "tags": last.tags.as_ref().map(|tags| json!({
+                            "listed": tags.listed,
+                            "selected": tags.selected.len(),
+                            "selected_tags": tags.selected.iter().take(HEALTH_TAGS).collect::<Vec<_>>(),
+                        })),
                     })
                 });
                 Some(json!({

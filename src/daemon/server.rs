@@ -7,7 +7,9 @@
 //!   `Authorization: Bearer <server.sync_token>`, or a body signed like a GitHub webhook,
 //!   `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with server.webhook_secret>`,
 //!   so a registry's package webhook can start a sync the moment an image is pushed. Both
-//!   are compared in constant time. With neither configured the route answers 403.
+//!   are compared in constant time. With neither configured the route answers 403. Without
+//!   `?mirror=`, a GitHub `package` event ([`crate::daemon::webhook`]) runs the mirrors
+//!   whose source is that package, and 404s with the reason when none is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ServerSettings;
+use crate::daemon::webhook::{self, Verdict};
 use crate::daemon::{Daemon, Started};
 
 /// Binds `listen` and serves until `stop` is cancelled. Binding errors are returned, so a
@@ -105,17 +108,50 @@ async fn sync(
         return response;
     }
     let config = daemon.config();
-    let names: Vec<String> = match &query.mirror {
-        Some(name) if config.mirrors.iter().any(|m| &m.name == name) => vec![name.clone()],
-        Some(name) => {
-            let known: Vec<_> = config.mirrors.iter().map(|m| m.name.as_str()).collect();
+    let github_event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let names: Vec<String> = match (&query.mirror, github_event.as_deref()) {
+        (None, Some("ping")) => {
             return (
+                StatusCode::OK,
+                Json(json!({"pong": "regmirror is listening; send package events"})),
+            )
+                .into_response()
+        }
+        (None, Some("package")) => match webhook::package_event(&config, &body) {
+            Verdict::Run(names) => {
+                info!(mirrors = ?names, "package webhook");
+                names
+            }
+            Verdict::Ignore(why) => {
+                return (StatusCode::OK, Json(json!({"started": [], "ignored": why})))
+                    .into_response()
+            }
+            Verdict::NoMatch(why) => return error(StatusCode::NOT_FOUND, &why),
+            Verdict::Malformed(why) => return error(StatusCode::BAD_REQUEST, &why),
+        },
+        (None, Some(other)) => {
+            let why = format!(
+                "GitHub event {other:?} is not acted on: regmirror runs mirrors on package events"
+            );
+            return (StatusCode::OK, Json(json!({"started": [], "ignored": why}))).into_response();
+        }
+        (mirror, _) => {
+            match mirror {
+                Some(name) if config.mirrors.iter().any(|m| &m.name == name) => vec![name.clone()],
+                Some(name) => {
+                    let known: Vec<_> = config.mirrors.iter().map(|m| m.name.as_str()).collect();
+                    return (
                 StatusCode::NOT_FOUND,
                 Json(json!({"error": format!("no mirror is named {name:?}"), "mirrors": known})),
             )
                 .into_response();
+                }
+                None => config.mirrors.iter().map(|m| m.name.clone()).collect(),
+            }
         }
-        None => config.mirrors.iter().map(|m| m.name.clone()).collect(),
     };
     let (mut started, mut running) = (Vec::new(), Vec::new());
     for name in names {

@@ -258,6 +258,12 @@ pub fn is_loopback(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a reference as written names a tag or a digest (`nginx:1`, `app@sha256:…`), rather
+/// than leaving it to the `latest` default (`nginx`).
+pub fn names_tag_or_digest(written: &str) -> bool {
+    split_written(written).is_ok_and(|(_, tag, digest)| tag.is_some() || digest.is_some())
+}
+
 /// Docker's rule: the first path component is a host when it has a dot or a port, or is
 /// `localhost`.
 fn looks_like_host(component: &str) -> bool {

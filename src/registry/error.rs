@@ -52,6 +52,10 @@ pub enum Failure {
          set insecure = false or a ca_file for it to use HTTPS"
     )]
     HttpsRequired,
+    /// A manifest push refused because the registry does not (yet) see what it references
+    /// (`MANIFEST_BLOB_UNKNOWN`): just pushed, on storage that has not settled.
+    #[error("the registry does not see what the manifest references: {0}")]
+    ReferencesMissing(String),
     #[error("unexpected response: {0}")]
     Protocol(String),
     /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
@@ -101,8 +105,16 @@ impl RegistryError {
         if plain_http && status == 400 && refuses_plain_http(body) {
             return Self::with(action, subject, Failure::HttpsRequired);
         }
-        let (code, message) = envelope(body);
-        Self::with(action, subject, classify(Some(status), &code, &message))
+        let (codes, message) = envelope(body);
+        let code = codes.first().map(String::as_str).unwrap_or_default();
+        let references_missing = codes.iter().any(|c| {
+            c.eq_ignore_ascii_case("MANIFEST_BLOB_UNKNOWN")
+                || (status == 400 && c.eq_ignore_ascii_case("BLOB_UNKNOWN"))
+        });
+        if references_missing {
+            return Self::with(action, subject, Failure::ReferencesMissing(clip(&message)));
+        }
+        Self::with(action, subject, classify(Some(status), code, &message))
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -139,8 +151,12 @@ impl From<OciDistributionError> for Failure {
                 classify(None, &code, &message)
             }
             E::ServerError { code, message, .. } => {
-                let (error_code, text) = envelope(message.as_bytes());
-                classify(Some(code), &error_code, &text)
+                let (codes, text) = envelope(message.as_bytes());
+                classify(
+                    Some(code),
+                    codes.first().map(String::as_str).unwrap_or_default(),
+                    &text,
+                )
             }
             E::ImageManifestNotFoundError(_) => Failure::NotFound,
             E::UnauthorizedError { .. } => Failure::Denied("the registry answered 401".into()),
@@ -153,9 +169,9 @@ impl From<OciDistributionError> for Failure {
     }
 }
 
-/// The first error code and all messages of a registry's JSON error body; the body itself
-/// when it is not one.
-fn envelope(body: &[u8]) -> (String, String) {
+/// The error codes and all messages of a registry's JSON error body; the body itself when it
+/// is not one.
+fn envelope(body: &[u8]) -> (Vec<String>, String) {
     #[derive(serde::Deserialize)]
     struct Envelope {
         errors: Vec<Entry>,
@@ -169,14 +185,14 @@ fn envelope(body: &[u8]) -> (String, String) {
     }
     match serde_json::from_slice::<Envelope>(body) {
         Ok(e) if !e.errors.is_empty() => (
-            e.errors[0].code.clone(),
+            e.errors.iter().map(|e| e.code.clone()).collect(),
             e.errors
                 .iter()
                 .map(|e| e.message.as_str())
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-        _ => (String::new(), String::from_utf8_lossy(body).into_owned()),
+        _ => (Vec::new(), String::from_utf8_lossy(body).into_owned()),
     }
 }
 

@@ -138,7 +138,7 @@ impl Registries {
     /// The `Authorization` header for `operation` on `reference`'s repository, if one is
     /// needed, and for ECR the generation of the credentials in it. ECR takes Basic auth
     /// straight away; other registries go through the token cache.
-    async fn authorization(
+    pub(super) async fn authorization(
         &self,
         reference: &Reference,
         operation: RegistryOperation,

@@ -24,7 +24,9 @@ mod auth;
 mod error;
 mod manifests;
 pub mod ratelimit;
+mod request;
 pub mod retry;
+pub mod tags;
 pub mod waiting;
 
 pub use error::{Failure, RegistryError};
@@ -41,6 +43,10 @@ const USER_AGENT: &str = concat!("regmirror/", env!("CARGO_PKG_VERSION"));
 /// A registry that accepts a connection but says nothing for this long is treated as gone.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Manifest HEADs in flight to one registry at once, across the process. Comparing is only
+/// HEADs, so it runs ahead of the copies (`defaults.concurrency`); this keeps it to what a
+/// registry sees from a busy CI fleet, not a flood.
+pub const HEADS_PER_REGISTRY: usize = 32;
 
 /// Every registry of a pass.
 pub struct Registries {
@@ -61,6 +67,8 @@ pub struct Registries {
     ecr_clients: tokio::sync::Mutex<BTreeMap<String, (u64, Client)>>,
     /// Whether each anonymous registry asked so far answers without credentials.
     open: tokio::sync::Mutex<BTreeMap<String, bool>>,
+    /// [`HEADS_PER_REGISTRY`] permits per API host.
+    heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl std::fmt::Debug for Registries {
@@ -130,6 +138,7 @@ impl Registries {
             ecr: Ecr::new(ecr),
             ecr_clients: tokio::sync::Mutex::default(),
             open: tokio::sync::Mutex::default(),
+            heads: std::sync::Mutex::default(),
         })
     }
 
@@ -227,7 +236,7 @@ impl Registries {
             .map_err(|e| RegistryError::with("create", repository, Failure::Aws(e.to_string())))
     }
 
-    /// What this pass spent at each registry it pulled from or waited for.
+    /// What was spent so far at each registry pulled from, waited for or listed.
     pub fn usage(&self) -> Vec<RegistryUsage> {
         self.budgets.usage()
     }
@@ -252,7 +261,19 @@ impl Registries {
 
     /// One HEAD, its rate-limit headers recorded: `None` if absent, `Some(None)` without digest.
     async fn head(&self, image: &ImageRef) -> Result<Option<Option<String>>, RegistryError> {
-        let budget = self.budgets.of(api_host(&image.registry));
+        let host = api_host(&image.registry);
+        let permits = {
+            let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+            heads
+                .entry(host.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(HEADS_PER_REGISTRY)))
+                .clone()
+        };
+        let _permit = permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let budget = self.budgets.of(host);
         let ticket = budget.ticket();
         let exchange = self.manifest_request(Method::HEAD, image, None).await;
         budget.observe(&exchange.rate_limit, ticket);

@@ -21,6 +21,10 @@ const JITTER: f64 = 0.5;
 /// A registry that refuses connections is more likely down than busy: a few quick tries cover
 /// a restart, and then the image fails now rather than after max_wait.
 const UNREACHABLE_ATTEMPTS: usize = 3;
+/// A manifest push refused for references the registry does not see yet (storage settling
+/// after an upload, a concurrent identical push) is tried again after these short pauses, and
+/// then fails: a reference that is really missing would never appear.
+const SETTLE_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
 
 /// A fresh backoff schedule for one operation.
 pub fn schedule() -> impl Backoff {
@@ -63,19 +67,27 @@ where
 {
     let mut schedule = schedule();
     let mut unreachable = 0;
+    let mut settles = SETTLE_PAUSES.iter();
     loop {
         let err = match attempt().await {
             Ok(value) => return Ok(value),
-            Err(err) if err.is_retryable() => err,
-            Err(err) => return Err(err),
+            Err(err) => err,
         };
-        if matches!(err.failure, Failure::Unreachable(_)) {
-            unreachable += 1;
-            if unreachable >= UNREACHABLE_ATTEMPTS {
-                return Err(err);
+        let delay = match &err.failure {
+            Failure::ReferencesMissing(_) => match settles.next() {
+                Some(pause) => *pause,
+                None => return Err(err),
+            },
+            _ if !err.is_retryable() => return Err(err),
+            Failure::Unreachable(_) => {
+                unreachable += 1;
+                if unreachable >= UNREACHABLE_ATTEMPTS {
+                    return Err(err);
+                }
+                next_delay(&mut schedule, err.retry_after)
             }
-        }
-        let delay = next_delay(&mut schedule, err.retry_after);
+            _ => next_delay(&mut schedule, err.retry_after),
+        };
         tracing::info!(error = %err, retry_in = %secs(delay), "will retry");
         if let Err(too_long) = waiter
             .wait(delay, &format!("a retry after: {}", err.failure))

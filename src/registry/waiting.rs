@@ -1,14 +1,16 @@
 //! How an image waits: calmly, within its `max_wait`, and without holding up other images.
 //!
-//! Each image of a pass works in one of `defaults.concurrency` slots. When it must wait (for a
-//! registry's pull budget to reset, or before retrying a refused request) it hands its slot
-//! back, so images from registries that are not throttled carry on, and takes one again when
+//! Comparing an image (two HEADs) needs no slot: it is cheap, and the registry layer bounds
+//! the requests in flight to each registry. Copying one does: each image copies in one of
+//! `defaults.concurrency` slots. When it must wait (for a registry's pull budget to reset, or
+//! before retrying a refused request) it hands its slot back, so images from registries that are not throttled carry on, and takes one again when
 //! it resumes. Every wait of an image counts against its `max_wait`; a wait that would pass it
 //! is refused up front, with what it was for, instead of being slept through.
 //!
 //! On shutdown every wait ends at once: an image that has not started never does, and one
 //! waiting for budget or a retry gives up, while copies under way are left to finish.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub enum WaitRefused {
 pub struct Waiter {
     slots: Arc<Semaphore>,
     slot: tokio::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    /// Set once the image has taken a slot to copy: a wait then takes one again on resuming.
+    copying: AtomicBool,
     max_wait: Duration,
     waited: Mutex<Duration>,
     /// Cancelled on shutdown: ends every wait.
@@ -43,27 +47,57 @@ pub struct Waiter {
 }
 
 impl Waiter {
+    /// A waiter for an image that has not taken a slot yet (it may compare without one);
+    /// refused once `stop` is cancelled.
+    pub fn new(
+        slots: Arc<Semaphore>,
+        max_wait: Duration,
+        stop: CancellationToken,
+    ) -> Result<Waiter, WaitRefused> {
+        if stop.is_cancelled() {
+            return Err(WaitRefused::ShuttingDown);
+        }
+        Ok(Waiter {
+            slots,
+            slot: tokio::sync::Mutex::new(None),
+            copying: AtomicBool::new(false),
+            max_wait,
+            waited: Mutex::new(Duration::ZERO),
+            stop,
+        })
+    }
+
     /// Waits for a free slot of `slots`, then holds it; refused once `stop` is cancelled.
     pub async fn start(
         slots: Arc<Semaphore>,
         max_wait: Duration,
         stop: CancellationToken,
     ) -> Result<Waiter, WaitRefused> {
-        let permit = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Err(WaitRefused::ShuttingDown),
-            permit = slots.clone().acquire_owned() => permit.expect("the slots are never closed"),
-        };
-        if stop.is_cancelled() {
+        let waiter = Waiter::new(slots, max_wait, stop)?;
+        waiter.take_slot().await?;
+        Ok(waiter)
+    }
+
+    /// Takes a slot to copy in, waiting for one to be free; refused once `stop` is cancelled,
+    /// so no copy starts after it.
+    pub async fn take_slot(&self) -> Result<(), WaitRefused> {
+        self.copying.store(true, Ordering::SeqCst);
+        let mut slot = self.slot.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.acquire().await?);
+        }
+        if self.stop.is_cancelled() {
             return Err(WaitRefused::ShuttingDown);
         }
-        Ok(Waiter {
-            slots,
-            slot: tokio::sync::Mutex::new(Some(permit)),
-            max_wait,
-            waited: Mutex::new(Duration::ZERO),
-            stop,
-        })
+        Ok(())
+    }
+
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, WaitRefused> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Err(WaitRefused::ShuttingDown),
+            permit = self.slots.clone().acquire_owned() => Ok(permit.expect("the slots are never closed")),
+        }
     }
 
     /// Total time this image has waited.
@@ -102,12 +136,11 @@ impl Waiter {
             let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
             *waited = waited.saturating_add(duration);
         }
-        let mut slot = self.slot.lock().await;
-        if slot.is_none() {
-            *slot = Some(tokio::select! {
-                _ = self.stop.cancelled() => return Err(WaitRefused::ShuttingDown),
-                permit = self.slots.clone().acquire_owned() => permit.expect("the slots are never closed"),
-            });
+        if self.copying.load(Ordering::SeqCst) {
+            let mut slot = self.slot.lock().await;
+            if slot.is_none() {
+                *slot = Some(self.acquire().await?);
+            }
         }
         Ok(())
     }

@@ -450,6 +450,12 @@ impl Image {
             .collect()
     }
 
+    /// Points `tag` of `repo` at this image, which [`Image::push`] already put there: one
+    /// manifest PUT.
+    pub fn tag(&self, remote: impl Into<Remote>, repo: &str, tag: &str) {
+        put_manifest(&remote.into(), repo, tag, &self.top);
+    }
+
     /// Pushes blobs, then child manifests by digest, then the top manifest under `tag`.
     /// Panics with the registry's answer on any failure.
     pub fn push(&self, remote: impl Into<Remote>, repo: &str, tag: &str) -> Pushed {

@@ -8,6 +8,7 @@
 //! - [`image`]: random images (OCI, Docker v2, multi-arch, artifacts) and pushing them.
 //! - [`remote`]: reading a registry back (manifests, blobs, tags, whole-image checks).
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
+//! - [`tags`]: tag listings paged the ways other registries page them, as proxy rules.
 //! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
 //! - [`moto`]: AWS on loopback (moto's server mode); [`ecr`]: ECR's registry behaviour as rules.
 //! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
@@ -23,6 +24,7 @@ pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod remote;
+pub mod tags;
 
 // Re-exported for `use harness::*`; each binary uses only some of them.
 #[allow(unused_imports)]
@@ -34,7 +36,7 @@ pub use hub::{
 #[allow(unused_imports)]
 pub use image::{sha256_digest, Flavor, Image, ImageBuilder, Layer, Pushed};
 #[allow(unused_imports)]
-pub use proxy::{Action, Holder, Logged, Proxy, RequestInfo, Rule};
+pub use proxy::{Action, Answer, Holder, Logged, Proxy, RequestInfo, Rule};
 #[allow(unused_imports)]
 pub use registry::{Registry, RegistryOptions};
 #[allow(unused_imports)]
@@ -42,3 +44,5 @@ pub use remote::{
     blob_exists, check_complete, delete_blob, delete_manifest, get_blob, get_manifest,
     head_manifest, poll_manifest, tags, Remote,
 };
+#[allow(unused_imports)]
+pub use tags::{paged_tags, unsorted_tags, LinkStyle, Paging};

@@ -160,7 +160,6 @@ classify!(RequestInfo);
 classify!(Logged);
 
 /// What the proxy does with a request.
-#[derive(Debug)]
 pub enum Action {
     /// Pass it to the upstream and the answer back.
     Forward,
@@ -181,6 +180,36 @@ pub enum Action {
     Disconnect,
     /// Park the request until the test releases it (see [`Proxy::hold_on`]).
     Hold(Gate),
+    /// Forward, read the whole answer (small ones only: tag lists, manifests) and send the
+    /// client what `edit` makes of it.
+    Rewrite(Box<dyn FnOnce(Answer) -> Answer + Send>),
+}
+
+/// A whole answer, for [`Action::Rewrite`].
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// Headers, names in lower case (hop-by-hop ones and `content-length` left out).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Forward => f.write_str("Forward"),
+            Action::ForwardWithHeaders(h) => f.debug_tuple("ForwardWithHeaders").field(h).finish(),
+            Action::ForwardWithout(h) => f.debug_tuple("ForwardWithout").field(h).finish(),
+            Action::Respond { status, .. } => f
+                .debug_struct("Respond")
+                .field("status", status)
+                .finish_non_exhaustive(),
+            Action::CorruptBody => f.write_str("CorruptBody"),
+            Action::Disconnect => f.write_str("Disconnect"),
+            Action::Hold(gate) => f.debug_tuple("Hold").field(gate).finish(),
+            Action::Rewrite(_) => f.write_str("Rewrite(..)"),
+        }
+    }
 }
 
 impl Action {
@@ -544,6 +573,7 @@ async fn handle(
             body,
         } => Ok(respond(status, headers, body)),
         Action::Disconnect => Err("disconnect injected by test".into()),
+        Action::Rewrite(edit) => rewrite(&shared, request, edit).await,
         Action::Hold(Gate(state)) => {
             *state.arrived.lock().unwrap() = true;
             state.arrival.notify_all();
@@ -619,6 +649,32 @@ struct Edit {
     remove: Vec<String>,
     /// One body byte flipped.
     corrupt: bool,
+}
+
+/// Forwards `request`, then answers with what `edit` makes of the whole upstream answer.
+async fn rewrite(
+    shared: &Shared,
+    request: Request<Incoming>,
+    edit: Box<dyn FnOnce(Answer) -> Answer + Send>,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let response = forward(shared, request, Edit::default()).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes().to_vec();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != hyper::header::CONTENT_LENGTH)
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let answer = edit(Answer {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+    });
+    Ok(respond(answer.status, answer.headers, answer.body))
 }
 
 async fn forward(

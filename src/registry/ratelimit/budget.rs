@@ -71,6 +71,8 @@ pub struct RegistryUsage {
     pub paused: Duration,
     pub remaining: Option<u64>,
     pub limit: Option<u64>,
+    /// Tag-list requests (not pulls, but requests all the same).
+    pub tag_lists: u64,
 }
 
 /// Every registry's budget, created on first use. One per process: the daemon keeps it
@@ -136,7 +138,7 @@ impl Budgets {
         let mut usage: Vec<_> = by_host
             .values()
             .map(|b| b.usage())
-            .filter(|u| u.pulls > 0 || u.refused > 0 || !u.paused.is_zero())
+            .filter(|u| u.pulls > 0 || u.refused > 0 || !u.paused.is_zero() || u.tag_lists > 0)
             .collect();
         usage.sort_by(|a, b| a.registry.cmp(&b.registry));
         usage
@@ -165,6 +167,8 @@ struct State {
     resets_at: Option<Instant>,
     pulls: u64,
     refused: u64,
+    /// Tag-list requests: not pulls, but counted so the report shows every request type.
+    tag_lists: u64,
     /// Pauses that have ended, in wall-clock time.
     paused_total: Duration,
     /// Set while paused, so the pause is logged once.
@@ -309,6 +313,11 @@ impl Budget {
         )
     }
 
+    /// Counts one tag-list request to this registry.
+    pub fn count_tag_list(&self) {
+        self.state().tag_lists += 1;
+    }
+
     pub fn usage(&self) -> RegistryUsage {
         let s = self.state();
         RegistryUsage {
@@ -320,6 +329,7 @@ impl Budget {
                     .map_or(Duration::ZERO, |since| since.elapsed()),
             remaining: s.remaining,
             limit: s.limit,
+            tag_lists: s.tag_lists,
         }
     }
 }

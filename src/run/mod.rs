@@ -1,11 +1,19 @@
-//! One pass over every image of the config, and the report it ends with.
+//! One pass: its plan (every image, tag rules applied to fresh listings), then every image
+//! of the plan, and the report it ends with.
 //!
-//! Images are mirrored up to `defaults.concurrency` at a time, each in its own task: one that
-//! fails (or even panics) is recorded and the others carry on. The [`Report`] lists every
-//! result in config order and ends with the summary line.
+//! [`plan`] lists the repositories of mirrors with tag rules and turns what they select into
+//! jobs. Images are then compared all at once (the registry layer bounds the HEADs in flight
+//! per registry) and copied up to `defaults.concurrency` at a time, each in its own task: one
+//! that fails (or even panics) is recorded and the others carry on. The [`Report`] lists
+//! every result in config order and ends with the summary line.
+
+mod plan;
+mod report;
+
+pub use plan::{Claim, Claims, Plan};
+pub use report::{ImageResult, Report, Selected};
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,108 +28,6 @@ use crate::copy::{self, CopyError, Outcome, PassContext};
 use crate::registry::ratelimit::{Budgets, RegistryUsage};
 use crate::registry::waiting::{secs, Waiter};
 use crate::registry::Registries;
-
-/// The result of one image.
-#[derive(Debug)]
-pub struct ImageResult {
-    pub job: Job,
-    pub outcome: Result<Outcome, String>,
-}
-
-/// Everything a pass did, in config order.
-#[derive(Debug)]
-pub struct Report {
-    pub results: Vec<ImageResult>,
-    /// Pulls spent and time waited, per registry pulled from.
-    pub usage: Vec<RegistryUsage>,
-    pub elapsed: Duration,
-    pub dry_run: bool,
-}
-
-impl Report {
-    pub fn failed(&self) -> usize {
-        self.results.iter().filter(|r| r.outcome.is_err()).count()
-    }
-
-    /// Images copied (or that would be, in a dry run) and images already up to date.
-    pub fn counts(&self) -> (usize, usize) {
-        let changed = |r: &&ImageResult| {
-            matches!(
-                r.outcome,
-                Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. })
-            )
-        };
-        let unchanged = |r: &&ImageResult| matches!(r.outcome, Ok(Outcome::Unchanged { .. }));
-        (
-            self.results.iter().filter(changed).count(),
-            self.results.iter().filter(unchanged).count(),
-        )
-    }
-
-    /// The report for a person: a line per image that needs attention (every failure with its
-    /// reason; in a dry run every image), then the summary line.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let (mut changed, mut unchanged) = (0, 0);
-        for r in &self.results {
-            let (source, target) = (&r.job.source, &r.job.target);
-            match &r.outcome {
-                Ok(Outcome::Unchanged { .. }) => {
-                    unchanged += 1;
-                    if self.dry_run {
-                        let _ = writeln!(out, "unchanged   {source} → {target}");
-                    }
-                }
-                Ok(Outcome::WouldCopy {
-                    digest,
-                    target: now,
-                }) => {
-                    changed += 1;
-                    let now = now.as_deref().unwrap_or("nothing");
-                    let _ = writeln!(
-                        out,
-                        "would copy  {source} → {target} ({digest}; target has {now})"
-                    );
-                }
-                Ok(Outcome::Mirrored { .. }) => changed += 1,
-                Err(reason) => {
-                    let _ = writeln!(
-                        out,
-                        "FAILED      {source} → {target} ({}): {reason}",
-                        r.job.origin()
-                    );
-                }
-            }
-        }
-        for u in &self.usage {
-            let left = match (u.remaining, u.limit) {
-                (Some(remaining), Some(limit)) => format!(", {remaining} of {limit} left"),
-                (Some(remaining), None) => format!(", {remaining} left"),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "{}: {} pulls, {} refused (HTTP 429), paused {}{left}",
-                u.registry,
-                u.pulls,
-                u.refused,
-                secs(u.paused)
-            );
-        }
-        let verb = if self.dry_run {
-            "would copy"
-        } else {
-            "mirrored"
-        };
-        let _ = write!(
-            out,
-            "{verb} {changed}, unchanged {unchanged}, failed {} in {:.1} s",
-            self.failed(),
-            self.elapsed.as_secs_f64()
-        );
-        out
-    }
-}
 
 /// What every pass of one process shares: registry clients and pull budgets, the
 /// concurrency slots, and the shutdown signal.
@@ -154,6 +60,33 @@ impl Runner {
         })
     }
 
+    /// Plans the mirrors of `config` at the indexes `mirrors` (see [`Runner::plan`]) and
+    /// mirrors the planned images that `keep` keeps (a shard's share). Returns the report,
+    /// with what listing cost counted in, and the targets the plan claimed.
+    pub async fn run(
+        &self,
+        config: &Config,
+        mirrors: &[usize],
+        others: &Claims,
+        keep: &(dyn Fn(&Job) -> bool + Sync),
+        dry_run: bool,
+    ) -> (Report, Claims) {
+        let started = Instant::now();
+        let usage_before = self.registries.usage();
+        let plan = self.plan(config, mirrors, others).await;
+        let planned = plan.jobs.len();
+        let jobs: Vec<Job> = plan.jobs.into_iter().filter(|job| keep(job)).collect();
+        if jobs.len() < planned {
+            info!(images = jobs.len(), of = planned, "this shard's share");
+        }
+        let mut report = self.pass(&jobs, dry_run).await;
+        report.problems = plan.problems;
+        report.selections = plan.selections;
+        report.usage = usage_since(&usage_before, self.registries.usage());
+        report.elapsed = started.elapsed();
+        (report, plan.claims)
+    }
+
     /// Mirrors `jobs` once (compares only, when `dry_run`).
     pub async fn pass(&self, jobs: &[Job], dry_run: bool) -> Report {
         let started = Instant::now();
@@ -161,6 +94,7 @@ impl Runner {
         let ctx = PassContext {
             registries: self.registries.clone(),
             ledger: Arc::new(BlobLedger::default()),
+            manifests: Arc::default(),
             dry_run,
         };
         let mut tasks = JoinSet::new();
@@ -171,7 +105,7 @@ impl Runner {
             let span = tracing::info_span!("image", source = %job.source, target = %job.target);
             let handle = tasks.spawn(
                 async move {
-                    let waiter = match Waiter::start(slots, max_wait, stop).await {
+                    let waiter = match Waiter::new(slots, max_wait, stop) {
                         Ok(waiter) => waiter,
                         Err(refused) => return Err(format!("not started: {refused}")),
                     };
@@ -236,6 +170,7 @@ impl Runner {
             usage: usage_since(&usage_before, self.registries.usage()),
             elapsed: started.elapsed(),
             dry_run,
+            ..Report::default()
         }
     }
 }
@@ -258,10 +193,11 @@ fn usage_since(before: &[RegistryUsage], after: Vec<RegistryUsage>) -> Vec<Regis
                 now.pulls -= then.pulls.min(now.pulls);
                 now.refused -= then.refused.min(now.refused);
                 now.paused = now.paused.saturating_sub(then.paused);
+                now.tag_lists -= then.tag_lists.min(now.tag_lists);
             }
             now
         })
-        .filter(|u| u.pulls > 0 || u.refused > 0 || !u.paused.is_zero())
+        .filter(|u| u.pulls > 0 || u.refused > 0 || !u.paused.is_zero() || u.tag_lists > 0)
         .collect()
 }
 

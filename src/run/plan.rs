@@ -1,0 +1,274 @@
+//! The plan of a pass: which images it mirrors.
+//!
+//! A mirror's fixed images (an `images` reference, a `[[mirror]]`'s exact `tags`) are known
+//! from the config. A mirror with tag rules lists its source repository at every pass, so a
+//! tag published upstream is mirrored by the next run without an edit or a restart, and its
+//! rules pick from what the listing returns. Tags that leave the selection are left alone in
+//! the target: regmirror never deletes.
+//!
+//! Listing is the only time two mirrors can turn out to want one target tag from different
+//! sources (the config refuses it when both are written out). Such a tag is mirrored by
+//! neither: both mirrors are named and the pass fails, while everything else is done.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use futures_util::{stream, FutureExt, StreamExt};
+use tracing::{info, warn};
+
+use super::report::Selected;
+use super::Runner;
+use crate::config::{Config, Job, Mirror, TagSelection};
+use crate::reference::ImageRef;
+use crate::registry::tags::Listing;
+use crate::registry::waiting::Waiter;
+use crate::registry::{Failure, RegistryError};
+
+/// Repositories listed at once when several mirrors have tag rules.
+const LISTINGS_AT_ONCE: usize = 4;
+
+/// The most invalid tag names one problem line quotes.
+const QUOTED_TAGS: usize = 3;
+
+/// Who asked for a target tag, from which source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub mirror: String,
+    pub line: usize,
+    pub source: ImageRef,
+}
+
+/// Target references and the mirror that asked for each.
+pub type Claims = BTreeMap<String, Claim>;
+
+/// The images of one pass, and what stopped others from being planned.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    /// Mirrors whose listing failed or whose rules selected nothing, and tags two mirrors
+    /// claim: each a line for the report.
+    pub problems: Vec<String>,
+    /// What each mirror with rules listed and selected.
+    pub selections: Vec<Selected>,
+    /// Every target the planned mirrors asked for, contested ones included: the daemon keeps
+    /// them so that other mirrors' later runs see these claims.
+    pub claims: Claims,
+}
+
+impl Runner {
+    /// Plans the mirrors of `config` at the indexes `mirrors`: their fixed images, and the
+    /// tags their rules select from fresh listings. `others` are the targets other mirrors
+    /// claim (the daemon's memory of their last runs); a target claimed from two sources is
+    /// left out of the plan.
+    pub async fn plan(&self, config: &Config, mirrors: &[usize], others: &Claims) -> Plan {
+        let mut plan = Plan::default();
+        let mut candidates: Vec<Job> = config
+            .jobs
+            .iter()
+            .filter(|job| mirrors.contains(&job.mirror))
+            .cloned()
+            .collect();
+        // Boxed, so the pass's future stays Send for the daemon's tasks.
+        let listing_work: Vec<BoxFuture<'_, (usize, Result<Listing, RegistryError>)>> = mirrors
+            .iter()
+            .filter_map(|&i| config.mirrors[i].selection.as_ref().map(|s| (i, s)))
+            .map(|(index, selection)| async move { (index, self.list(selection).await) }.boxed())
+            .collect();
+        let listings: Vec<_> = stream::iter(listing_work)
+            .buffered(LISTINGS_AT_ONCE)
+            .collect()
+            .await;
+        for (index, listing) in listings {
+            let mirror = &config.mirrors[index];
+            let selection = mirror.selection.as_ref().expect("listed for its selection");
+            match listing {
+                Ok(listing) => {
+                    candidates.extend(select(mirror, index, selection, &listing, &mut plan));
+                }
+                Err(e) => plan.problems.push(listing_failed(mirror, selection, &e)),
+            }
+        }
+        let (jobs, problems, claims) = settle_claims(config, candidates, others);
+        plan.jobs = jobs;
+        plan.problems.extend(problems);
+        plan.claims = claims;
+        plan
+    }
+
+    /// Lists a selection's source repository, within `max_wait`, holding no copy slot.
+    async fn list(&self, selection: &TagSelection) -> Result<Listing, RegistryError> {
+        let waiter = Waiter::new(self.slots.clone(), self.max_wait, self.stop.clone()).map_err(
+            |refused| {
+                RegistryError::with(
+                    "list tags",
+                    selection.source.repo(),
+                    Failure::GaveUp(refused.to_string()),
+                )
+            },
+        )?;
+        self.registries
+            .list_tags(&selection.source.repo(), &waiter)
+            .await
+    }
+}
+
+/// The jobs of the tags `listing` offers that `mirror`'s rules select; problems (nothing
+/// selected, names that are not tags) go into `plan`.
+fn select(
+    mirror: &Mirror,
+    index: usize,
+    selection: &TagSelection,
+    listing: &Listing,
+    plan: &mut Plan,
+) -> Vec<Job> {
+    let chosen = selection.rules.select(&listing.tags);
+    let mut jobs = Vec::with_capacity(chosen.len());
+    let mut invalid = Vec::new();
+    for tag in &chosen {
+        match selection.job(tag, index, mirror.line) {
+            Ok(job) => jobs.push(job),
+            Err(_) => invalid.push(format!("{tag:?}")),
+        }
+    }
+    let repository = selection.source.repo();
+    info!(
+        mirror = %mirror.name,
+        listed = listing.tags.len(),
+        selected = jobs.len(),
+        requests = listing.requests,
+        "{}: {} tags listed, {} selected",
+        mirror.name,
+        listing.tags.len(),
+        jobs.len()
+    );
+    plan.selections.push(Selected {
+        mirror: mirror.name.clone(),
+        listed: listing.tags.len(),
+        selected: jobs
+            .iter()
+            .filter_map(|job| job.source.tag.clone())
+            .collect(),
+    });
+    if !invalid.is_empty() {
+        let shown: Vec<_> = invalid.iter().take(QUOTED_TAGS).cloned().collect();
+        let more = invalid.len().saturating_sub(QUOTED_TAGS);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        plan.problems.push(format!(
+            "{}: {repository} lists names that are not valid tags, left out: {}{more}",
+            place(mirror),
+            shown.join(", ")
+        ));
+    }
+    if chosen.is_empty() {
+        plan.problems.push(format!(
+            "{}: the rules ({}) select none of the {} tags {repository} lists",
+            place(mirror),
+            selection.rules,
+            listing.tags.len()
+        ));
+    }
+    jobs
+}
+
+/// The report's line for a listing that failed.
+fn listing_failed(mirror: &Mirror, selection: &TagSelection, e: &RegistryError) -> String {
+    let repository = selection.source.repo();
+    match &e.failure {
+        Failure::NotFound => format!(
+            "{}: repository {repository} does not exist (its tag list answered 404)",
+            place(mirror)
+        ),
+        _ => format!(
+            "{}: cannot list the tags of {repository}: {e}",
+            place(mirror)
+        ),
+    }
+}
+
+/// `mirror nginx (line 12)`.
+fn place(mirror: &Mirror) -> String {
+    named(&mirror.name, mirror.line)
+}
+
+fn named(mirror: &str, line: usize) -> String {
+    match line {
+        0 => format!("mirror {mirror}"),
+        line => format!("mirror {mirror} (line {line})"),
+    }
+}
+
+/// Drops the same image asked twice, and every target claimed from two different sources
+/// (here or in `others`), with a problem naming both claimants. Returns the jobs, the
+/// problems and every claim the candidates made.
+fn settle_claims(
+    config: &Config,
+    candidates: Vec<Job>,
+    others: &Claims,
+) -> (Vec<Job>, Vec<String>, Claims) {
+    /// A target two sources want: who claimed it first, and who else.
+    struct Contest {
+        first: Claim,
+        rivals: Vec<Claim>,
+    }
+    let mut claims = Claims::new();
+    let mut contests: BTreeMap<String, Contest> = BTreeMap::new();
+    let mut jobs = Vec::with_capacity(candidates.len());
+    for job in candidates {
+        let target = job.target.to_string();
+        let claim = Claim {
+            mirror: config.mirrors[job.mirror].name.clone(),
+            line: job.line,
+            source: job.source.clone(),
+        };
+        if let Some(contest) = contests.get_mut(&target) {
+            if contest.first.source != claim.source {
+                contest.rivals.push(claim.clone());
+            }
+            claims.entry(target).or_insert(claim);
+            continue;
+        }
+        let earlier = claims.get(&target).or_else(|| {
+            others
+                .get(&target)
+                .filter(|other| other.mirror != claim.mirror)
+        });
+        match earlier {
+            Some(earlier) if earlier.source == claim.source => {} // asked twice: copied once
+            Some(earlier) => {
+                let first = earlier.clone();
+                claims.entry(target.clone()).or_insert(claim.clone());
+                contests.insert(
+                    target,
+                    Contest {
+                        first,
+                        rivals: vec![claim],
+                    },
+                );
+            }
+            None => {
+                claims.insert(target, claim);
+                jobs.push(job);
+            }
+        }
+    }
+    jobs.retain(|job| !contests.contains_key(&job.target.to_string()));
+    let who = |c: &Claim| named(&c.mirror, c.line);
+    let mut problems = Vec::new();
+    for (target, contest) in &contests {
+        for rival in &contest.rivals {
+            warn!(%target, first = %contest.first.mirror, second = %rival.mirror, "two mirrors select one target tag from different sources: skipped");
+            problems.push(format!(
+                "{target}: {} selects it from {} and {} from {}: two sources for one tag, so neither is copied",
+                who(&contest.first),
+                contest.first.source,
+                who(rival),
+                rival.source
+            ));
+        }
+    }
+    (jobs, problems, claims)
+}

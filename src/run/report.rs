@@ -1,0 +1,147 @@
+//! What a pass did: a result per image, the problems of mirrors as a whole (a listing that
+//! failed, rules that selected nothing, a tag two mirrors claim), and what each registry
+//! spent; rendered for a person as a line per thing that needs attention and one summary line.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::config::Job;
+use crate::copy::Outcome;
+use crate::registry::ratelimit::RegistryUsage;
+use crate::registry::waiting::secs;
+
+/// The result of one image.
+#[derive(Debug)]
+pub struct ImageResult {
+    pub job: Job,
+    pub outcome: Result<Outcome, String>,
+}
+
+/// What one mirror with tag rules found when it listed its repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// The mirror's name.
+    pub mirror: String,
+    /// Tags the repository listed.
+    pub listed: usize,
+    /// The tags the rules selected (its exact `tags` not among them), in rule order.
+    pub selected: Vec<String>,
+}
+
+/// Everything a pass did, in config order.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub results: Vec<ImageResult>,
+    /// Failures that are no one image's: each a line naming its mirror (or SSM parameter) and
+    /// why. Any of them makes the pass a failure.
+    pub problems: Vec<String>,
+    /// What each mirror with tag rules listed and selected.
+    pub selections: Vec<Selected>,
+    /// Pulls spent, tags listed and time waited, per registry.
+    pub usage: Vec<RegistryUsage>,
+    pub elapsed: Duration,
+    pub dry_run: bool,
+}
+
+impl Report {
+    /// Images that failed, and problems of whole mirrors.
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|r| r.outcome.is_err()).count() + self.problems.len()
+    }
+
+    /// Images copied (or that would be, in a dry run) and images already up to date.
+    pub fn counts(&self) -> (usize, usize) {
+        let changed = |r: &&ImageResult| {
+            matches!(
+                r.outcome,
+                Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. })
+            )
+        };
+        let unchanged = |r: &&ImageResult| matches!(r.outcome, Ok(Outcome::Unchanged { .. }));
+        (
+            self.results.iter().filter(changed).count(),
+            self.results.iter().filter(unchanged).count(),
+        )
+    }
+
+    /// Every failure as one line: the problems, then each failed image with its reason.
+    pub fn failures(&self) -> Vec<String> {
+        let images = self.results.iter().filter_map(|r| {
+            let reason = r.outcome.as_ref().err()?;
+            Some(format!("{} → {}: {reason}", r.job.source, r.job.target))
+        });
+        self.problems.iter().cloned().chain(images).collect()
+    }
+
+    /// The report for a person: a line per image that needs attention (every failure with its
+    /// reason; in a dry run every image), then the summary line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for problem in &self.problems {
+            let _ = writeln!(out, "FAILED      {problem}");
+        }
+        let (mut changed, mut unchanged) = (0, 0);
+        for r in &self.results {
+            let (source, target) = (&r.job.source, &r.job.target);
+            match &r.outcome {
+                Ok(Outcome::Unchanged { .. }) => {
+                    unchanged += 1;
+                    if self.dry_run {
+                        let _ = writeln!(out, "unchanged   {source} → {target}");
+                    }
+                }
+                Ok(Outcome::WouldCopy {
+                    digest,
+                    target: now,
+                }) => {
+                    changed += 1;
+                    let now = now.as_deref().unwrap_or("nothing");
+                    let _ = writeln!(
+                        out,
+                        "would copy  {source} → {target} ({digest}; target has {now})"
+                    );
+                }
+                Ok(Outcome::Mirrored { .. }) => changed += 1,
+                Err(reason) => {
+                    let _ = writeln!(
+                        out,
+                        "FAILED      {source} → {target} ({}): {reason}",
+                        r.job.origin()
+                    );
+                }
+            }
+        }
+        for u in &self.usage {
+            let left = match (u.remaining, u.limit) {
+                (Some(remaining), Some(limit)) => format!(", {remaining} of {limit} left"),
+                (Some(remaining), None) => format!(", {remaining} left"),
+                _ => String::new(),
+            };
+            let listed = match u.tag_lists {
+                0 => String::new(),
+                1 => ", 1 tag list request".to_string(),
+                n => format!(", {n} tag list requests"),
+            };
+            let _ = writeln!(
+                out,
+                "{}: {} pulls, {} refused (HTTP 429), paused {}{left}{listed}",
+                u.registry,
+                u.pulls,
+                u.refused,
+                secs(u.paused)
+            );
+        }
+        let verb = if self.dry_run {
+            "would copy"
+        } else {
+            "mirrored"
+        };
+        let _ = write!(
+            out,
+            "{verb} {changed}, unchanged {unchanged}, failed {} in {:.1} s",
+            self.failed(),
+            self.elapsed.as_secs_f64()
+        );
+        out
+    }
+}
