@@ -216,6 +216,66 @@ fn cases() -> Vec<Case> {
             Some((5, 11, "\"/nonexistent/regmirror-test/ca.pem\"")),
             &["ca_file", "/nonexistent/regmirror-test/ca.pem"],
         ),
+        case(
+            "tag rules: an include that is not a regular expression",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\ninclude = ['v1', '1.27.(']\n",
+            Some((5, 18, "'1.27.('")),
+            &["mirror.include", "\"1.27.(\" is not a regular expression"],
+        ),
+        case(
+            "tag rules: an exclude that is not a regular expression",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\ninclude = ['.*']\nexclude = ['*-rc']\n",
+            Some((6, 12, "'*-rc'")),
+            &["mirror.exclude", "is not a regular expression"],
+        ),
+        case(
+            "tag rules: a semver range that is not one",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\nsemver = \">=1.27 <<2\"\n",
+            Some((5, 10, "\">=1.27 <<2\"")),
+            &["mirror.semver", "is not a version range"],
+        ),
+        case(
+            "tag rules: latest = 0",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\nlatest = 0\n",
+            Some((5, 10, "0")),
+            &["mirror.latest must be at least 1, not 0"],
+        ),
+        case(
+            "tag rules: exclude alone",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\nexclude = ['.*-rc.*']\n",
+            Some((5, 11, "['.*-rc.*']")),
+            &["mirror.exclude alone would select every other tag", "include = [\".*\"]"],
+        ),
+        case(
+            "tag rules: an empty include",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\ninclude = []\n",
+            Some((5, 11, "[]")),
+            &["mirror.include is empty"],
+        ),
+        case(
+            "tag rules: a source that names a tag",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool:v1\"\nlatest = 3\n",
+            Some((4, 10, "\"ghcr.io/org/tool:v1\"")),
+            &["names a tag or digest, but tag rules select the tags of a repository"],
+        ),
+        case(
+            "tag rules: a listed tag that exclude drops",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\ntags = [\"v1-rc\"]\ninclude = ['v.*']\nexclude = ['.*-rc']\n",
+            Some((5, 9, "\"v1-rc\"")),
+            &["tag \"v1-rc\" is listed in mirror.tags and dropped by mirror.exclude \".*-rc\""],
+        ),
+        case(
+            "a [[mirror]] repository with neither tags nor rules",
+            "[defaults]\ntarget = \"r.io/m\"\n[[mirror]]\nsource = \"ghcr.io/org/tool\"\n",
+            Some((4, 10, "\"ghcr.io/org/tool\"")),
+            &["is a repository: say which tags", "include = [\".*\"]` mirrors every tag"],
+        ),
+        case(
+            "tag rules without a target",
+            "[[mirror]]\nsource = \"ghcr.io/org/tool\"\ninclude = ['.*']\n",
+            Some((2, 10, "\"ghcr.io/org/tool\"")),
+            &["no target for ghcr.io/org/tool"],
+        ),
         case("nothing to mirror: empty file", "", None, &["nothing to mirror"]),
         case(
             "nothing to mirror: only [defaults]",
@@ -629,7 +689,7 @@ fn check_sends_no_request_even_for_a_valid_config() {
     sandbox.write_file(
         "conf/mirrors.toml",
         &format!(
-            "images = [\"{0}/team/app:1.0\"]\n[defaults]\ntarget = \"{0}/mirror\"\n",
+            "images = [\"{0}/team/app:1.0\"]\n[defaults]\ntarget = \"{0}/mirror\"\n\n[[mirror]]\nsource = \"{0}/team/tool\"\ninclude = ['v1\\..*']\nlatest = 2\n",
             proxy.host()
         ),
     );
@@ -640,10 +700,16 @@ fn check_sends_no_request_even_for_a_valid_config() {
     run.assert_success();
     assert!(
         run.stdout
-            .starts_with("conf/mirrors.toml: 1 image in 1 mirror\n"),
+            .starts_with("conf/mirrors.toml: 1 image and 1 repository by tag rules in 2 mirrors\n"),
         "{}",
         run.output()
     );
+    // Rules are checked and printed, and nothing is listed.
+    let rules_line = format!(
+        "  {0}/team/tool: tags listed at each run, selected by include v1\\..*; latest 2 → {0}/mirror/team/tool\n",
+        proxy.host()
+    );
+    assert!(run.stdout.contains(&rules_line), "{}", run.output());
     assert_eq!(proxy.requests(), Vec::<Logged>::new());
 }
 

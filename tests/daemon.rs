@@ -606,3 +606,138 @@ fn check_accepts_crontab_schedules_prints_the_next_three_runs_and_refuses_a_bad_
         run.output()
     );
 }
+
+#[test]
+fn a_mirror_with_tag_rules_picks_up_a_tag_published_upstream_at_its_next_run() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let image = Image::single(Flavor::Oci, 1, 1024);
+    image.push(&source, "team/app", "1.0.0");
+    image.tag(&source, "team/app", "1.1.0");
+    image.tag(&source, "team/app", "1.1.0-rc.1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "[defaults]\nschedule = \"*/2 * * * * *\"\n[server]\nlisten = \"127.0.0.1:0\"\n\n[[mirror]]\nname = \"app\"\nsource = \"{}/team/app\"\nsemver = \">=1.0.0\"\ntarget = \"{}/app\"\n",
+        source.host(),
+        target.host()
+    ));
+    let mut daemon = start_daemon(&sandbox);
+    let base = format!("http://{}", server_address(&mut daemon));
+    eventually(&daemon, "the first run mirrors the two releases", || {
+        tags(&target, "app") == ["1.0.0", "1.1.0"]
+    });
+    let newer = Image::single(Flavor::Docker, 1, 1024);
+    newer.push(&source, "team/app", "1.2.0");
+    eventually(&daemon, "a later run finds the new release", || {
+        poll_manifest(&target, "app", "1.2.0").as_deref() == Some(newer.digest())
+    });
+    // The tag that leaves the selection upstream stays in the target.
+    assert!(tags(&target, "app").contains(&"1.0.0".to_string()));
+    eventually(&daemon, "/healthz reports what the last run listed", || {
+        let health: serde_json::Value = http()
+            .get(format!("{base}/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let tags = &health["mirrors"][0]["last_run"]["tags"];
+        tags["listed"] == 4
+            && tags["selected"] == 3
+            && tags["selected_tags"] == serde_json::json!(["1.2.0", "1.1.0", "1.0.0"])
+    });
+    let metrics = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("regmirror_tags_selected{mirror=\"app\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "regmirror_tag_list_requests_total{{registry=\"{}\"}}",
+            source.host()
+        )),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_github_package_event_runs_the_mirrors_whose_source_is_that_package() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let app = Image::single(Flavor::Oci, 1, 1024);
+    app.push(&source, "org/app", "v1");
+    Image::single(Flavor::Oci, 1, 1024).push(&source, "org/other", "v1");
+    let sandbox = Sandbox::new();
+    let (src, dst) = (source.host(), target.host());
+    sandbox.write_config(&format!(
+        "[defaults]\nrun_on_start = false\ntarget = \"{dst}/m\"\n[server]\nlisten = \"127.0.0.1:0\"\nwebhook_secret = \"hook\"\n\n[[mirror]]\nname = \"app\"\nsource = \"{src}/org/app\"\ninclude = [\"v.*\"]\n\n[[mirror]]\nname = \"other\"\nsource = \"{src}/org/other\"\ninclude = [\"v.*\"]\n"
+    ));
+    let mut daemon = sandbox.regmirror().start();
+    let base = format!("http://{}", server_address(&mut daemon));
+    let deliver = |event: &str, body: &str| {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook").unwrap();
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        http()
+            .post(format!("{base}/sync"))
+            .header("X-GitHub-Event", event)
+            .header("X-Hub-Signature-256", signature)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    let ping = deliver("ping", r#"{"zen":"Keep it logically awesome."}"#);
+    assert_eq!(ping.status().as_u16(), 200);
+
+    // GHCR's shape: the version's package_url names the image.
+    app.tag(&source, "org/app", "v2");
+    let published = format!(
+        r#"{{"action":"published","package":{{"name":"app","namespace":"org","package_type":"container","package_version":{{"package_url":"{src}/org/app:v2"}},"registry":{{"url":"https://{src}"}}}}}}"#
+    );
+    let answer = deliver("package", &published);
+    assert_eq!(answer.status().as_u16(), 202);
+    let started: serde_json::Value = answer.json().unwrap();
+    assert_eq!(started["started"], serde_json::json!(["app"]));
+    eventually(&daemon, "the package's mirror runs", || {
+        tags(&target, "m/org/app") == ["v1", "v2"]
+    });
+    assert!(
+        tags(&target, "m/org/other").is_empty(),
+        "only that mirror ran"
+    );
+
+    // Without package_url: the registry's URL, the namespace and the name.
+    let by_name = format!(
+        r#"{{"action":"updated","package":{{"name":"other","namespace":"org","package_type":"CONTAINER","registry":{{"url":"http://{src}/"}}}}}}"#
+    );
+    let answer = deliver("package", &by_name);
+    assert_eq!(answer.status().as_u16(), 202);
+    eventually(&daemon, "the other mirror runs", || {
+        tags(&target, "m/org/other") == ["v1"]
+    });
+
+    let unknown = format!(
+        r#"{{"action":"published","package":{{"name":"nope","namespace":"org","package_type":"container","package_version":{{"package_url":"{src}/org/nope:1"}}}}}}"#
+    );
+    let answer = deliver("package", &unknown);
+    assert_eq!(answer.status().as_u16(), 404);
+    let reason: serde_json::Value = answer.json().unwrap();
+    assert!(
+        reason["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no mirror's source is {src}/org/nope")),
+        "{reason}"
+    );
+    let npm =
+        r#"{"action":"published","package":{"name":"lib","namespace":"org","package_type":"npm"}}"#;
+    assert_eq!(deliver("package", npm).status().as_u16(), 404);
+    let deleted = r#"{"action":"deleted","package":{"name":"app","namespace":"org"}}"#;
+    assert_eq!(deliver("package", deleted).status().as_u16(), 200);
+}

@@ -235,3 +235,278 @@ target = "{dst}/all"
         again.output()
     );
 }
+
+/// A small repository: `count` release tags `1.0.N`, all one image.
+fn small_repository(registry: &Registry, repo: &str, count: u32) -> Image {
+    let image = Image::single(Flavor::Docker, 1, 256);
+    image.push(registry, repo, "1.0.0");
+    for n in 1..count {
+        image.tag(registry, repo, &format!("1.0.{n}"));
+    }
+    image
+}
+
+fn tag_list_requests(proxy: &Proxy) -> usize {
+    proxy.count(|r| r.method == "GET" && r.endpoint() == harness::proxy::Endpoint::Tags)
+}
+
+#[test]
+fn listings_are_followed_through_every_paging_style_and_a_dry_run_spends_no_pull() {
+    let upstream = Registry::start();
+    let source = Proxy::start(upstream.host());
+    let target = Registry::start();
+    small_repository(&upstream, "team/app", 95);
+    let sandbox = Sandbox::new();
+    let (src, dst) = (source.host(), target.host());
+    sandbox.write_config(&format!(
+        "[[mirror]]\nsource = \"{src}/team/app\"\ninclude = [\".*\"]\ntarget = \"{dst}/app\"\n"
+    ));
+    // (rule, tag-list requests expected): the registry's own one-page answer; pages of 10 for
+    // each way of writing the link; pages of 7 whatever `n` asks for; a reversed order.
+    let styles: Vec<(&str, Option<Box<dyn Rule>>, usize)> = vec![
+        ("distribution's single page", None, 1),
+        (
+            "relative links",
+            Some(Box::new(paged_tags(
+                Paging {
+                    page: 10,
+                    ignore_n: false,
+                    style: LinkStyle::Relative,
+                },
+                src,
+            ))),
+            10,
+        ),
+        (
+            "absolute links with an opaque last",
+            Some(Box::new(paged_tags(
+                Paging {
+                    page: 10,
+                    ignore_n: false,
+                    style: LinkStyle::Absolute,
+                },
+                src,
+            ))),
+            10,
+        ),
+        (
+            "links relative to the path, opaque query",
+            Some(Box::new(paged_tags(
+                Paging {
+                    page: 10,
+                    ignore_n: false,
+                    style: LinkStyle::Opaque,
+                },
+                src,
+            ))),
+            10,
+        ),
+        (
+            "n ignored, pages shorter than asked",
+            Some(Box::new(paged_tags(
+                Paging {
+                    page: 7,
+                    ignore_n: true,
+                    style: LinkStyle::Relative,
+                },
+                src,
+            ))),
+            14,
+        ),
+        ("one unsorted page", Some(Box::new(unsorted_tags())), 1),
+    ];
+    for (style, rule, requests) in styles {
+        source.clear_rules();
+        source.clear();
+        if let Some(mut rule) = rule {
+            source.add_rule(move |request: &RequestInfo| rule.decide(request));
+        }
+        let run = sandbox.regmirror().args(["--once", "--dry-run"]).run();
+        run.assert_success();
+        assert_eq!(
+            run.stdout.matches("would copy  ").count(),
+            95,
+            "{style}: every tag listed\n{}",
+            run.output()
+        );
+        assert_eq!(tag_list_requests(&source), requests, "{style}: requests");
+        assert_eq!(
+            source.manifest_gets(),
+            0,
+            "{style}: a dry run spends no pull"
+        );
+        let asked = source.requests();
+        let first = asked
+            .iter()
+            .find(|r| r.endpoint() == harness::proxy::Endpoint::Tags)
+            .expect("a listing");
+        assert!(
+            first.path.ends_with("/tags/list?n=1000"),
+            "{style}: {}",
+            first.path
+        );
+    }
+    assert!(tags(&target, "app").is_empty(), "a dry run copies nothing");
+}
+
+#[test]
+fn a_listing_refused_with_429_waits_and_is_counted() {
+    let upstream = Registry::start();
+    let source = Proxy::start(upstream.host());
+    let target = Registry::start();
+    small_repository(&upstream, "team/app", 3);
+    source.add_rule(harness::proxy::times(1, |request: &RequestInfo| {
+        (request.endpoint() == harness::proxy::Endpoint::Tags).then(|| Action::Respond {
+            status: 429,
+            headers: vec![("retry-after".into(), "2".into())],
+            body: br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+        })
+    }));
+    let sandbox = Sandbox::new();
+    let (src, dst) = (source.host(), target.host());
+    sandbox.write_config(&format!(
+        "[[mirror]]\nsource = \"{src}/team/app\"\nsemver = \"1.0.*\"\ntarget = \"{dst}/app\"\n"
+    ));
+    let started = std::time::Instant::now();
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_success();
+    run.assert_summary("mirrored 3, unchanged 0, failed 0");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "Retry-After is a floor"
+    );
+    assert_eq!(tag_list_requests(&source), 2);
+    assert!(
+        run.stdout.contains(&format!(
+            "{src}: 1 pulls, 0 refused (HTTP 429), paused 0.0 s, 2 tag list requests"
+        )),
+        "{}",
+        run.output()
+    );
+    assert!(run.stderr.contains("will retry"), "{}", run.output());
+}
+
+#[test]
+fn a_missing_repository_and_rules_that_select_nothing_fail_their_mirror_alone() {
+    let upstream = Registry::start();
+    let target = Registry::start();
+    small_repository(&upstream, "team/app", 4);
+    let sandbox = Sandbox::new();
+    let (src, dst) = (upstream.host(), target.host());
+    sandbox.write_config(&format!(
+        r#"[defaults]
+target = "{dst}/m"
+
+[[mirror]]
+name = "gone"
+source = "{src}/team/gone"
+include = [".*"]
+
+[[mirror]]
+name = "none"
+source = "{src}/team/app"
+semver = ">=2"
+exclude = ['.*-rc.*']
+
+[[mirror]]
+name = "good"
+source = "{src}/team/app"
+latest = 2
+"#
+    ));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_code(1);
+    run.assert_summary("mirrored 2, unchanged 0, failed 2 in");
+    let failed = run.failed_lines();
+    assert_eq!(failed.len(), 2, "{}", run.output());
+    assert!(
+        failed.iter().any(|l| l.contains("mirror gone (line 5)")
+            && l.contains(&format!("repository {src}/team/gone does not exist"))),
+        "{}",
+        run.output()
+    );
+    assert!(
+        failed.iter().any(|l| l.contains("mirror none (line 10)")
+            && l.contains("the rules (exclude .*-rc.*; semver >=2) select none of the 4 tags")),
+        "{}",
+        run.output()
+    );
+    assert_eq!(tags(&target, "m/team/app"), ["1.0.2", "1.0.3"]);
+}
+
+#[test]
+fn two_mirrors_selecting_one_target_tag_from_different_sources_skip_it_and_name_both() {
+    let upstream = Registry::start();
+    let target = Registry::start();
+    small_repository(&upstream, "one/app", 3); // 1.0.0 1.0.1 1.0.2
+    let other = Image::single(Flavor::Oci, 1, 256);
+    other.push(&upstream, "two/app", "1.0.2");
+    other.tag(&upstream, "two/app", "2.0.0");
+    let sandbox = Sandbox::new();
+    let (src, dst) = (upstream.host(), target.host());
+    sandbox.write_config(&format!(
+        r#"[[mirror]]
+name = "one"
+source = "{src}/one/app"
+include = [".*"]
+target = "{dst}/app"
+
+[[mirror]]
+name = "two"
+source = "{src}/two/app"
+include = [".*"]
+target = "{dst}/app"
+"#
+    ));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_code(1);
+    run.assert_summary("mirrored 3, unchanged 0, failed 1 in");
+    let failed = run.failed_lines();
+    assert_eq!(failed.len(), 1, "{}", run.output());
+    assert!(
+        failed[0].contains(&format!("{dst}/app:1.0.2"))
+            && failed[0].contains("mirror one (line 2)")
+            && failed[0].contains("mirror two (line 8)"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(tags(&target, "app"), ["1.0.0", "1.0.1", "2.0.0"]);
+}
+
+#[test]
+fn many_tags_of_one_content_push_each_manifest_once_at_high_concurrency() {
+    let upstream = Registry::start();
+    let source = Proxy::start(upstream.host());
+    let registry = Registry::start();
+    let target = Proxy::start(registry.host());
+    let image = Image::multi_arch(Flavor::Docker, &["linux/amd64", "linux/arm64"], 1, 512);
+    image.push(&upstream, "team/app", "t0");
+    for n in 1..200 {
+        image.tag(&upstream, "team/app", &format!("t{n}"));
+    }
+    let sandbox = Sandbox::new();
+    let (src, dst) = (source.host(), target.host());
+    sandbox.write_config(&format!(
+        "[defaults]\nconcurrency = 16\n[[mirror]]\nsource = \"{src}/team/app\"\ninclude = [\"t.*\"]\ntarget = \"{dst}/app\"\n"
+    ));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_success();
+    run.assert_summary("mirrored 200, unchanged 0, failed 0 in");
+    assert_eq!(
+        source.manifest_gets(),
+        3,
+        "the index and its two children are pulled once"
+    );
+    let children = image.children().len();
+    assert_eq!(children, 2);
+    let child_puts = target.count(|r| r.is_manifest_put() && r.reference().starts_with("sha256:"));
+    assert_eq!(child_puts, 2, "each child manifest is pushed once");
+    assert_eq!(target.manifest_puts(), 2 + 200, "and one PUT per tag");
+    for n in [0, 99, 199] {
+        assert_eq!(
+            head_manifest(&registry, "app", &format!("t{n}")).as_deref(),
+            Some(image.digest())
+        );
+    }
+    check_complete(&registry, "app", "t150").unwrap();
+}

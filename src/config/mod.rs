@@ -299,7 +299,10 @@ impl Config {
             path: self.path.clone(),
             message: format!("cannot use Docker's credentials: {e}"),
         })?;
-        resolve::settle_registries(&self.path, &mut config.registries, &jobs, &docker)?;
+        let in_use = jobs
+            .iter()
+            .flat_map(|job| [&job.source.registry, &job.target.registry]);
+        resolve::settle_registries(&self.path, &mut config.registries, in_use, &docker)?;
         config.jobs.extend(jobs);
         Ok((config, problems))
     }

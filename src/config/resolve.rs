@@ -188,7 +188,16 @@ pub(super) fn resolve(
         });
     }
 
-    settle_registries(path, &mut registries, &jobs, docker)?;
+    let in_use = jobs
+        .iter()
+        .flat_map(|job| [&job.source.registry, &job.target.registry])
+        .chain(
+            mirrors
+                .iter()
+                .filter_map(|m| m.selection.as_ref())
+                .flat_map(|s| [&s.source.registry, &s.target.registry]),
+        );
+    settle_registries(path, &mut registries, in_use, docker)?;
 
     Ok(Config {
         path: path.to_path_buf(),
@@ -204,28 +213,26 @@ pub(super) fn resolve(
     })
 }
 
-/// Gives every registry a job touches settings: loopback speaks plain HTTP, and credentials
-/// the file does not give come from Docker's config.json.
-pub(super) fn settle_registries(
+/// Gives every registry in use settings: loopback speaks plain HTTP, and credentials the file
+/// does not give come from Docker's config.json.
+pub(super) fn settle_registries<'a>(
     path: &Path,
     registries: &mut BTreeMap<String, RegistrySettings>,
-    jobs: &[Job],
+    in_use: impl IntoIterator<Item = &'a String>,
     docker: &DockerConfig,
 ) -> Result<(), ConfigError> {
-    for job in jobs {
-        for registry in [&job.source.registry, &job.target.registry] {
-            let settings = registries
-                .entry(canonical_registry(registry).to_string())
-                .or_insert_with(|| RegistrySettings::implicit(registry));
-            if settings.credentials.is_none() && settings.ecr.is_none() {
-                settings.credentials = docker
-                    .credentials(registry)
-                    .map_err(|e| ConfigError::Whole {
-                        path: path.to_path_buf(),
-                        message: format!("cannot use Docker's credentials for {registry}: {e}"),
-                    })?
-                    .cloned();
-            }
+    for registry in in_use {
+        let settings = registries
+            .entry(canonical_registry(registry).to_string())
+            .or_insert_with(|| RegistrySettings::implicit(registry));
+        if settings.credentials.is_none() && settings.ecr.is_none() {
+            settings.credentials = docker
+                .credentials(registry)
+                .map_err(|e| ConfigError::Whole {
+                    path: path.to_path_buf(),
+                    message: format!("cannot use Docker's credentials for {registry}: {e}"),
+                })?
+                .cloned();
         }
     }
     Ok(())

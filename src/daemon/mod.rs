@@ -276,6 +276,21 @@ impl Daemon {
             plural(state.config.mirrors.len(), "mirror"),
             plural(state.config.jobs.len(), "image")
         );
+        let by_rules = state
+            .config
+            .mirrors
+            .iter()
+            .filter(|m| m.selection.is_some())
+            .count();
+        if by_rules > 0 {
+            status.push_str(&format!(
+                " and {} by tag rules",
+                match by_rules {
+                    1 => "1 repository".to_string(),
+                    n => format!("{n} repositories"),
+                }
+            ));
+        }
         if let Some(next) = next {
             status.push_str(&format!(", next run {}", stamp(next)));
         }

@@ -183,6 +183,46 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_push_refused_for_missing_references_is_tried_twice_more_after_short_pauses() {
+        let waiter = Waiter::new(
+            Arc::new(Semaphore::new(1)),
+            Duration::from_secs(600),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .unwrap();
+        let unsettled = || {
+            RegistryError::from_response(
+                "push manifest",
+                "r.io/app:1",
+                400,
+                br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+                false,
+            )
+        };
+        assert!(matches!(unsettled().failure, Failure::ReferencesMissing(_)));
+        let attempts = AtomicUsize::new(0);
+        let settled = retrying(&waiter, || async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(unsettled()),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(settled.is_ok());
+        assert_eq!(waiter.waited(), SETTLE_PAUSES.iter().sum::<Duration>());
+
+        let attempts = AtomicUsize::new(0);
+        let missing = retrying(&waiter, || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(unsettled())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(missing.failure, Failure::ReferencesMissing(_)));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1 + SETTLE_PAUSES.len());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn gives_up_at_max_wait_saying_why_and_fails_fast_on_other_errors() {
         let waiter = Waiter::start(
             Arc::new(Semaphore::new(1)),

@@ -203,6 +203,32 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn comparing_holds_no_slot_and_waits_take_one_only_once_copying() {
+        let slots = Arc::new(Semaphore::new(1));
+        let held = slots.clone().acquire_owned().await.unwrap();
+        let waiter = Waiter::new(
+            slots.clone(),
+            Duration::from_secs(60),
+            CancellationToken::new(),
+        )
+        .unwrap();
+        // Every slot is taken, yet a comparing image waits (a retry) and resumes.
+        waiter
+            .wait(Duration::from_secs(1), "a retry")
+            .await
+            .unwrap();
+        drop(held);
+        waiter.take_slot().await.unwrap();
+        assert_eq!(slots.available_permits(), 0, "copying holds a slot");
+        waiter.wait(Duration::from_secs(1), "budget").await.unwrap();
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "and takes it again after a wait"
+        );
+    }
+
     #[test]
     fn durations_read_like_a_person_wrote_them() {
         assert_eq!(secs(Duration::from_millis(93_400)), "1 min 33 s");

@@ -23,6 +23,7 @@ use crate::reference::ImageRef;
 use crate::registry::tags::Listing;
 use crate::registry::waiting::Waiter;
 use crate::registry::{Failure, RegistryError};
+use crate::selection::by_version_desc;
 
 /// Repositories listed at once when several mirrors have tag rules.
 const LISTINGS_AT_ONCE: usize = 4;
@@ -88,7 +89,7 @@ impl Runner {
                 Err(e) => plan.problems.push(listing_failed(mirror, selection, &e)),
             }
         }
-        let (jobs, problems, claims) = settle_claims(config, candidates, others);
+        let (jobs, problems, claims) = settle_claims(&config.mirrors, candidates, others);
         plan.jobs = jobs;
         plan.problems.extend(problems);
         plan.claims = claims;
@@ -144,10 +145,11 @@ fn select(
     plan.selections.push(Selected {
         mirror: mirror.name.clone(),
         listed: listing.tags.len(),
-        selected: jobs
-            .iter()
-            .filter_map(|job| job.source.tag.clone())
-            .collect(),
+        selected: {
+            let mut tags: Vec<String> = jobs.iter().filter_map(|j| j.source.tag.clone()).collect();
+            tags.sort_by(|a, b| by_version_desc(a, b));
+            tags
+        },
     });
     if !invalid.is_empty() {
         let shown: Vec<_> = invalid.iter().take(QUOTED_TAGS).cloned().collect();
@@ -205,7 +207,7 @@ fn named(mirror: &str, line: usize) -> String {
 /// (here or in `others`), with a problem naming both claimants. Returns the jobs, the
 /// problems and every claim the candidates made.
 fn settle_claims(
-    config: &Config,
+    mirrors: &[Mirror],
     candidates: Vec<Job>,
     others: &Claims,
 ) -> (Vec<Job>, Vec<String>, Claims) {
@@ -220,7 +222,7 @@ fn settle_claims(
     for job in candidates {
         let target = job.target.to_string();
         let claim = Claim {
-            mirror: config.mirrors[job.mirror].name.clone(),
+            mirror: mirrors[job.mirror].name.clone(),
             line: job.line,
             source: job.source.clone(),
         };
@@ -271,4 +273,94 @@ fn settle_claims(
         }
     }
     (jobs, problems, claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirror(name: &str, line: usize) -> Mirror {
+        Mirror {
+            name: name.to_string(),
+            schedule: None,
+            run_on_start: true,
+            line,
+            selection: None,
+        }
+    }
+
+    fn job(source: &str, target: &str, mirror: usize, line: usize) -> Job {
+        Job {
+            source: ImageRef::parse(source).unwrap(),
+            target: ImageRef::parse(target).unwrap(),
+            line,
+            listed_in: None,
+            mirror,
+        }
+    }
+
+    fn targets(jobs: &[Job]) -> Vec<String> {
+        jobs.iter().map(|j| j.target.to_string()).collect()
+    }
+
+    #[test]
+    fn a_tag_two_sources_claim_is_copied_by_neither_and_both_are_named() {
+        let mirrors = [mirror("one", 2), mirror("two", 8)];
+        let candidates = vec![
+            job("a.io/x/app:1", "r.io/app:1", 0, 2),
+            job("a.io/x/app:2", "r.io/app:2", 0, 2),
+            job("b.io/y/app:2", "r.io/app:2", 1, 8),
+            job("b.io/y/app:3", "r.io/app:3", 1, 8),
+            // The same image asked twice is copied once and contests nothing.
+            job("b.io/y/app:3", "r.io/app:3", 1, 9),
+        ];
+        let (jobs, problems, claims) = settle_claims(&mirrors, candidates, &Claims::new());
+        assert_eq!(targets(&jobs), ["r.io/app:1", "r.io/app:3"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "r.io/app:2: mirror one (line 2) selects it from a.io/x/app:2 and mirror two (line 8) from b.io/y/app:2"
+            ),
+            "{problems:?}"
+        );
+        assert_eq!(
+            claims.len(),
+            3,
+            "contested targets are claimed too: {claims:?}"
+        );
+    }
+
+    #[test]
+    fn claims_of_other_mirrors_runs_contest_this_one() {
+        let mirrors = [mirror("one", 2), mirror("two", 8)];
+        let mut others = Claims::new();
+        others.insert(
+            "r.io/app:2".to_string(),
+            Claim {
+                mirror: "one".to_string(),
+                line: 2,
+                source: ImageRef::parse("a.io/x/app:2").unwrap(),
+            },
+        );
+        // A claim of this very mirror from an earlier run contests nothing.
+        others.insert(
+            "r.io/app:3".to_string(),
+            Claim {
+                mirror: "two".to_string(),
+                line: 8,
+                source: ImageRef::parse("c.io/old/app:3").unwrap(),
+            },
+        );
+        let candidates = vec![
+            job("b.io/y/app:2", "r.io/app:2", 1, 8),
+            job("b.io/y/app:3", "r.io/app:3", 1, 8),
+        ];
+        let (jobs, problems, claims) = settle_claims(&mirrors, candidates, &others);
+        assert_eq!(targets(&jobs), ["r.io/app:3"]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            claims["r.io/app:2"].mirror, "two",
+            "so mirror one sees it next time"
+        );
+    }
 }

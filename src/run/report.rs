@@ -24,7 +24,7 @@ pub struct Selected {
     pub mirror: String,
     /// Tags the repository listed.
     pub listed: usize,
-    /// The tags the rules selected (its exact `tags` not among them), in rule order.
+    /// The tags the rules selected (its exact `tags` not among them), highest version first.
     pub selected: Vec<String>,
 }
 
