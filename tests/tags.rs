@@ -263,7 +263,9 @@ fn listings_are_followed_through_every_paging_style_and_a_dry_run_spends_no_pull
     ));
     // (rule, tag-list requests expected): the registry's own one-page answer; pages of 10 for
     // each way of writing the link; pages of 7 whatever `n` asks for; a reversed order.
-    let styles: Vec<(&str, Option<Box<dyn Rule>>, usize)> = vec![
+    /// A paging style: its name, the proxy rule that imposes it, and the requests it takes.
+    type Style = (&'static str, Option<Box<dyn Rule>>, usize);
+    let styles: Vec<Style> = vec![
         ("distribution's single page", None, 1),
         (
             "relative links",
