@@ -6,9 +6,11 @@
 //!   holds the exit codes every layer reports in.
 //! - [`config`] reads mirrors.toml in two stages into a validated [`config::Config`]: jobs
 //!   (source → target, named by [`reference`]), schedules ([`schedule`]) and the settings of
-//!   each registry ([`credentials`], ECR's in [`aws`]). [`shard`] picks one task's share.
-//! - [`run`] runs one pass: every job through [`copy`], a bounded number at once, into a
-//!   [`run::Report`].
+//!   each registry ([`credentials`], ECR's in [`aws`]). Tag rules are [`selection`]'s.
+//!   [`shard`] picks one task's share.
+//! - [`run`] runs one pass: its plan (repositories with tag rules listed, their tags
+//!   selected), then every job compared and, when changed, copied through [`copy`] a bounded
+//!   number at once, into a [`run::Report`].
 //! - [`copy`] mirrors one image: HEAD both sides, then blobs → child manifests → the tag,
 //!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses) and placing
 //!   blobs through [`copy::blobs`] (exists, mount, or stream, each blob moved once per pass).
@@ -25,7 +27,7 @@
 //!
 //! Imports between these top-level modules never go in a circle: `cli` on top; `daemon`,
 //! `run`, `copy`, `registry` and `config` below it in that order; `aws`, `credentials`,
-//! `reference`, `schedule`, `shard`, `manifest` and `exit` at the bottom.
+//! `reference`, `schedule`, `selection`, `shard`, `manifest` and `exit` at the bottom.
 
 pub mod aws;
 pub mod cli;

@@ -241,6 +241,13 @@ fn check_prints_the_plan_and_the_shipped_example_is_valid() {
         "{}",
         run.output()
     );
+    assert!(
+        run.stdout.contains(
+            "quay.io/prometheus/prometheus: tags listed at each run, selected by semver *; latest 5 → "
+        ),
+        "the example's tag rules are valid and printed\n{}",
+        run.output()
+    );
     for secret in [
         "not-a-real-token",
         "not-a-real-sync-token",

@@ -2,8 +2,8 @@
 //! measurements into BENCHMARKS.md's sections and summary rows.
 //!
 //! One test binary per scenario (`tests/bench_copy.rs`: 1 and 2, `tests/bench_big.rs`: 3,
-//! `tests/bench_ratelimit.rs`: 4, `tests/bench_idle.rs`: 5), each declaring `mod harness;` and
-//! `mod bench;` and using what it needs. All of them are ignored by default: `scripts/bench`
+//! `tests/bench_ratelimit.rs`: 4, `tests/bench_idle.rs`: 5, `tests/bench_tags.rs`: 6 and 7),
+//! each declaring `mod harness;` and `mod bench;` and using what it needs. All of them are ignored by default: `scripts/bench`
 //! runs them in release mode and assembles BENCHMARKS.md from what they write.
 //!
 //! - [`measure`]: a tool under GNU `/usr/bin/time` (exact peak RSS and CPU, wall time taken

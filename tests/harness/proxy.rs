@@ -180,6 +180,8 @@ pub enum Action {
     Disconnect,
     /// Park the request until the test releases it (see [`Proxy::hold_on`]).
     Hold(Gate),
+    /// Wait this long, then forward: a registry farther away than loopback.
+    Delay(Duration),
     /// Forward, read the whole answer (small ones only: tag lists, manifests) and send the
     /// client what `edit` makes of it.
     Rewrite(Box<dyn FnOnce(Answer) -> Answer + Send>),
@@ -207,6 +209,7 @@ impl fmt::Debug for Action {
             Action::CorruptBody => f.write_str("CorruptBody"),
             Action::Disconnect => f.write_str("Disconnect"),
             Action::Hold(gate) => f.debug_tuple("Hold").field(gate).finish(),
+            Action::Delay(d) => f.debug_tuple("Delay").field(d).finish(),
             Action::Rewrite(_) => f.write_str("Rewrite(..)"),
         }
     }
@@ -574,6 +577,10 @@ async fn handle(
         } => Ok(respond(status, headers, body)),
         Action::Disconnect => Err("disconnect injected by test".into()),
         Action::Rewrite(edit) => rewrite(&shared, request, edit).await,
+        Action::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            forward(&shared, request, Edit::default()).await
+        }
         Action::Hold(Gate(state)) => {
             *state.arrived.lock().unwrap() = true;
             state.arrival.notify_all();
