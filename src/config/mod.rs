@@ -307,13 +307,6 @@ impl Config {
         Ok((config, problems))
     }
 
-    /// The jobs of the mirror named `name`.
-    pub fn jobs_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Job> + 'a {
-        self.jobs
-            .iter()
-            .filter(move |job| self.mirrors[job.mirror].name == name)
-    }
-
     /// Pulls to leave unspent at a registry.
     pub fn reserve(&self, registry: &str) -> u64 {
         self.registry(registry)

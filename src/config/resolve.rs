@@ -1082,8 +1082,15 @@ source = "redis:7"
                 "\"0 3 * * *\" (UTC) true",
             ]
         );
-        assert_eq!(config.jobs_of("ghcr.io/org/tool").count(), 2);
-        assert_eq!(config.jobs_of("tool-utc").count(), 1);
+        let jobs_of = |name: &str| {
+            config
+                .jobs
+                .iter()
+                .filter(|job| config.mirrors[job.mirror].name == name)
+                .count()
+        };
+        assert_eq!(jobs_of("ghcr.io/org/tool"), 2);
+        assert_eq!(jobs_of("tool-utc"), 1);
         assert_eq!(config.jobs.iter().filter(|j| j.mirror == 1).count(), 1);
         assert_eq!(config.shutdown_grace, std::time::Duration::from_secs(10));
         assert!(config.server.is_none());
@@ -1201,5 +1208,42 @@ source = "redis:7"
             let err = resolve_with(&format!("{base}{bad}"), &[]).unwrap_err();
             assert!(err.contains(expected), "{bad:?}\n{err}");
         }
+    }
+
+    #[test]
+    fn a_mirror_with_tag_rules_lists_its_repository_and_keeps_its_exact_tags_as_jobs() {
+        let config = resolve_with(
+            r#"
+[defaults]
+target = "r.io/mirror"
+[[mirror]]
+source = "ghcr.io/org/app"
+tags = ["edge"]
+include = ['v1\..*']
+exclude = ['.*-rc.*']
+latest = 3
+[[mirror]]
+source = "quay.io/org/tool"
+semver = "^2"
+target = "r.io/tools/tool"
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(targets(&config), ["r.io/mirror/org/app:edge"]);
+        let first = config.mirrors[0].selection.as_ref().unwrap();
+        assert_eq!(first.source.repo().to_string(), "ghcr.io/org/app");
+        assert_eq!(first.target.to_string(), "r.io/mirror/org/app");
+        assert_eq!(
+            first.rules.to_string(),
+            "include v1\\..*; exclude .*-rc.*; latest 3"
+        );
+        let job = first.job("v1.2.0", 0, 3).unwrap();
+        assert_eq!(job.target.to_string(), "r.io/mirror/org/app:v1.2.0");
+        assert!(first.job("bad tag", 0, 3).is_err());
+        let second = config.mirrors[1].selection.as_ref().unwrap();
+        assert_eq!(second.target.to_string(), "r.io/tools/tool");
+        // Both repositories' registries are known, for plain HTTP and credentials.
+        assert!(config.registries.contains_key("quay.io"));
     }
 }
