@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use bench::measure::{measure, regmirror_in, require_tools, skopeo, strings, Measured};
 use bench::report::{
-    exits, fmt_list, fmt_median_secs, fmt_mib, fmt_secs, median, publish, render_rows, rss_mib,
-    secs, Row,
+    cpu_secs, exits, fmt_list, fmt_median_secs, fmt_mib, fmt_secs, median, publish, render_rows,
+    rss_mib, secs, Row,
 };
 use bench::Settings;
 use harness::proxy::Endpoint;
@@ -53,8 +53,8 @@ struct Corpus {
 impl Corpus {
     fn seed(quick: bool) -> Corpus {
         let source = Registry::start();
-        let minors = if quick { 46..=49 } else { 0..=49 };
-        let patches = if quick { 25 } else { 100 };
+        let minors = if quick { 40..=49 } else { 0..=49 };
+        let patches = if quick { 10 } else { 100 };
         let filler = Image::single(Flavor::Oci, 1, 256);
         let mut filler_pushed = false;
         let mut selected = Vec::new();
@@ -480,6 +480,13 @@ fn scenario_7_unchanged_pass_over_a_thousand_tags_25_ms_away() {
         delay.as_millis()
     );
     section.push_str(&render_rows(&rows));
-    writeln!(section, "\nExit codes: {}.\n", exits(&rounds)).unwrap();
+    writeln!(
+        section,
+        "\nregmirror's CPU (user + system, median): {}; peak RSS (median): {}; exit codes: {}.\n",
+        fmt_median_secs(&cpu_secs(&rounds)),
+        median(&rss_mib(&rounds)).map_or("–".to_owned(), fmt_mib),
+        exits(&rounds)
+    )
+    .unwrap();
     publish(&section, &rows);
 }

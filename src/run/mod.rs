@@ -29,6 +29,11 @@ use crate::registry::ratelimit::{Budgets, RegistryUsage};
 use crate::registry::waiting::{secs, Waiter};
 use crate::registry::Registries;
 
+/// Images under way at once, comparing or copying (copies are further held to
+/// `defaults.concurrency`): enough to keep [`crate::registry::HEADS_PER_REGISTRY`] HEADs in
+/// flight to a few registries, few enough that a pass over 100,000 tags holds little memory.
+const IMAGES_IN_FLIGHT: usize = 128;
+
 /// What every pass of one process shares: registry clients and pull budgets, the
 /// concurrency slots, and the shutdown signal.
 #[derive(Debug, Clone)]
@@ -99,29 +104,33 @@ impl Runner {
         };
         let mut tasks = JoinSet::new();
         let mut task_index = HashMap::new();
-        for (index, job) in jobs.iter().cloned().enumerate() {
-            let (ctx, slots, stop) = (ctx.clone(), self.slots.clone(), self.stop.clone());
-            let max_wait = self.max_wait;
-            let span = tracing::info_span!("image", source = %job.source, target = %job.target);
-            let handle = tasks.spawn(
-                async move {
-                    let waiter = match Waiter::new(slots, max_wait, stop) {
-                        Ok(waiter) => waiter,
-                        Err(refused) => return Err(format!("not started: {refused}")),
-                    };
-                    let image_started = Instant::now();
-                    let outcome = copy::mirror(&ctx, &job, &waiter).await;
-                    log_outcome(&outcome, image_started.elapsed());
-                    outcome.map_err(|e| e.to_string())
-                }
-                .instrument(span),
-            );
-            task_index.insert(handle.id(), index);
-        }
-
+        let mut pending = jobs.iter().cloned().enumerate();
         let mut outcomes: Vec<Option<Result<Outcome, String>>> = vec![None; jobs.len()];
         let mut deadline = None;
         loop {
+            // Images start as others end, so memory follows IMAGES_IN_FLIGHT, not the job count.
+            while tasks.len() < IMAGES_IN_FLIGHT && !self.stop.is_cancelled() {
+                let Some((index, job)) = pending.next() else {
+                    break;
+                };
+                let (ctx, slots, stop) = (ctx.clone(), self.slots.clone(), self.stop.clone());
+                let max_wait = self.max_wait;
+                let span = tracing::info_span!("image", source = %job.source, target = %job.target);
+                let handle = tasks.spawn(
+                    async move {
+                        let waiter = match Waiter::new(slots, max_wait, stop) {
+                            Ok(waiter) => waiter,
+                            Err(refused) => return Err(format!("not started: {refused}")),
+                        };
+                        let image_started = Instant::now();
+                        let outcome = copy::mirror(&ctx, &job, &waiter).await;
+                        log_outcome(&outcome, image_started.elapsed());
+                        outcome.map_err(|e| e.to_string())
+                    }
+                    .instrument(span),
+                );
+                task_index.insert(handle.id(), index);
+            }
             let joined = tokio::select! {
                 joined = tasks.join_next_with_id() => joined,
                 _ = self.stop.cancelled(), if deadline.is_none() => {
@@ -139,7 +148,15 @@ impl Runner {
                     continue;
                 }
             };
-            let Some(joined) = joined else { break };
+            let Some(joined) = joined else {
+                // Nothing under way: every image is done, or shutdown stopped the rest.
+                for (index, _) in pending.by_ref() {
+                    outcomes[index] = Some(Err(
+                        "not started: stopped waiting: regmirror is shutting down".to_string(),
+                    ));
+                }
+                break;
+            };
             let (id, outcome) = match joined {
                 Ok((id, outcome)) => (id, outcome),
                 Err(e) if e.is_cancelled() => (
