@@ -84,6 +84,14 @@ pub struct Cli {
 pub enum Command {
     /// Validate the config and print the plan (each source → target); exit 0 or 2.
     Check,
+    /// Print (or write under --out) the settings that make container runtimes pull mirrored
+    /// images from the mirror by their upstream names: containerd, CRI-O/podman/skopeo,
+    /// BuildKit, Docker. Needs defaults.layout = "registry"; exit 0 or 2.
+    Clients {
+        /// Write each file under this directory instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 impl Cli {
@@ -121,6 +129,7 @@ pub async fn execute(cli: Cli) -> Exit {
             print!("{}", plan(&config, chrono::Utc::now()));
             Exit::Success
         }
+        Some(Command::Clients { out }) => clients(&config, out.as_deref()),
         None if cli.once || cli.dry_run => {
             let stop = CancellationToken::new();
             if let Err(e) = signals::stop_on_terminate(stop.clone()) {
@@ -189,6 +198,36 @@ async fn once(
         Exit::SomeFailed
     } else {
         Exit::Success
+    }
+}
+
+/// `regmirror clients`: the runtime settings, printed or written under `out`.
+fn clients(config: &Config, out: Option<&Path>) -> Exit {
+    let settings = match crate::clients::settings(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.path.display());
+            return Exit::BadConfig;
+        }
+    };
+    let Some(dir) = out else {
+        print!("{}", crate::clients::render(&settings));
+        return Exit::Success;
+    };
+    match crate::clients::write(&settings, dir) {
+        Ok(written) => {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            for note in &settings.notes {
+                println!("note: {note}");
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: --out {}: {e}", dir.display());
+            Exit::BadConfig
+        }
     }
 }
 

@@ -22,6 +22,8 @@
 //!   live ([`daemon::watch`], SIGHUP via [`daemon::signals`]), [`daemon::systemd`] told of
 //!   each step, and [`daemon::server`] answering `/healthz`, `/metrics` ([`daemon::metrics`])
 //!   and `POST /sync`.
+//! - [`clients`] writes the settings that send container runtimes' pulls to the mirror
+//!   (`regmirror clients`).
 //! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,
 //!   [`aws::ecr`] gets ECR tokens and creates repositories.
 //!
@@ -31,6 +33,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod copy;
 pub mod credentials;

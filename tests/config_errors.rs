@@ -276,6 +276,24 @@ fn cases() -> Vec<Case> {
             Some((2, 10, "\"ghcr.io/org/tool\"")),
             &["no target for ghcr.io/org/tool"],
         ),
+        case(
+            "layout: an unknown value",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\nlayout = \"flat\"\n",
+            Some((4, 10, "\"flat\"")),
+            &["defaults.layout is \"flat\"; expected \"path\" (the default) or \"registry\""],
+        ),
+        case(
+            "layout: mirror_prefix without the registry layout",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nmirror_prefix = \"hub\"\n",
+            Some((5, 17, "\"hub\"")),
+            &["mirror_prefix names the registry's path in the registry layout"],
+        ),
+        case(
+            "layout: a mirror_prefix that is not a path",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\nlayout = \"registry\"\n[registries.\"docker.io\"]\nmirror_prefix = \"Docker Hub\"\n",
+            Some((6, 17, "\"Docker Hub\"")),
+            &["is not a repository path"],
+        ),
         case("nothing to mirror: empty file", "", None, &["nothing to mirror"]),
         case(
             "nothing to mirror: only [defaults]",

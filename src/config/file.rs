@@ -71,6 +71,8 @@ pub struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
     pub target: Option<Spanned<String>>,
+    /// `path` (the default) or `registry`.
+    pub layout: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<i64>>,
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
@@ -95,6 +97,8 @@ pub struct RawRegistry {
     pub region: Option<Spanned<String>>,
     /// ECR only: how repositories regmirror creates are set up.
     pub create: Option<Spanned<RawCreate>>,
+    /// The path standing for this registry in the registry layout.
+    pub mirror_prefix: Option<Spanned<String>>,
 }
 
 /// `[registries."host".create]`: CreateRepository's settings.
@@ -120,6 +124,7 @@ impl std::fmt::Debug for RawRegistry {
             .field("ecr", &self.ecr)
             .field("region", &self.region)
             .field("create", &self.create)
+            .field("mirror_prefix", &self.mirror_prefix)
             .finish()
     }
 }

@@ -23,7 +23,9 @@ pub use error::ConfigError;
 use crate::aws::ecr::{EcrHost, EcrSettings};
 use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Secret};
-use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
+use crate::reference::{
+    canonical_registry, is_loopback, registry_component, target_under, ImageRef, Layout, Repository,
+};
 use crate::schedule::Schedule;
 use crate::selection::TagRules;
 
@@ -54,10 +56,44 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The daemon's HTTP endpoint, if `[server]` asks for one.
     pub server: Option<ServerSettings>,
-    /// Where images without a target of their own go (`defaults.target` or `--target`).
-    pub default_target: Option<Repository>,
+    /// Where images without a target of their own go (`defaults.target` or `--target`), and
+    /// how they are named there (`defaults.layout`).
+    pub default_target: Option<DefaultTarget>,
     /// An SSM parameter listing more images, if `[ssm]` or `--ssm-parameter` names one.
     pub ssm: Option<SsmSettings>,
+}
+
+/// `defaults.target` with `defaults.layout`: where an image without a target of its own goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultTarget {
+    /// `host[:port][/prefix]`.
+    pub prefix: Repository,
+    pub layout: Layout,
+    /// `mirror_prefix` of each registry that sets one, by canonical name: the path standing
+    /// for that registry in the registry layout (empty: none).
+    pub registry_dirs: BTreeMap<String, String>,
+}
+
+impl DefaultTarget {
+    /// The path standing for `registry` in the registry layout.
+    pub fn registry_dir(&self, registry: &str) -> Result<String, String> {
+        let name = canonical_registry(registry);
+        if let Some(dir) = self.registry_dirs.get(name) {
+            return Ok(dir.clone());
+        }
+        registry_component(name).ok_or_else(|| {
+            format!("the registry layout cannot write {name} in a repository path: set mirror_prefix in [registries.\"{name}\"]")
+        })
+    }
+
+    /// The target repository of `source`.
+    pub fn repository_for(&self, source: &ImageRef) -> Result<Repository, String> {
+        let dir = match self.layout {
+            Layout::Path => String::new(),
+            Layout::Registry => self.registry_dir(&source.registry)?,
+        };
+        target_under(&self.prefix, source, self.layout, &dir).map_err(|e| e.to_string())
+    }
 }
 
 /// What the command line sets over the file (the flags win).
@@ -173,6 +209,9 @@ pub struct RegistrySettings {
     pub reserve: Option<u64>,
     /// Set when the registry is Amazon ECR: credentials then come from GetAuthorizationToken.
     pub ecr: Option<EcrSettings>,
+    /// `mirror_prefix`: the path standing for this registry in the registry layout, instead of
+    /// its name (`docker-hub` for `docker.io`, as ECR pull-through cache names it).
+    pub mirror_prefix: Option<String>,
 }
 
 impl RegistrySettings {
@@ -252,13 +291,19 @@ impl Config {
                     continue;
                 }
             };
-            let Some(prefix) = &self.default_target else {
+            let Some(default_target) = &self.default_target else {
                 problems.push(format!(
                     "{entry:?}: no target: set --target (REGMIRROR_TARGET) or defaults.target"
                 ));
                 continue;
             };
-            let target = prefix.join(&source.written_path).image_for(&source);
+            let target = match default_target.repository_for(&source) {
+                Ok(repository) => repository.image_for(&source),
+                Err(e) => {
+                    problems.push(format!("{entry:?}: {e}"));
+                    continue;
+                }
+            };
             match taken.get(&target.to_string()) {
                 Some(earlier) if *earlier == source => continue,
                 Some(earlier) => {

@@ -11,14 +11,14 @@ use chrono_tz::Tz;
 
 use super::file::{RawConfig, RawCreate, RawMirror, RawRegistry, RawServer};
 use super::{
-    ssm_mirror_name, Config, ConfigError, Job, Mirror, Overrides, RateLimitSettings,
+    ssm_mirror_name, Config, ConfigError, DefaultTarget, Job, Mirror, Overrides, RateLimitSettings,
     RegistrySettings, ServerSettings, TagSelection, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
     DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Secret};
-use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
+use crate::reference::{canonical_registry, is_loopback, ImageRef, Layout, Repository};
 use crate::schedule::Schedule;
 use crate::selection::{parse_range, Pattern, TagRules};
 
@@ -46,7 +46,7 @@ pub(super) fn resolve(
             .collect(),
     };
 
-    let default_target = match (&overrides.target, &raw.defaults.target) {
+    let target_prefix = match (&overrides.target, &raw.defaults.target) {
         (Some(flag), _) => {
             Some(
                 Repository::parse(flag, false).map_err(|e| ConfigError::Whole {
@@ -145,6 +145,39 @@ pub(super) fn resolve(
         let settings = r.registry_settings(name, settings)?;
         registries.insert(key, settings);
     }
+    let layout = match &raw.defaults.layout {
+        Some(written) => {
+            let expanded = r.expand(written, "defaults.layout")?;
+            Layout::parse(&expanded).ok_or_else(|| {
+                r.at(
+                    written.span(),
+                    format!("defaults.layout is {expanded:?}; expected \"path\" (the default) or \"registry\""),
+                )
+            })?
+        }
+        None => Layout::Path,
+    };
+    if layout != Layout::Registry {
+        if let Some((name, span)) = raw.registries.iter().find_map(|(name, settings)| {
+            settings
+                .mirror_prefix
+                .as_ref()
+                .map(|p| (name.get_ref(), p.span()))
+        }) {
+            return Err(r.at(
+                span,
+                format!("registries.{name:?}.mirror_prefix names the registry's path in the registry layout: set defaults.layout = \"registry\", or drop it"),
+            ));
+        }
+    }
+    let default_target = target_prefix.map(|prefix| DefaultTarget {
+        prefix,
+        layout,
+        registry_dirs: registries
+            .iter()
+            .filter_map(|(name, s)| s.mirror_prefix.clone().map(|p| (name.clone(), p)))
+            .collect(),
+    });
 
     let mut jobs = Jobs::default();
     for image in &raw.images {
@@ -380,11 +413,14 @@ impl Resolver<'_> {
     fn default_target_for(
         &self,
         source: &ImageRef,
-        default_target: Option<&Repository>,
+        default_target: Option<&DefaultTarget>,
         span: Range<usize>,
     ) -> Result<ImageRef, ConfigError> {
         match default_target {
-            Some(prefix) => Ok(prefix.join(&source.written_path).image_for(source)),
+            Some(default_target) => default_target
+                .repository_for(source)
+                .map(|repository| repository.image_for(source))
+                .map_err(|e| self.at(span, format!("{source}: {e}"))),
             None => Err(self.at(
                 span,
                 format!("no target for {source}: set `target` in [defaults], or give this image a [[mirror]] entry with its own `target`"),
@@ -395,7 +431,7 @@ impl Resolver<'_> {
     fn mirror_jobs(
         &self,
         mirror: &Spanned<RawMirror>,
-        default_target: Option<&Repository>,
+        default_target: Option<&DefaultTarget>,
         defaults: &When<'_>,
         jobs: &mut Jobs,
     ) -> Result<(), ConfigError> {
@@ -497,7 +533,9 @@ impl Resolver<'_> {
             let target = match &own_target {
                 Some(repo) => repo.clone(),
                 None => match default_target {
-                    Some(prefix) => prefix.join(&source.written_path),
+                    Some(default_target) => default_target
+                        .repository_for(&source)
+                        .map_err(|e| self.at(m.source.span(), format!("{}: {e}", source.repo())))?,
                     None => {
                         return Err(self.at(
                             m.source.span(),
@@ -663,6 +701,26 @@ impl Resolver<'_> {
             Some(n) => Some(self.count(n, &key("reserve"))?),
             None => None,
         };
+        let mirror_prefix = match &raw.mirror_prefix {
+            Some(written) => {
+                let prefix = self.expand(written, &key("mirror_prefix"))?;
+                let prefix = prefix.trim_matches('/').to_string();
+                if !prefix.is_empty() {
+                    // Judged as a repository path would be.
+                    Repository::parse(&format!("r.io/{prefix}"), true).map_err(|_| {
+                        self.at(
+                            written.span(),
+                            format!(
+                                "{} {prefix:?} is not a repository path: lower case letters, digits and separators (`docker-hub`, `mirror/hub`), or \"\" for none",
+                                key("mirror_prefix")
+                            ),
+                        )
+                    })?;
+                }
+                Some(prefix)
+            }
+            None => None,
+        };
         let ecr = self.ecr_settings(name, raw)?;
         if let (Some(_), Some(user)) = (&ecr, &raw.username) {
             return Err(self.at(
@@ -684,6 +742,7 @@ impl Resolver<'_> {
             ca_file,
             reserve,
             ecr,
+            mirror_prefix,
         })
     }
 
@@ -1245,5 +1304,46 @@ target = "r.io/tools/tool"
         assert_eq!(second.target.to_string(), "r.io/tools/tool");
         // Both repositories' registries are known, for plain HTTP and credentials.
         assert!(config.registries.contains_key("quay.io"));
+    }
+
+    #[test]
+    fn the_registry_layout_names_targets_by_registry_and_full_repository() {
+        let config = resolve_with(
+            r#"
+images = ["nginx:stable", "ghcr.io/org/app:v1", "127.0.0.1:5001/team/app:1.0", "quay.io/p/prom:v2", "Registry.Example.com:443/a:1"]
+[defaults]
+target = "r.io/mirror"
+layout = "registry"
+[registries."quay.io"]
+mirror_prefix = "quay"
+[[mirror]]
+source = "docker.io/grafana/grafana"
+latest = 2
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            targets(&config),
+            [
+                "r.io/mirror/docker.io/library/nginx:stable",
+                "r.io/mirror/ghcr.io/org/app:v1",
+                "r.io/mirror/127.0.0.1-5001/team/app:1.0",
+                "r.io/mirror/quay/p/prom:v2",
+                "r.io/mirror/registry.example.com-443/a:1",
+            ]
+        );
+        let selection = config.mirrors[5].selection.as_ref().unwrap();
+        assert_eq!(
+            selection.target.to_string(),
+            "r.io/mirror/docker.io/grafana/grafana"
+        );
+        // The SSM list follows the layout too.
+        let (jobs, problems) = config.listed_jobs(&["alpine:3".to_string()], 0);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            jobs[0].target.to_string(),
+            "r.io/mirror/docker.io/library/alpine:3"
+        );
     }
 }

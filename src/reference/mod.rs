@@ -230,6 +230,66 @@ impl fmt::Display for Repository {
     }
 }
 
+/// How images are named under a target prefix (`defaults.target`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// The path as written, registry dropped: `nginx:stable` → `<prefix>/nginx:stable`.
+    #[default]
+    Path,
+    /// The source registry, then the full repository: `nginx:stable` →
+    /// `<prefix>/docker.io/library/nginx:stable`, the naming container runtimes' mirror
+    /// settings can map an upstream name to.
+    Registry,
+}
+
+impl Layout {
+    /// `path` or `registry`, as mirrors.toml writes it.
+    pub fn parse(written: &str) -> Option<Layout> {
+        match written {
+            "path" => Some(Layout::Path),
+            "registry" => Some(Layout::Registry),
+            _ => None,
+        }
+    }
+}
+
+/// The path component that stands for `registry` in the registry layout: its canonical name
+/// in lower case (host names are case-insensitive, repository paths are lower case), with a
+/// port's `:` written `-` (`127.0.0.1:5001` → `127.0.0.1-5001`), since a repository path
+/// cannot hold a colon. `None` for a name no path component can hold.
+pub fn registry_component(registry: &str) -> Option<String> {
+    let component = canonical_registry(registry)
+        .to_ascii_lowercase()
+        .replace(':', "-");
+    grammar::check(&format!("r.io/{component}"), None, None)
+        .ok()
+        .map(|_| component)
+}
+
+/// Where `source` goes under `prefix` in `layout`. `registry_dir` is the path standing for the
+/// source's registry in the registry layout (its [`registry_component`], or a
+/// `mirror_prefix`; empty for none). Fails when the name passes the grammar's limits.
+pub fn target_under(
+    prefix: &Repository,
+    source: &ImageRef,
+    layout: Layout,
+    registry_dir: &str,
+) -> Result<Repository, ReferenceError> {
+    let path = match layout {
+        Layout::Path => source.written_path.clone(),
+        Layout::Registry if registry_dir.is_empty() => source.repository.clone(),
+        Layout::Registry => format!("{registry_dir}/{}", source.repository),
+    };
+    let target = prefix.join(&path);
+    grammar::check(&target.to_string(), None, None).map_err(|reason| {
+        ReferenceError::InvalidTarget {
+            written: target.to_string(),
+            reason,
+        }
+    })?;
+    Ok(target)
+}
+
 /// The host that serves a registry's API.
 pub fn api_host(registry: &str) -> &str {
     match registry {
