@@ -15,10 +15,15 @@ pub(super) fn files(routes: &[Route]) -> Vec<File> {
     );
     for route in routes {
         content.push_str(&format!(
-            "\n[[registry]]\nprefix = {registry}\nlocation = {registry}\n\n\
-             [[registry.mirror]]\nlocation = {}\n",
-            quoted(&route.mirror_location()),
+            "\n[[registry]]\nprefix = {registry}\nlocation = {registry}\n",
             registry = quoted(&route.registry),
+        ));
+        if route.upstream.starts_with("http://") {
+            content.push_str("insecure = true\n");
+        }
+        content.push_str(&format!(
+            "\n[[registry.mirror]]\nlocation = {}\n",
+            quoted(&route.mirror_location())
         ));
         if route.mirror_scheme == "http" {
             content.push_str("insecure = true\n");
