@@ -293,7 +293,11 @@ target = "m.example.com/tools/tool"
             conf.contains("prefix = \"ghcr.io\"\nlocation = \"ghcr.io\"\n\n[[registry.mirror]]\nlocation = \"m.example.com/mirror/ghcr.io\"\n"),
             "{conf}"
         );
-        assert!(!conf.contains("insecure"), "an HTTPS mirror: {conf}");
+        assert_eq!(
+            conf.matches("insecure = true").count(),
+            1,
+            "the loopback source only, not the HTTPS mirror: {conf}"
+        );
         let buildkit = file(&settings, "buildkit/buildkitd.toml");
         assert!(
             buildkit.contains(
