@@ -689,7 +689,9 @@ fn shard_usage_errors_exit_2_naming_what_is_wrong() {
     sandbox.write_config("images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n");
     const INDEX: &str = "JOB_COMPLETION_INDEX";
     let k8s = ["--shards", "3", "--shard-index-env", INDEX];
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // (arguments, environment, what stderr must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--once", "--shards", "3"], &[(INDEX, "0")], "--shard-index-env <VAR>"),
         (&["--once", "--shard-index-env", INDEX], &[(INDEX, "0")], "--shards <N>"),
         (&["--once", "--shards", "0", "--shard-index-env", INDEX], &[(INDEX, "0")], "'0' for '--shards <N>'"),

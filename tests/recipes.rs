@@ -589,3 +589,64 @@ fn the_github_workflow_runs_regmirror_and_ends_with_its_exit_code() {
     }
     assert_eq!(mirrored(&target, &names).len(), 1);
 }
+
+/// Writes `files` the way the kubelet updates a ConfigMap volume: into a new hidden
+/// directory, then `..data` switched to it by renaming a new symlink over it, the visible
+/// names being symlinks through `..data` (created on the first update).
+fn kubelet_configmap_update(dir: &Path, generation: u32, files: &[(&str, &str)]) {
+    use std::os::unix::fs::symlink;
+    let version = format!("..2026_01_01_00_00_0{generation}.{generation}");
+    std::fs::create_dir_all(dir.join(&version)).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(&version).join(name), content).unwrap();
+    }
+    symlink(&version, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (name, _) in files {
+        if std::fs::symlink_metadata(dir.join(name)).is_err() {
+            symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
+    }
+    if generation > 1 {
+        let old = format!("..2026_01_01_00_00_0{}.{}", generation - 1, generation - 1);
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[test]
+fn a_configmap_update_reaches_the_daemon_without_a_restart() {
+    const DEPLOYMENT: &str = "deploy/kubernetes/daemon/deployment.yaml";
+    let source = Registry::start();
+    let target = Registry::start();
+    let names = vec!["first".to_string(), "second".to_string()];
+    seed(&source, &names);
+    let sandbox = Sandbox::new();
+    let pod = kubernetes_container(DEPLOYMENT, &sandbox);
+    let config = PathBuf::from(pod.value_of("--config"));
+    let dir = config.parent().unwrap();
+    let file = config.file_name().unwrap().to_str().unwrap();
+    let toml = |names: &[String]| {
+        format!(
+            "{}[defaults]\ntarget = \"{}/mirror\"\n",
+            images_toml(&source, names),
+            target.host()
+        )
+    };
+    kubelet_configmap_update(dir, 1, &[(file, &toml(&names[..1]))]);
+    let mut daemon = pod.command(&sandbox).start();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let until = |count: usize| {
+        while mirrored(&target, &names).len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} images not mirrored\n{}",
+                daemon.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until(1);
+    kubelet_configmap_update(dir, 2, &[(file, &toml(&names))]);
+    until(2);
+    assert!(daemon.is_running(), "{}", daemon.stderr());
+}
