@@ -1,7 +1,12 @@
 # regmirror container image: a release build on Debian bookworm, run as a non-root user.
 #
-#   docker build -t regmirror .
+#   docker build -t regmirror .            # or, with no daemon: buildah build -t regmirror .
 #   docker run --rm regmirror --help
+#
+# Base images are named in full (docker.io/library/...) so that buildah and podman, which refuse
+# unqualified names unless registries.conf lists search registries, build it as Docker does.
+# deploy/kubernetes runs this image (runAsUser 10001 matches USER below) and so do the AWS
+# recipes; tests/recipes.rs runs their commands on this ENTRYPOINT and CMD.
 #
 # ENTRYPOINT is the binary and CMD is --once, so running the image with no arguments does one
 # pass and exits (0 all mirrored, 1 some image failed, 2 bad config or usage); the AWS recipes in
@@ -11,13 +16,13 @@
 # The image holds no config file: give one with --config/REGMIRROR_CONFIG, or use
 # --ssm-parameter and --target.
 
-FROM rust:1-bookworm AS build
+FROM docker.io/library/rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN cargo build --release --locked --bin regmirror
 
-FROM debian:bookworm-slim
+FROM docker.io/library/debian:bookworm-slim
 # CA certificates for HTTPS to the registries and AWS; nothing else. Unpinned on purpose: the
 # bookworm security updates to ca-certificates should be picked up by a rebuild.
 # hadolint ignore=DL3008

@@ -15,7 +15,7 @@ use crate::daemon::signals;
 use crate::exit::Exit;
 use crate::logging::LogFormat;
 use crate::run::{Claims, Runner};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardError};
 use tracing::info;
 
 /// The config file read when neither `--config` nor `REGMIRROR_CONFIG` names one.
@@ -52,8 +52,37 @@ pub struct Cli {
 
     /// Mirror only shard I of N (1-based), split by a stable hash of each target reference,
     /// so N scheduled tasks can share one list.
-    #[arg(long, env = "REGMIRROR_SHARD", global = true, value_name = "I/N")]
+    #[arg(
+        long,
+        env = "REGMIRROR_SHARD",
+        global = true,
+        value_name = "I/N",
+        conflicts_with_all = ["shards", "shard_index_env"]
+    )]
     pub shard: Option<Shard>,
+
+    /// Split the images between N tasks like --shard, this task's index read from the variable
+    /// --shard-index-env names, counted from 0 (the Kubernetes Indexed Job form).
+    #[arg(
+        long,
+        env = "REGMIRROR_SHARDS",
+        global = true,
+        value_name = "N",
+        requires = "shard_index_env",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub shards: Option<u32>,
+
+    /// The environment variable holding this task's shard index, 0 to N-1: JOB_COMPLETION_INDEX
+    /// in a Kubernetes Indexed Job, AWS_BATCH_JOB_ARRAY_INDEX in an AWS Batch array job.
+    #[arg(
+        long,
+        env = "REGMIRROR_SHARD_INDEX_ENV",
+        global = true,
+        value_name = "VAR",
+        requires = "shards"
+    )]
+    pub shard_index_env: Option<String>,
 
     /// Run one pass over every image, then exit (0 all mirrored, 1 some failed, 2 bad config).
     /// Without it regmirror runs as a daemon, each mirror on its schedule.
@@ -98,10 +127,30 @@ impl Cli {
     pub fn verbosity(&self) -> i8 {
         self.verbose.min(4) as i8 - self.quiet.min(4) as i8
     }
+
+    /// This task's shard, from `--shard I/N`, or from `--shards N` and the 0-based index in the
+    /// variable `--shard-index-env` names (clap has made sure those two come together).
+    pub fn shard(&self) -> Result<Option<Shard>, ShardError> {
+        match (self.shard, self.shards, &self.shard_index_env) {
+            (Some(shard), _, _) => Ok(Some(shard)),
+            (None, Some(count), Some(var)) => {
+                let value = std::env::var_os(var).map(|v| v.to_string_lossy().into_owned());
+                Shard::from_zero_based(var, value.as_deref(), count).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Runs what the command line asks for. Reports go to stdout, errors and logs to stderr.
 pub async fn execute(cli: Cli) -> Exit {
+    let shard = match cli.shard() {
+        Ok(shard) => shard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::BadConfig;
+        }
+    };
     let overrides = Overrides {
         target: cli.target.clone(),
         ssm_parameter: cli.ssm_parameter.clone(),
@@ -127,6 +176,22 @@ pub async fn execute(cli: Cli) -> Exit {
     match cli.command {
         Some(Command::Check) => {
             print!("{}", plan(&config, chrono::Utc::now()));
+            if let Some(shard) = shard {
+                let share = config
+                    .jobs
+                    .iter()
+                    .filter(|job| shard.includes(&job.target.to_string()))
+                    .count();
+                let from = match (&cli.shard_index_env, cli.shard) {
+                    (Some(var), None) => format!(" ({var}={}, counted from 0)", shard.index - 1),
+                    _ => String::new(),
+                };
+                println!(
+                    "shard {shard}{from}: {share} of these {} images, and its share of the tags \
+                     that rules select at each run",
+                    config.jobs.len()
+                );
+            }
             Exit::Success
         }
         Some(Command::Clients { out }) => clients(&config, out.as_deref()),
@@ -136,9 +201,9 @@ pub async fn execute(cli: Cli) -> Exit {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return Exit::SomeFailed;
             }
-            once(config, cli.shard, cli.dry_run, stop).await
+            once(config, shard, cli.dry_run, stop).await
         }
-        None => daemon::run(config, overrides, cli.shard).await,
+        None => daemon::run(config, overrides, shard).await,
     }
 }
 

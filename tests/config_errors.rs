@@ -698,6 +698,64 @@ fn usage_errors_exit_2_naming_the_argument() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// `--shards N` with `--shard-index-env VAR` (the 0-based Kubernetes form) beside `--shard I/N`:
+/// every bad combination and every bad index exits 2 before anything is attempted, saying what
+/// is wrong, whether it came as flags or as `REGMIRROR_*` variables.
+#[test]
+fn shard_usage_errors_exit_2_naming_what_is_wrong() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n");
+    const INDEX: &str = "JOB_COMPLETION_INDEX";
+    let k8s = ["--shards", "3", "--shard-index-env", INDEX];
+    // (arguments, environment, what stderr must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--once", "--shards", "3"], &[(INDEX, "0")], "--shard-index-env <VAR>"),
+        (&["--once", "--shard-index-env", INDEX], &[(INDEX, "0")], "--shards <N>"),
+        (&["--once", "--shards", "0", "--shard-index-env", INDEX], &[(INDEX, "0")], "'0' for '--shards <N>'"),
+        (&["--once", "--shard", "1/3", "--shards", "3", "--shard-index-env", INDEX], &[(INDEX, "0")], "cannot be used with"),
+        (&["--once"], &[("REGMIRROR_SHARD", "1/3"), ("REGMIRROR_SHARDS", "3"), ("REGMIRROR_SHARD_INDEX_ENV", INDEX), (INDEX, "0")], "cannot be used with"),
+        (&["--once"], &[("REGMIRROR_SHARDS", "3")], "--shard-index-env <VAR>"),
+        (&["--once", "--shard", "0/3"], &[], "write it as I/N"),
+        (&k8s, &[], "JOB_COMPLETION_INDEX is not set (Kubernetes sets JOB_COMPLETION_INDEX only in the pods of a Job with completionMode: Indexed)"),
+        (&k8s, &[(INDEX, "3")], "JOB_COMPLETION_INDEX=3 is out of range for --shards 3: indexes run from 0 to 2"),
+        (&k8s, &[(INDEX, "1/3")], "JOB_COMPLETION_INDEX=\"1/3\" is not a shard index: expected a whole number from 0 to 2"),
+        (&["check", "--shards", "3", "--shard-index-env", "AWS_BATCH_JOB_ARRAY_INDEX"], &[], "AWS_BATCH_JOB_ARRAY_INDEX is not set"),
+    ];
+    let mut failures = Vec::new();
+    for (args, env, named) in cases {
+        let mut command = sandbox.regmirror();
+        command
+            .env_remove(INDEX)
+            .env_remove("AWS_BATCH_JOB_ARRAY_INDEX");
+        let run = command.args(*args).envs(env.iter().copied()).run();
+        if run.code != Some(2) || !run.stderr.contains(named) || !run.stdout.is_empty() {
+            failures.push(format!(
+                "{env:?} regmirror {}: expected exit 2 and `{named}` on stderr\n{}",
+                args.join(" "),
+                run.output()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // The same flags with a good index: `check` names the shard, counted from 1 as --shard
+    // counts, and the index it came from.
+    let run = sandbox
+        .regmirror()
+        .arg("check")
+        .args(k8s)
+        .env(INDEX, "2")
+        .run();
+    run.assert_success();
+    assert!(
+        run.stdout
+            .contains("shard 3/3 (JOB_COMPLETION_INDEX=2, counted from 0): "),
+        "{}",
+        run.output()
+    );
+}
+
 /// `check` validates the file only: a valid config is planned without contacting any registry.
 #[test]
 fn check_sends_no_request_even_for_a_valid_config() {

@@ -52,22 +52,7 @@ fn replace_config(sandbox: &Sandbox, toml: &str) {
 
 /// The address the daemon's HTTP endpoint is serving on, from its log.
 fn server_address(daemon: &mut Spawned) -> String {
-    assert!(
-        daemon.wait_for_output("serving /healthz", PATIENCE),
-        "{}",
-        daemon.stderr()
-    );
-    let log = daemon.stderr();
-    let line = log
-        .lines()
-        .find(|l| l.contains("serving /healthz"))
-        .expect("the serving line");
-    let at = line.find("address=").expect("an address field") + "address=".len();
-    line[at..]
-        .split_whitespace()
-        .next()
-        .expect("an address")
-        .to_string()
+    daemon.http_address(PATIENCE)
 }
 
 fn http() -> reqwest::blocking::Client {

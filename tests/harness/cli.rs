@@ -35,9 +35,14 @@ pub const CLEARED: &[&str] = &[
 /// `regmirror` with a clean environment whose `HOME` is `home` (`DOCKER_CONFIG` is
 /// `home/.docker`, created empty). Tests add `REGMIRROR_*`/`AWS_*` variables themselves.
 pub fn regmirror(home: &Path) -> Command {
+    sandboxed(Command::new(env!("CARGO_BIN_EXE_regmirror")), home)
+}
+
+/// `command` (regmirror, or a shell running a recipe's script that calls it) with the clean
+/// environment [`regmirror`] gives the binary.
+pub fn sandboxed(mut command: Command, home: &Path) -> Command {
     let docker_config = home.join(".docker");
     fs::create_dir_all(&docker_config).expect("create DOCKER_CONFIG dir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_regmirror"));
     for (name, _) in std::env::vars_os() {
         let cleared = name
             .to_str()
@@ -312,6 +317,27 @@ impl Spawned {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The address the daemon's HTTP endpoint serves on, from its `serving /healthz` log line
+    /// (so a config can listen on port 0).
+    pub fn http_address(&mut self, timeout: Duration) -> String {
+        assert!(
+            self.wait_for_output("serving /healthz", timeout),
+            "{}",
+            self.stderr()
+        );
+        let log = self.stderr();
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /healthz"))
+            .expect("the serving line");
+        let at = line.find("address=").expect("an address field") + "address=".len();
+        line[at..]
+            .split_whitespace()
+            .next()
+            .expect("an address")
+            .to_string()
     }
 
     /// Whether the process is still running.
