@@ -16,7 +16,7 @@ use super::{
 };
 use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::aws::ssm::SsmSettings;
-use crate::credentials::{Credentials, DockerConfig, Secret};
+use crate::credentials::{Credentials, DockerConfig, DockerLogin, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Repository};
 use crate::schedule::Schedule;
 
@@ -215,13 +215,17 @@ pub(super) fn settle_registries(
                 .entry(canonical_registry(registry).to_string())
                 .or_insert_with(|| RegistrySettings::implicit(registry));
             if settings.credentials.is_none() && settings.ecr.is_none() {
-                settings.credentials = docker
-                    .credentials(registry)
-                    .map_err(|e| ConfigError::Whole {
-                        path: path.to_path_buf(),
-                        message: format!("cannot use Docker's credentials for {registry}: {e}"),
-                    })?
-                    .cloned();
+                let login = docker.login(registry).map_err(|e| ConfigError::Whole {
+                    path: path.to_path_buf(),
+                    message: format!("cannot use Docker's credentials for {registry}: {e}"),
+                })?;
+                match login {
+                    Some(DockerLogin::Stored(credentials)) => {
+                        settings.credentials = Some(credentials)
+                    }
+                    Some(DockerLogin::Helper(helper)) => settings.helper = Some(helper),
+                    None => {}
+                }
             }
         }
     }
@@ -547,6 +551,7 @@ impl Resolver<'_> {
             ca_file,
             reserve,
             ecr,
+            helper: None,
         })
     }
 

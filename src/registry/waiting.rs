@@ -71,6 +71,12 @@ impl Waiter {
         *self.waited.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts `spent` against `max_wait` as if it had been waited: time a request stalled.
+    pub fn charge(&self, spent: Duration) {
+        let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+        *waited = waited.saturating_add(spent);
+    }
+
     /// Whether waiting `wanted` more stays within `max_wait`.
     fn allows(&self, wanted: Duration, reason: &str) -> Result<(), WaitRefused> {
         if self.stop.is_cancelled() {
@@ -98,10 +104,7 @@ impl Waiter {
             _ = self.stop.cancelled() => return Err(WaitRefused::ShuttingDown),
             _ = tokio::time::sleep(duration) => {}
         }
-        {
-            let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
-            *waited = waited.saturating_add(duration);
-        }
+        self.charge(duration);
         let mut slot = self.slot.lock().await;
         if slot.is_none() {
             *slot = Some(tokio::select! {

@@ -9,20 +9,24 @@
 //! - [`remote`]: reading a registry back (manifests, blobs, tags, whole-image checks).
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
 //! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
+//! - [`hostile`]: a registry whose every answer the test chooses (nested, huge, slow, lying).
 //! - [`moto`]: AWS on loopback (moto's server mode); [`ecr`]: ECR's registry behaviour as rules.
 //! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
+//! - [`server`]: the loopback HTTP server under the proxy and the hostile registry.
 
 // Each test binary uses a different subset of the harness, so unused items are expected.
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod ecr;
+pub mod hostile;
 pub mod hub;
 pub mod image;
 pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod remote;
+pub mod server;
 
 // Re-exported for `use harness::*`; each binary uses only some of them.
 #[allow(unused_imports)]
