@@ -267,6 +267,7 @@ impl Registries {
                     .map_err(|e| RegistryError::transport(action, subject, &e))
             })
             .await?;
+            tracing::trace!(action, url = %response.url(), status = response.status().as_u16(), "registry answered");
             if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;
                 let host = reference.resolve_registry();

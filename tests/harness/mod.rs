@@ -11,13 +11,15 @@
 //! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
 //! - [`hostile`]: a registry whose every answer the test chooses (nested, huge, slow, lying).
 //! - [`moto`]: AWS on loopback (moto's server mode); [`ecr`]: ECR's registry behaviour as rules.
-//! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
+//! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts; [`daemon`]:
+//!   the daemon started, its endpoint found, conditions polled.
 //! - [`server`]: the loopback HTTP server under the proxy and the hostile registry.
 
 // Each test binary uses a different subset of the harness, so unused items are expected.
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod daemon;
 pub mod ecr;
 pub mod hostile;
 pub mod hub;
