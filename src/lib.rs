@@ -12,9 +12,10 @@
 //!   selected), then every job compared and, when changed, copied through [`copy`] a bounded
 //!   number at once, into a [`run::Report`].
 //! - [`copy`] mirrors one image: HEAD both sides, then blobs → child manifests → the tag,
-//!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses) and placing
+//!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses, its digests
+//!   checked by [`digest`]) and placing
 //!   blobs through [`copy::blobs`] (exists, mount, or stream, each blob moved once per pass).
-//! - [`registry`] speaks the distribution protocol through oci-client, with typed errors, and
+//! - [`registry`] speaks the distribution protocol, every request bounded, with typed errors, and
 //!   keeps the manners of a careful client: [`registry::ratelimit`] one pull budget per
 //!   registry, [`registry::retry`] the one backoff policy, [`registry::waiting`] waiting
 //!   within `max_wait` without holding a concurrency slot.
@@ -29,7 +30,7 @@
 //!
 //! Imports between these top-level modules never go in a circle: `cli` on top; `daemon`,
 //! `run`, `copy`, `registry` and `config` below it in that order; `aws`, `credentials`,
-//! `reference`, `schedule`, `selection`, `shard`, `manifest` and `exit` at the bottom.
+//! `reference`, `schedule`, `selection`, `shard`, `manifest`, `digest` and `exit` at the bottom.
 
 pub mod aws;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod config;
 pub mod copy;
 pub mod credentials;
 pub mod daemon;
+pub mod digest;
 pub mod exit;
 pub mod logging;
 pub mod manifest;

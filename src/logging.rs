@@ -1,5 +1,9 @@
 //! Logs to stderr: readable text for people, one JSON object per line for CloudWatch and
 //! journald pipelines. `RUST_LOG` wins over `-v`/`-q` when set.
+//!
+//! `-v` and `-vv` raise regmirror's own level only (debug, trace); other crates stay at info,
+//! since their trace (the file watcher's, the HTTP stack's) is a flood that can feed itself
+//! when stderr is a file in the watched directory. `RUST_LOG` can still ask for theirs.
 
 use std::io::IsTerminal;
 
@@ -21,7 +25,7 @@ pub fn init(format: LogFormat, verbosity: i8) {
             -1 => "warn",
             0 => "warn,regmirror=info",
             1 => "info,regmirror=debug",
-            _ => "trace",
+            _ => "info,regmirror=trace",
         }),
     };
     // Colour only for a person at a terminal: journald and log files get plain text.

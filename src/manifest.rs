@@ -4,8 +4,15 @@
 //! survive. This module only reads them to learn the media type (sent back as Content-Type)
 //! and the descriptors to copy first: an index's child manifests, an image's config and layers.
 //! Artifacts (any config media type) are images to it. Docker schema 1 is refused.
+//!
+//! A manifest comes from a registry that may be hostile, so what it can make regmirror hold is
+//! bounded while it is read: at most [`MAX_REFERENCES`] descriptors, counted as they are
+//! parsed (the body itself is capped before it gets here, see `registry::limits`).
 
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
+
+use crate::digest;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -18,6 +25,11 @@ const DOCKER_SCHEMA1: &[&str] = &[
 
 /// The manifest media types regmirror asks registries for, in every HEAD and GET.
 pub const ACCEPTED: &[&str] = &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// The most descriptors (an index's children, or an image's layers) one manifest may list.
+/// Real images list a few dozen; a 4 MiB manifest could list some 30,000, and each child of
+/// an index costs a pull.
+pub const MAX_REFERENCES: usize = 10_000;
 
 /// Why a manifest cannot be mirrored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,10 +86,10 @@ impl Manifest {
             schema_version: Option<i64>,
             #[serde(rename = "mediaType")]
             media_type: Option<String>,
-            manifests: Option<Vec<Descriptor>>,
+            manifests: Option<Bounded>,
             config: Option<Descriptor>,
             #[serde(default)]
-            layers: Vec<Descriptor>,
+            layers: Bounded,
         }
         let raw: Raw =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
@@ -99,13 +111,13 @@ impl Manifest {
             )));
         }
         let manifest = match (raw.manifests, raw.config) {
-            (Some(children), None) => Manifest::Index {
+            (Some(Bounded(children)), None) => Manifest::Index {
                 media_type: declared.unwrap_or_else(|| OCI_INDEX.to_string()),
                 children,
             },
             (None, Some(config)) => {
                 let mut blobs = vec![config];
-                blobs.extend(raw.layers.into_iter().filter(|l| !l.is_foreign()));
+                blobs.extend(raw.layers.0.into_iter().filter(|l| !l.is_foreign()));
                 Manifest::Image {
                     media_type: declared.unwrap_or_else(|| OCI_MANIFEST.to_string()),
                     blobs,
@@ -142,22 +154,42 @@ impl Manifest {
     }
 }
 
-/// Digests end up in URLs: accept only well-formed ones (`sha256:` + 64 hex, or sha512).
+/// Digests end up in URLs: accept only well-formed ones that regmirror can verify.
 pub fn check_digest(digest: &str) -> Result<(), ManifestError> {
-    let ok = match digest.split_once(':') {
-        Some(("sha256", hex)) => hex.len() == 64,
-        Some(("sha512", hex)) => hex.len() == 128,
-        _ => false,
-    } && digest.split_once(':').is_some_and(|(_, hex)| {
-        hex.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ManifestError::Malformed(format!(
-            "invalid digest {digest:?}"
-        )))
+    digest::parse(digest)
+        .map(drop)
+        .map_err(|e| ManifestError::Malformed(e.to_string()))
+}
+
+/// A list of descriptors that stops being read past [`MAX_REFERENCES`], so a hostile manifest
+/// is refused before it is all held.
+#[derive(Debug, Default)]
+struct Bounded(Vec<Descriptor>);
+
+impl<'de> Deserialize<'de> for Bounded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Counting;
+        impl<'de> Visitor<'de> for Counting {
+            type Value = Bounded;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of descriptors")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bounded, A::Error> {
+                let mut list = Vec::new();
+                while let Some(descriptor) = seq.next_element()? {
+                    if list.len() == MAX_REFERENCES {
+                        return Err(A::Error::custom(format!(
+                            "lists more than {MAX_REFERENCES} descriptors, regmirror's limit"
+                        )));
+                    }
+                    list.push(descriptor);
+                }
+                Ok(Bounded(list))
+            }
+        }
+        deserializer.deserialize_seq(Counting)
     }
 }
 
@@ -244,7 +276,34 @@ mod tests {
             );
         }
         assert!(check_digest(&digest('f')).is_ok());
+        assert!(check_digest(&format!("sha512:{}", "0".repeat(128))).is_ok());
         assert!(check_digest(&digest('F')).is_err());
         assert!(check_digest("md5:abc").is_err());
+    }
+
+    #[test]
+    fn an_index_with_too_many_children_is_refused_while_it_is_read() {
+        let child = format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}"#,
+            digest('a')
+        );
+        let index = |n: usize| {
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+                vec![child.as_str(); n].join(",")
+            )
+        };
+        assert!(Manifest::parse(index(MAX_REFERENCES).as_bytes(), None).is_ok());
+        let err = Manifest::parse(index(MAX_REFERENCES + 1).as_bytes(), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("lists more than 10000 descriptors"),
+            "{err}"
+        );
+        let layers = format!(
+            r#"{{"schemaVersion":2,"config":{child},"layers":[{}]}}"#,
+            vec![child.as_str(); MAX_REFERENCES + 1].join(",")
+        );
+        assert!(Manifest::parse(layers.as_bytes(), None).is_err());
     }
 }

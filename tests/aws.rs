@@ -97,6 +97,36 @@ fn string_and_secure_string_forms_with_newlines_and_comments() {
 }
 
 #[test]
+fn a_secure_string_that_is_not_an_image_list_is_refused_without_echoing_it() {
+    let moto = Moto::start();
+    let source = Registry::start();
+    let target = Registry::start();
+    let images = seed(&source, &["own"]);
+    let secret = "Sup3r-S3cret-Pa55!";
+    moto.put_parameter("/prod/db/password", "SecureString", secret);
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{}/own:1\"]\n[defaults]\ntarget = \"{}/mirror\"\n[ssm]\nparameter = \"/prod/db/password\"\n",
+        source.host(),
+        target.host()
+    ));
+    let run = sandbox
+        .regmirror()
+        .envs(moto.env())
+        .args(["--once", "-vv"])
+        .run();
+    run.assert_code(1);
+    let expected = "FAILED      SSM parameter /prod/db/password: a SecureString whose entry 1 \
+                    is not an image reference (its content is not shown)";
+    assert!(run.stdout.contains(expected), "{}", run.output());
+    assert!(!run.output().contains("Sup3r"), "{}", run.output());
+    assert_eq!(
+        mirrored(&target, "own").as_deref(),
+        Some(images[0].digest())
+    );
+}
+
+#[test]
 fn a_missing_parameter_fails_the_run_naming_it_and_the_file_images_still_mirror() {
     let moto = Moto::start();
     let source = Registry::start();

@@ -20,6 +20,9 @@ struct Case {
     at: Option<(usize, usize, &'static str)>,
     /// Substrings stderr must contain besides the place: the key, reference or variable.
     expect: &'static [&'static str],
+    /// The line as quoted and the text underlined, when they differ from the file's: a
+    /// secret's value is never shown.
+    shown: Option<(&'static str, &'static str)>,
 }
 
 fn case(
@@ -33,6 +36,7 @@ fn case(
         toml: toml.to_owned(),
         at,
         expect,
+        shown: None,
     }
 }
 
@@ -204,12 +208,15 @@ fn cases() -> Vec<Case> {
             Some((5, 12, "\"u\"")),
             &["registries.\"r.io\".username is set but registries.\"r.io\".password is not"],
         ),
-        case(
-            "password without username",
-            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"r.io\"]\npassword = \"p\"\n",
-            Some((5, 12, "\"p\"")),
-            &["registries.\"r.io\".password is set but registries.\"r.io\".username is not"],
-        ),
+        Case {
+            shown: Some(("password = \"<redacted>\"", "\"<redacted>\"")),
+            ..case(
+                "password without username",
+                "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"r.io\"]\npassword = \"p4ss\"\n",
+                Some((5, 12, "\"p4ss\"")),
+                &["registries.\"r.io\".password is set but registries.\"r.io\".username is not"],
+            )
+        },
         case(
             "missing ca_file",
             "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"r.io\"]\nca_file = \"/nonexistent/regmirror-test/ca.pem\"\n",
@@ -332,7 +339,11 @@ fn refusal_problems(case: &Case, shown_path: &str, run: &Run) -> Vec<String> {
                 line,
                 column,
                 underlined,
+                case.shown,
             ));
+            if case.shown.is_some() && run.stderr.contains(underlined) {
+                problems.push(format!("stderr shows the secret {underlined}"));
+            }
         }
         None => {
             let whole = format!("error: {shown_path}: ");
@@ -357,6 +368,7 @@ fn underline_problems(
     line: usize,
     column: usize,
     underlined: &str,
+    shown: Option<(&str, &str)>,
 ) -> Vec<String> {
     let Some(line_text) = toml.lines().nth(line - 1) else {
         return vec![format!("the case itself is wrong: no line {line}")];
@@ -367,6 +379,7 @@ fn underline_problems(
             "the case itself is wrong: line {line} column {column} is {at_column:?}, not {underlined:?}"
         )];
     }
+    let (line_text, underlined) = shown.unwrap_or((line_text, underlined));
     let quoted = format!("{line} | {line_text}");
     let lines: Vec<&str> = stderr.lines().collect();
     let Some(index) = lines.iter().position(|l| *l == quoted) else {

@@ -496,3 +496,254 @@ fn a_bearer_registry_that_refuses_the_credentials_fails_that_image_with_a_clear_
     run.assert_code(1);
     assert!(run.stdout.contains("access denied"), "{}", run.output());
 }
+
+/// Writes `docker-credential-<name>` into the sandbox's `bin/`: a shell script that logs the
+/// server URL it is asked about, then answers with `script` (which sees it as `$server`).
+fn helper(sandbox: &Sandbox, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = sandbox.path().join(format!("{name}.asked"));
+    let path = sandbox.write_file(
+        &format!("bin/docker-credential-{name}"),
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nserver=$(cat)\necho \"$server\" >> '{}'\n{script}\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A helper answering `user`/`secret` for `server`, "not found" for any other.
+fn knowing(server: &str, user: &str, secret: &str) -> String {
+    format!(
+        "case \"$server\" in\n  '{server}') printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' \"$server\" ;;\n  *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac"
+    )
+}
+
+/// What the helper `name` was asked, one server URL a line.
+fn asked(sandbox: &Sandbox, name: &str) -> String {
+    std::fs::read_to_string(sandbox.path().join(format!("{name}.asked"))).unwrap_or_default()
+}
+
+/// `regmirror --once` with the sandbox's `bin/` first on `PATH`.
+fn once_with_helpers(sandbox: &Sandbox) -> Run {
+    let path = format!(
+        "{}:{}",
+        sandbox.path().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    sandbox
+        .regmirror()
+        .args(["--once", "-vv"])
+        .env("PATH", path)
+        .run()
+}
+
+#[test]
+fn credential_helpers_log_in_per_registry_and_for_every_other() {
+    let (source, target) = source_and_target();
+    let image = Image::multi_arch(Flavor::Oci, PLATFORMS, 1, 2048);
+    image.push(&source, "team/app", "1.0");
+    let sandbox = Sandbox::new();
+    helper(
+        &sandbox,
+        "per-registry",
+        &knowing(source.host(), SOURCE_USER, SOURCE_PASSWORD),
+    );
+    helper(
+        &sandbox,
+        "store",
+        &knowing(target.host(), TARGET_USER, TARGET_PASSWORD),
+    );
+    // credHelpers names the source's helper; credsStore holds everything else (the target),
+    // and an `auths` entry without a secret says that a login went to the store.
+    sandbox.write_docker_config(&format!(
+        r#"{{"auths": {{"{target}": {{}}}}, "credsStore": "store", "credHelpers": {{"{source}": "per-registry"}}}}"#,
+        source = source.host(),
+        target = target.host()
+    ));
+    sandbox.write_config(&format!(
+        "images = [\"{}/team/app:1.0\"]\n[defaults]\ntarget = \"{}/mirror\"\n",
+        source.host(),
+        target.host(),
+    ));
+    let run = once_with_helpers(&sandbox);
+    run.assert_success();
+    assert_holds(&target, "mirror/team/app", "1.0", &image);
+    assert_no_secret(
+        &run,
+        &[
+            (SOURCE_USER, SOURCE_PASSWORD),
+            (TARGET_USER, TARGET_PASSWORD),
+        ],
+    );
+    // Each helper asked about its own registry, once for the whole pass.
+    assert_eq!(
+        asked(&sandbox, "per-registry"),
+        format!("{}\n", source.host())
+    );
+    assert_eq!(asked(&sandbox, "store"), format!("{}\n", target.host()));
+}
+
+#[test]
+fn a_missing_failing_or_empty_helper_fails_its_registry_naming_both_never_going_anonymous() {
+    let target = Registry::start();
+    // One open registry per case: each image would mirror fine anonymously, so only a
+    // helper that is heard can fail it.
+    let cases = ["missing", "failing", "empty", "public"];
+    let registries: Vec<Registry> = cases.iter().map(|_| Registry::start()).collect();
+    for (case, registry) in cases.iter().zip(&registries) {
+        Image::single(Flavor::Oci, 1, 1024).push(registry, case, "1");
+    }
+    let host = |case: &str| registries[cases.iter().position(|c| *c == case).unwrap()].host();
+    let sandbox = Sandbox::new();
+    helper(
+        &sandbox,
+        "locked",
+        "echo 'the keychain is locked' >&2\nexit 1",
+    );
+    helper(&sandbox, "store", &knowing("nothing.example.com", "u", "p"));
+    sandbox.write_docker_config(&format!(
+        r#"{{"credsStore": "store", "credHelpers": {{"{}": "absent", "{}": "locked", "{}": "store"}}}}"#,
+        host("missing"),
+        host("failing"),
+        host("empty")
+    ));
+    let images: Vec<String> = cases
+        .iter()
+        .map(|case| format!("\"{}/{case}:1\"", host(case)))
+        .collect();
+    sandbox.write_config(&format!(
+        "images = [{}]\n[defaults]\ntarget = \"{}\"\n",
+        images.join(", "),
+        target.host()
+    ));
+    let run = once_with_helpers(&sandbox);
+    run.assert_code(1);
+    run.assert_summary("mirrored 1, unchanged 0, failed 3");
+    let failed = |case: &str| {
+        let prefix = format!("FAILED      {}/{case}:1 →", host(case));
+        let lines = run.failed_lines();
+        let line = lines.iter().find(|l| l.starts_with(&prefix));
+        line.unwrap_or_else(|| panic!("{case} did not fail\n{}", run.output()))
+            .to_string()
+    };
+    let missing = failed("missing");
+    let expected = format!(
+        "credential helper docker-credential-absent (credHelpers in Docker's config.json) for {}: is not installed",
+        host("missing")
+    );
+    assert!(missing.contains(&expected), "{missing}");
+    let failing = failed("failing");
+    assert!(failing.contains("docker-credential-locked"), "{failing}");
+    assert!(
+        failing.contains("failed: the keychain is locked"),
+        "{failing}"
+    );
+    let empty = failed("empty");
+    assert!(empty.contains("docker-credential-store"), "{empty}");
+    assert!(empty.contains("holds no credentials for"), "{empty}");
+    // The store, asked about a registry nobody logged in to, may say "not found": that one is
+    // public, and reached anonymously.
+    assert!(
+        !run.stdout
+            .contains(&format!("{}/public:1 →", host("public"))),
+        "{}",
+        run.output()
+    );
+    // ... as is the target: the store was asked about each, once.
+    let mut store_asked: Vec<&str> = Vec::new();
+    let text = asked(&sandbox, "store");
+    store_asked.extend(text.lines());
+    store_asked.sort();
+    let mut expected = vec![host("empty"), host("public"), target.host()];
+    expected.sort();
+    assert_eq!(store_asked, expected);
+    for case in ["missing", "failing", "empty"] {
+        assert!(
+            tags(&target, case).is_empty(),
+            "{case} was mirrored anonymously"
+        );
+    }
+}
+
+#[test]
+fn an_identity_token_from_a_helper_is_exchanged_at_the_realm_for_a_bearer_token() {
+    const REFRESH: &str = "refresh-t0ken-5e3f";
+    let upstream = Registry::start();
+    let source = Proxy::start(upstream.host());
+    let target = Registry::start();
+    let image = Image::single(Flavor::Docker, 1, 2048);
+    image.push(&upstream, "org/app", "v1");
+    // The realm: an OAuth2 token endpoint that takes only the refresh-token grant.
+    let forms = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let realm_log = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let realm = {
+        let (forms, realm_log) = (forms.clone(), realm_log.clone());
+        harness::hostile::Hostile::start(move |request, body| {
+            use harness::hostile::Reply;
+            let form: Vec<(String, String)> =
+                url::form_urlencoded::parse(body).into_owned().collect();
+            forms
+                .lock()
+                .unwrap()
+                .push((request.method.clone(), form.clone()));
+            let field = |name: &str| {
+                form.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let log: &Option<std::sync::Arc<std::sync::Mutex<harness::hub::TokenLog>>> =
+                &realm_log.lock().unwrap();
+            match (
+                request.method.as_str(),
+                field("grant_type"),
+                field("refresh_token"),
+                log,
+            ) {
+                ("POST", Some("refresh_token"), Some(REFRESH), Some(log)) => {
+                    let (_, answer) = log.lock().unwrap().issue();
+                    Reply::json(200, &answer)
+                }
+                _ => Reply::json(401, &serde_json::json!({"error": "invalid_grant"})),
+            }
+        })
+    };
+    let (rule, tokens) =
+        harness::hub::BearerAuth::with_realm(&format!("http://{}/token", realm.host()));
+    *realm_log.lock().unwrap() = Some(tokens.clone());
+    source.add_rule(rule);
+
+    let sandbox = Sandbox::new();
+    helper(
+        &sandbox,
+        "oauth",
+        &knowing(source.host(), "<token>", REFRESH),
+    );
+    sandbox.write_docker_config(&format!(
+        r#"{{"credHelpers": {{"{}": "oauth"}}}}"#,
+        source.host()
+    ));
+    sandbox.write_config(&format!(
+        "images = [\"{}/org/app:v1\"]\n[defaults]\ntarget = \"{}\"\n",
+        source.host(),
+        target.host()
+    ));
+    let run = once_with_helpers(&sandbox);
+    run.assert_success();
+    assert_holds(&target, "org/app", "v1", &image);
+    let forms = forms.lock().unwrap();
+    assert!(!forms.is_empty(), "the realm was never asked");
+    for (method, form) in forms.iter() {
+        assert_eq!(method, "POST");
+        let get = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("grant_type"), Some("refresh_token"));
+        assert_eq!(get("client_id"), Some("regmirror"));
+        assert_eq!(get("scope"), Some("repository:org/app:pull"));
+    }
+    assert!(!tokens.lock().unwrap().issued.is_empty());
+    assert!(!run.output().contains(REFRESH), "{}", run.output());
+}

@@ -7,59 +7,12 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use harness::daemon::{eventually, http, replace_config, server_address, start_daemon, PATIENCE};
 use harness::*;
-
-/// Long enough for a loaded CI machine; the conditions usually hold within a few seconds.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Polls `condition` every 50 ms until it holds; panics with `what` after [`PATIENCE`].
-#[track_caller]
-fn eventually(daemon: &Spawned, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "not within {PATIENCE:?}: {what}\n--- stderr ---\n{}",
-        daemon.stderr()
-    );
-}
-
-/// Starts the daemon on the sandbox's mirrors.toml and waits until it is scheduling.
-fn start_daemon(sandbox: &Sandbox) -> Spawned {
-    let mut daemon = sandbox.regmirror().start();
-    assert!(
-        daemon.wait_for_output("running: ", PATIENCE),
-        "the daemon did not start\n{}",
-        daemon.stderr()
-    );
-    daemon
-}
 
 /// How many times the log says `needle`.
 fn count(daemon: &Spawned, needle: &str) -> usize {
     daemon.stderr().matches(needle).count()
-}
-
-/// Replaces mirrors.toml the way editors and config managers do: a new file renamed over it.
-fn replace_config(sandbox: &Sandbox, toml: &str) {
-    let temp = sandbox.write_file(".mirrors.toml.swp", toml);
-    std::fs::rename(&temp, sandbox.path().join("mirrors.toml")).expect("rename over mirrors.toml");
-}
-
-/// The address the daemon's HTTP endpoint is serving on, from its log.
-fn server_address(daemon: &mut Spawned) -> String {
-    daemon.http_address(PATIENCE)
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 fn images_config(source: &str, target: &str, images: &[&str], defaults: &str) -> String {

@@ -4,8 +4,15 @@
 //! commas or newlines. Blank entries and `#` comments are skipped. The parameter is read at
 //! the start of every pass, so editing it changes what the next pass mirrors. Credentials and
 //! region come from the AWS default chain ([`crate::aws`]).
+//!
+//! A SecureString's content is never echoed: when one holds anything that is not an image
+//! reference (a database password, say, named by mistake), the whole parameter is refused
+//! with the positions of the bad entries, not their text.
 
 use aws_sdk_ssm::error::DisplayErrorContext;
+use aws_sdk_ssm::types::ParameterType;
+
+use crate::reference::ImageRef;
 
 /// Which parameter to read: `[ssm]` or `--ssm-parameter`, as the config resolved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +48,36 @@ pub async fn read_list(settings: &SsmSettings) -> Result<Vec<String>, SsmError> 
         .send()
         .await
         .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
-    let value = answer
+    let parameter = answer
         .parameter()
-        .and_then(|p| p.value())
         .ok_or_else(|| fail("the answer holds no value".to_string()))?;
-    Ok(entries(value))
+    let value = parameter
+        .value()
+        .ok_or_else(|| fail("the answer holds no value".to_string()))?;
+    let listed = entries(value);
+    if parameter.r#type() == Some(&ParameterType::SecureString) {
+        secure_entries_are_images(&listed).map_err(fail)?;
+    }
+    Ok(listed)
+}
+
+/// A SecureString is used only if every entry is an image reference; otherwise the reason
+/// names the entries by position, never by content.
+fn secure_entries_are_images(listed: &[String]) -> Result<(), String> {
+    let bad: Vec<String> = listed
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| ImageRef::parse(entry).is_err())
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    let which = match bad.as_slice() {
+        [] => return Ok(()),
+        [one] => format!("entry {one} is not an image reference"),
+        many => format!("entries {} are not image references", many.join(", ")),
+    };
+    Err(format!(
+        "a SecureString whose {which} (its content is not shown): is this the parameter meant?"
+    ))
 }
 
 /// The image references in a parameter's value.
@@ -73,5 +105,17 @@ mod tests {
             ["nginx:stable", "redis:7", "alpine:3.19"]
         );
         assert!(entries(" , \n").is_empty());
+    }
+
+    #[test]
+    fn a_secure_string_that_is_not_an_image_list_is_refused_without_its_content() {
+        let listed = entries("nginx:stable\nSup3r-S3cret!\nredis:7,also secret");
+        let reason = secure_entries_are_images(&listed).unwrap_err();
+        assert!(reason.contains("entries 2, 4 are not"), "{reason}");
+        assert!(
+            !reason.contains("Sup3r") && !reason.contains("also"),
+            "{reason}"
+        );
+        assert!(secure_entries_are_images(&entries("nginx:stable,redis:7")).is_ok());
     }
 }

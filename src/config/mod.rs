@@ -22,7 +22,7 @@ pub use error::ConfigError;
 
 use crate::aws::ecr::{EcrHost, EcrSettings};
 use crate::aws::ssm::SsmSettings;
-use crate::credentials::{Credentials, DockerConfig, Secret};
+use crate::credentials::{Credentials, DockerConfig, Helper, Secret};
 use crate::reference::{
     canonical_registry, is_loopback, registry_component, target_under, ImageRef, Layout, Repository,
 };
@@ -198,8 +198,10 @@ pub struct Job {
 /// How to reach one registry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistrySettings {
-    /// From mirrors.toml, else Docker's config.json; `None` means anonymous.
+    /// From mirrors.toml, else Docker's config.json; `None` means anonymous (or `helper`).
     pub credentials: Option<Credentials>,
+    /// The credential helper Docker's config.json names for it, asked when it is first used.
+    pub helper: Option<Helper>,
     /// Plain HTTP: set by `insecure = true`, and the default for loopback registries without
     /// a `ca_file`.
     pub plain_http: bool,

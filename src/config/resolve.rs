@@ -17,7 +17,7 @@ use super::{
 };
 use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::aws::ssm::SsmSettings;
-use crate::credentials::{Credentials, DockerConfig, Secret};
+use crate::credentials::{Credentials, DockerConfig, DockerLogin, Secret};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Layout, Repository};
 use crate::schedule::Schedule;
 use crate::selection::{parse_range, Pattern, TagRules};
@@ -259,13 +259,15 @@ pub(super) fn settle_registries<'a>(
             .entry(canonical_registry(registry).to_string())
             .or_insert_with(|| RegistrySettings::implicit(registry));
         if settings.credentials.is_none() && settings.ecr.is_none() {
-            settings.credentials = docker
-                .credentials(registry)
-                .map_err(|e| ConfigError::Whole {
-                    path: path.to_path_buf(),
-                    message: format!("cannot use Docker's credentials for {registry}: {e}"),
-                })?
-                .cloned();
+            let login = docker.login(registry).map_err(|e| ConfigError::Whole {
+                path: path.to_path_buf(),
+                message: format!("cannot use Docker's credentials for {registry}: {e}"),
+            })?;
+            match login {
+                Some(DockerLogin::Stored(credentials)) => settings.credentials = Some(credentials),
+                Some(DockerLogin::Helper(helper)) => settings.helper = Some(helper),
+                None => {}
+            }
         }
     }
     Ok(())
@@ -743,6 +745,7 @@ impl Resolver<'_> {
             reserve,
             ecr,
             mirror_prefix,
+            helper: None,
         })
     }
 

@@ -7,10 +7,15 @@
 //!    an index, then the index. The tag is pushed last, so at every instant it points either
 //!    at its old content or at complete new content. A process killed anywhere leaves at worst
 //!    unreferenced blobs and manifests, which the next run reuses.
+//!
+//! An index from a hostile registry cannot take the process with it: indexes nest at most
+//! [`MAX_INDEX_DEPTH`] deep (real images nest one or two), and an index's children are
+//! fetched a few at a time, each one's work made only when its turn comes.
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use futures_util::{stream, FutureExt, StreamExt, TryStreamExt};
 
 pub mod blobs;
@@ -26,6 +31,8 @@ use crate::registry::{Registries, RegistryError};
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
 const CHILD_MANIFESTS_AT_ONCE: usize = 4;
+/// Levels of index above an image: an index of images is one, an index of indexes two.
+pub const MAX_INDEX_DEPTH: usize = 4;
 
 /// What is shared by every image of one pass.
 #[derive(Debug, Clone)]
@@ -93,6 +100,10 @@ pub enum CopyError {
         #[source]
         source: ManifestError,
     },
+    #[error(
+        "{image} is an index nested more than {MAX_INDEX_DEPTH} levels deep, regmirror's limit"
+    )]
+    NestedTooDeep { image: String },
 }
 
 /// Mirrors one image, or in a dry run says whether it would.
@@ -173,7 +184,7 @@ async fn copy_tagged(
         image: source.to_string(),
         source: source_err,
     })?;
-    stats += copy_references(ctx, waiter, &job.source.repo(), &to, &manifest).await?;
+    stats += copy_references(ctx, waiter, &job.source.repo(), &to, &manifest, 0).await?;
     registries
         .push_manifest(&job.target, body, manifest.media_type(), waiter)
         .await?;
@@ -205,32 +216,33 @@ async fn retag(
 }
 
 /// Copies everything `manifest` references into `to`, so that it can be pushed there.
+/// `depth` is how many indexes enclose it.
 fn copy_references<'a>(
     ctx: &'a PassContext,
     waiter: &'a Waiter,
     from: &'a Repository,
     to: &'a Repository,
     manifest: &'a Manifest,
+    depth: usize,
 ) -> BoxFuture<'a, Result<CopyStats, CopyError>> {
     async move {
-        let work: Vec<BoxFuture<'a, Result<CopyStats, CopyError>>> = match manifest {
-            Manifest::Image { blobs, .. } => blobs
-                .iter()
-                .map(|blob| place_blob(ctx, waiter, from, to, blob).boxed())
-                .collect(),
-            Manifest::Index { children, .. } => children
-                .iter()
-                .map(|child| {
-                    copy_child(ctx, waiter, from, to, &child.digest, &child.media_type).boxed()
-                })
-                .collect(),
+        type Work<'a> = BoxFuture<'a, Result<CopyStats, CopyError>>;
+        // Futures are made as `buffer_unordered` asks for them, not all up front.
+        let (work, at_once): (BoxStream<'a, Work<'a>>, usize) = match manifest {
+            Manifest::Image { blobs, .. } => (
+                stream::iter(blobs)
+                    .map(move |blob| place_blob(ctx, waiter, from, to, blob).boxed())
+                    .boxed(),
+                MAX_BLOB_TRANSFERS,
+            ),
+            Manifest::Index { children, .. } => (
+                stream::iter(children)
+                    .map(move |child| copy_child(ctx, waiter, from, to, child, depth + 1).boxed())
+                    .boxed(),
+                CHILD_MANIFESTS_AT_ONCE,
+            ),
         };
-        let at_once = match manifest {
-            Manifest::Image { .. } => MAX_BLOB_TRANSFERS,
-            Manifest::Index { .. } => CHILD_MANIFESTS_AT_ONCE,
-        };
-        stream::iter(work)
-            .buffer_unordered(at_once)
+        work.buffer_unordered(at_once)
             .try_fold(CopyStats::default(), |mut total, s| async move {
                 total += s;
                 Ok(total)
@@ -264,19 +276,19 @@ async fn place_blob(
 }
 
 /// Copies one child manifest of an index (and all it references), pushed by digest, once per
-/// pass whatever number of indexes name it.
+/// pass whatever number of indexes name it; `depth` is how many indexes enclose it.
 async fn copy_child(
     ctx: &PassContext,
     waiter: &Waiter,
     from: &Repository,
     to: &Repository,
-    digest: &str,
-    declared_type: &str,
+    child: &Descriptor,
+    depth: usize,
 ) -> Result<CopyStats, CopyError> {
     let turn = ctx
         .manifests
-        .settle(to, digest, || {
-            copy_child_once(ctx, waiter, from, to, digest, declared_type)
+        .settle(to, &child.digest, || {
+            copy_child_once(ctx, waiter, from, to, child, depth)
         })
         .await?;
     Ok(match turn {
@@ -290,9 +302,10 @@ async fn copy_child_once(
     waiter: &Waiter,
     from: &Repository,
     to: &Repository,
-    digest: &str,
-    declared_type: &str,
+    child: &Descriptor,
+    depth: usize,
 ) -> Result<CopyStats, CopyError> {
+    let (digest, declared_type) = (child.digest.as_str(), child.media_type.as_str());
     let target = to.at_digest(digest);
     let mut stats = CopyStats::default();
     if ctx
@@ -311,7 +324,12 @@ async fn copy_child_once(
             image: source.to_string(),
             source: e,
         })?;
-    stats += copy_references(ctx, waiter, from, to, &manifest).await?;
+    if matches!(manifest, Manifest::Index { .. }) && depth >= MAX_INDEX_DEPTH {
+        return Err(CopyError::NestedTooDeep {
+            image: source.to_string(),
+        });
+    }
+    stats += copy_references(ctx, waiter, from, to, &manifest, depth).await?;
     ctx.registries
         .push_manifest(&target, body, manifest.media_type(), waiter)
         .await?;

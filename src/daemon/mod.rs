@@ -31,6 +31,7 @@ use crate::run::{Claim, Claims, Report, Runner, Selected};
 use crate::schedule::Schedule;
 use crate::shard::Shard;
 
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod signals;
@@ -701,7 +702,8 @@ impl Daemon {
         json!({
             "status": if self.is_stopping() { "stopping" } else { "ok" },
             "config": state.config.path.display().to_string(),
-            "config_error": state.reload_error,
+            // File, line and message: the snippet under it is for the log.
+            "config_error": state.reload_error.as_deref().and_then(|e| e.lines().next()),
             "mirrors": mirrors,
         })
     }

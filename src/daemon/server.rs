@@ -48,14 +48,10 @@ pub async fn start(
         .route("/sync", post(sync))
         .with_state(daemon);
     info!(%address, "serving /healthz, /metrics and POST /sync");
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "the HTTP endpoint stopped");
-        }
-    }))
+    // Each connection bounded in time and number (see daemon::http).
+    Ok(tokio::spawn(crate::daemon::http::serve(
+        listener, app, stop,
+    )))
 }
 
 async fn healthz(State(daemon): State<Arc<Daemon>>) -> Response {
@@ -190,7 +186,7 @@ fn authorize(
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let mut refusal = None;
     if let (Some(token), Some(given)) = (&settings.sync_token, text("authorization")) {
-        let given = given.strip_prefix("Bearer ").unwrap_or_default().trim();
+        let given = bearer(given).unwrap_or_default();
         if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
             return Ok(());
         }
@@ -219,6 +215,15 @@ fn authorize(
         StatusCode::UNAUTHORIZED,
         "no credentials: send Authorization: Bearer <token> or X-Hub-Signature-256",
     ))
+}
+
+/// The credentials of `Authorization: Bearer <token>`; the scheme is case-insensitive
+/// (RFC 7235), so `bearer` and `BEARER` are the same.
+fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 #[cfg(test)]
@@ -278,7 +283,10 @@ mod tests {
     #[test]
     fn bearer_token_must_match_exactly() {
         let s = settings(Some("t0ken"), None);
-        assert!(authorize(&s, &headers(&[("authorization", "Bearer t0ken")]), b"").is_ok());
+        for good in ["Bearer t0ken", "bearer t0ken", "BEARER  t0ken "] {
+            let given = headers(&[("authorization", good)]);
+            assert!(authorize(&s, &given, b"").is_ok(), "{good}");
+        }
         for bad in [
             "Bearer t0ke",
             "Bearer t0ken2",

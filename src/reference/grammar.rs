@@ -81,6 +81,26 @@ pub(super) fn is_domain_like(component: &str) -> bool {
     component.contains(['.', ':']) || component == "localhost"
 }
 
+/// A registry named on its own (a target with no path): `host[:port]` or `[ipv6][:port]`.
+pub(super) fn check_registry(name: &str) -> Result<(), String> {
+    if let Some(v6) = name.strip_prefix('[') {
+        let bad = || format!("registry {name:?} is not `[IPv6 address]` with an optional port");
+        let (address, port) = v6.split_once(']').ok_or_else(bad)?;
+        let port_ok = port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if address.parse::<std::net::Ipv6Addr>().is_err() || !port_ok {
+            return Err(bad());
+        }
+        return Ok(());
+    }
+    if is_component(name) {
+        return Ok(());
+    }
+    domain(name)
+}
+
 /// `host[:port]`.
 fn domain(domain: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("registry {domain:?} {why}"));

@@ -167,11 +167,22 @@ impl Repository {
         }
         let trimmed = written.trim_end_matches('/');
         let (host, path) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        if let Some((_, after)) = host.rsplit_once('@') {
+            // Never echoed: whatever comes before `@` may be a password.
+            return Err(ReferenceError::InvalidTarget {
+                written: format!("<redacted>@{after}{}", &written[host.len()..]),
+                reason: "holds credentials (`user:password@`): give them in \
+                         [registries.\"host\"] or Docker's config.json"
+                    .to_string(),
+            });
+        }
         if !looks_like_host(host) {
             return Err(invalid(
                 "must start with a registry host, such as `registry.example.com/mirror` or `127.0.0.1:5000`",
             ));
         }
+        // Checked on its own too: without a path, nothing below would look at it.
+        grammar::check_registry(host).map_err(|e| invalid(&e))?;
         if require_path && path.is_empty() {
             return Err(invalid("names a registry but no repository"));
         }
@@ -453,6 +464,33 @@ mod tests {
         assert!(Repository::parse("reg.example.com", true).is_err());
         assert!(Repository::parse("reg.example.com/a:b", true).is_err());
         assert!(Repository::parse("reg.example.com/UPPER", true).is_err());
+        // A bare host is judged as strictly as one with a path.
+        for bad in [
+            "registry.example.com@127.0.0.1:5000",
+            "u:s3cr3t@registry.example.com",
+            "reg.example.com:port",
+            "reg..example.com",
+            "[::1",
+            "[nonsense]:5000",
+        ] {
+            let err = Repository::parse(bad, false).unwrap_err().to_string();
+            assert!(!err.contains("s3cr3t"), "{err}");
+        }
+        let credentials = Repository::parse("u:s3cr3t@reg.example.com/m", false).unwrap_err();
+        assert!(
+            credentials
+                .to_string()
+                .contains("\"<redacted>@reg.example.com/m\""),
+            "{credentials}"
+        );
+        for good in [
+            "reg.example.com",
+            "localhost:5000",
+            "[::1]:5000",
+            "my_host.io",
+        ] {
+            assert!(Repository::parse(good, false).is_ok(), "{good}");
+        }
         let r = Repository::parse("registry.internal:5000/tools/tool", true).unwrap();
         assert_eq!(r.registry, "registry.internal:5000");
         assert_eq!(r.repository, "tools/tool");

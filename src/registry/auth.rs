@@ -1,24 +1,26 @@
-//! Authorization for the manifest requests regmirror sends itself.
+//! Authorization for every request regmirror sends.
 //!
-//! oci-client does the token dance (the `/v2/` challenge, then the realm); this cache keeps
-//! what it yields per registry and repository, so a pass asks for a token once per repository
-//! rather than once per request, and asks again only when the token is about to expire or a
-//! registry answers 401. Header values are marked sensitive so no HTTP layer logs them.
+//! Each registry is asked once how it wants to be spoken to (`GET /v2/`, see [`token`]): open,
+//! basic auth, or bearer tokens from a realm. Bearer tokens are kept per registry, repository
+//! and operation, so a pass asks for one once per repository rather than once per request,
+//! and asks again only when it is about to expire or a registry answers 401 (which also
+//! re-asks `/v2/`). Header values are marked sensitive so no HTTP layer logs them.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
-use reqwest::header::HeaderValue;
+use oci_client::{Reference, RegistryOperation};
+use reqwest::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
 
-use super::RegistryError;
-
-/// Bearer tokens are kept this long: Docker Hub's last five minutes, and a refused stale token
-/// costs a 401 and a refresh, nothing worse.
-const BEARER_TTL: Duration = Duration::from_secs(240);
+use super::limits::{error_body, until, within, Deadlines};
+use super::ratelimit::RateLimitInfo;
+use super::token::{self, Challenge};
+use super::{Failure, Registries, RegistryError};
+use crate::credentials::Credentials;
 
 #[derive(Clone)]
 struct Entry {
@@ -29,9 +31,12 @@ struct Entry {
 /// One repository's cached header; its lock is held while a token is fetched.
 type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
 
-/// Authorization headers by (API host, repository, pull or push).
+/// How each registry asked to be spoken to, and the headers that answer it.
 #[derive(Default)]
 pub(super) struct AuthCache {
+    /// By API host.
+    challenges: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Challenge>>>>>,
+    /// By (API host, repository, push).
     entries: Mutex<HashMap<(String, String, bool), Slot>>,
 }
 
@@ -39,6 +44,14 @@ impl std::fmt::Debug for AuthCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AuthCache(<redacted>)")
     }
+}
+
+/// What one registry is reached with.
+pub(super) struct Reach<'a> {
+    pub http: &'a reqwest::Client,
+    /// Spoken to without TLS.
+    pub plain_http: bool,
+    pub deadlines: Deadlines,
 }
 
 impl AuthCache {
@@ -52,15 +65,95 @@ impl AuthCache {
         entries.entry(key).or_default().clone()
     }
 
+    /// How `host` wants to be spoken to; asked once, then remembered until a 401. One slot
+    /// per host, so a registry slow to answer holds up only its own requests.
+    pub(super) async fn challenge(
+        &self,
+        reach: &Reach<'_>,
+        host: &str,
+    ) -> Result<Challenge, RegistryError> {
+        let slot = {
+            let mut challenges = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+            challenges.entry(host.to_string()).or_default().clone()
+        };
+        let mut known = slot.lock().await;
+        if let Some(known) = known.as_ref() {
+            return Ok(known.clone());
+        }
+        let scheme = if reach.plain_http { "http" } else { "https" };
+        let url = format!("{scheme}://{host}/v2/");
+        let asked = within(reach.deadlines.request, "authenticate to", &host, async {
+            let response = reach
+                .http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| RegistryError::transport("authenticate to", host, &e))?;
+            let status = response.status();
+            let unanswered = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+            if unanswered && !response.headers().contains_key(WWW_AUTHENTICATE) {
+                // Busy or broken: an error like any other answer's, retried the same way.
+                let retry_after =
+                    RateLimitInfo::from_headers(response.headers(), std::time::SystemTime::now())
+                        .retry_after;
+                let body = error_body(response).await;
+                let mut err = RegistryError::from_response(
+                    "authenticate to",
+                    host,
+                    status.as_u16(),
+                    &body,
+                    reach.plain_http,
+                );
+                err.retry_after = retry_after;
+                return Err(err);
+            }
+            Challenge::from_answer(
+                response.status(),
+                response.headers().get(WWW_AUTHENTICATE),
+                reach.plain_http,
+            )
+            .map_err(|failure| RegistryError::with("authenticate to", host, failure))
+        })
+        .await?;
+        tracing::debug!(
+            registry = host,
+            challenge = asked.kind(),
+            "asked /v2/ how to authenticate"
+        );
+        *known = Some(asked.clone());
+        Ok(asked)
+    }
+
     /// The `Authorization` header for `operation` on `reference`'s repository, if one is
     /// needed.
     pub(super) async fn header(
         &self,
-        client: &Client,
+        reach: &Reach<'_>,
         reference: &Reference,
-        credentials: &RegistryAuth,
+        login: Option<&Credentials>,
         operation: RegistryOperation,
     ) -> Result<Option<HeaderValue>, RegistryError> {
+        let host = reference.resolve_registry();
+        let (realm, service) = match self.challenge(reach, host).await? {
+            Challenge::Bearer { realm, service } => (realm, service),
+            // Basic auth when credentials are configured, sent even to a registry whose /v2/
+            // is open, as some guard only their private repositories.
+            Challenge::Open | Challenge::Basic => {
+                return match login {
+                    Some(c) if c.identity_token().is_some() => Err(RegistryError::with(
+                        "authenticate to",
+                        host,
+                        Failure::Credentials(
+                            "an identity token (username <token>) needs a registry that hands out \
+                             bearer tokens, and this one does not"
+                                .to_string(),
+                        ),
+                    )),
+                    Some(c) => Ok(Some(basic(&c.username, c.password.expose()))),
+                    None => Ok(None),
+                };
+            }
+        };
         let slot = self.slot(reference, operation);
         // Held across the fetch, so concurrent requests to one repository share one token.
         let mut entry = slot.lock().await;
@@ -70,42 +163,138 @@ impl AuthCache {
         {
             return Ok(cached.header.clone());
         }
-        let token = client
-            .auth(reference, credentials, operation)
-            .await
-            .map_err(|e| RegistryError::new("authenticate to", reference.resolve_registry(), e))?;
-        let fresh = match (token, credentials) {
-            (Some(token), _) => Entry {
-                header: Some(sensitive(&format!("Bearer {token}"))),
-                expires: Some(Instant::now() + BEARER_TTL),
-            },
-            (None, RegistryAuth::Basic(user, password)) => Entry {
-                header: Some(basic(user, password)),
-                expires: None,
-            },
-            (None, _) => Entry {
-                header: None,
-                expires: None,
-            },
+        let scope = match operation {
+            RegistryOperation::Pull => format!("repository:{}:pull", reference.repository()),
+            RegistryOperation::Push => format!("repository:{}:pull,push", reference.repository()),
+        };
+        let fetched = within(reach.deadlines.request, "authenticate to", &host, async {
+            token::fetch(reach.http, &realm, service.as_deref(), &scope, login)
+                .await
+                .map_err(|failure| RegistryError::with("authenticate to", host, failure))
+        })
+        .await?;
+        let fresh = Entry {
+            header: Some(fetched.header),
+            expires: Some(Instant::now() + fetched.life),
         };
         *entry = Some(fresh.clone());
         Ok(fresh.header)
     }
 
-    /// Drops what is cached for `operation` on `reference`'s repository (after a 401).
+    /// Drops what is cached for `operation` on `reference`'s repository, and how its registry
+    /// asked to be spoken to (after a 401).
     pub(super) async fn forget(&self, reference: &Reference, operation: RegistryOperation) {
         *self.slot(reference, operation).lock().await = None;
+        self.challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(reference.resolve_registry());
+    }
+}
+
+impl Challenge {
+    fn kind(&self) -> &'static str {
+        match self {
+            Challenge::Open => "open",
+            Challenge::Basic => "basic",
+            Challenge::Bearer { .. } => "bearer",
+        }
+    }
+}
+
+impl Registries {
+    /// How requests to `host` are sent.
+    fn reach(&self, host: &str) -> Reach<'_> {
+        Reach {
+            http: &self.http,
+            plain_http: self.plain_http.contains(host),
+            deadlines: self.deadlines,
+        }
+    }
+
+    /// The `Authorization` header for `operation` on `reference`'s repository, if one is
+    /// needed, and for ECR the generation of the credentials in it. ECR takes Basic auth
+    /// straight away; other registries are asked how they want it.
+    pub(super) async fn authorization(
+        &self,
+        reference: &Reference,
+        operation: RegistryOperation,
+    ) -> Result<(Option<HeaderValue>, Option<u64>), RegistryError> {
+        let (login, ecr_generation) = self.auth_for(reference).await?;
+        if let (Some(generation), Some(c)) = (ecr_generation, &login) {
+            return Ok((
+                Some(basic(&c.username, c.password.expose())),
+                Some(generation),
+            ));
+        }
+        let reach = self.reach(reference.resolve_registry());
+        let header = self
+            .tokens
+            .header(&reach, reference, login.as_ref(), operation)
+            .await?;
+        Ok((header, None))
+    }
+
+    /// One exchange: the request `build` makes, authorized for `operation` on `reference`'s
+    /// repository, and its answer taken by `answer`, both within one deadline (getting the
+    /// authorization has deadlines of its own). A 401 drops what authorized it and sends the
+    /// request once more, freshly authorized, since a token may expire between two requests.
+    pub(super) async fn exchange<T, F, Fut>(
+        &self,
+        action: &'static str,
+        subject: &(dyn std::fmt::Display + Sync),
+        reference: &Reference,
+        operation: RegistryOperation,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        answer: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnOnce(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut refreshed = false;
+        loop {
+            let (authorization, ecr_generation) = self.authorization(reference, operation).await?;
+            let mut request = build(&self.http);
+            if let Some(header) = authorization {
+                request = request.header(AUTHORIZATION, header);
+            }
+            let deadline = Instant::now() + self.deadlines.request;
+            let response = until(deadline, self.deadlines.request, action, subject, async {
+                request
+                    .send()
+                    .await
+                    .map_err(|e| RegistryError::transport(action, subject, &e))
+            })
+            .await?;
+            tracing::trace!(action, url = %response.url(), status = response.status().as_u16(), "registry answered");
+            if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                refreshed = true;
+                let host = reference.resolve_registry();
+                match ecr_generation {
+                    Some(generation) => self.ecr.forget(host, generation).await,
+                    None => self.tokens.forget(reference, operation).await,
+                }
+                continue;
+            }
+            return until(
+                deadline,
+                self.deadlines.request,
+                action,
+                subject,
+                answer(response),
+            )
+            .await;
+        }
     }
 }
 
 /// A Basic `Authorization` header.
 pub(super) fn basic(user: &str, password: &str) -> HeaderValue {
     let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    sensitive(&format!("Basic {pair}"))
-}
-
-fn sensitive(value: &str) -> HeaderValue {
-    let mut header = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    // Base64 is always a valid header value.
+    let mut header = HeaderValue::from_str(&format!("Basic {pair}"))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
     header.set_sensitive(true);
     header
 }

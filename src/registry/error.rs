@@ -1,9 +1,10 @@
 //! Registry errors that say what was being done, to what, and how it failed; retry decisions
 //! read their type, never their text.
 
+use std::error::Error as StdError;
 use std::time::Duration;
 
-use oci_client::errors::OciDistributionError;
+use crate::registry::waiting::secs;
 
 /// Registry error bodies can be whole HTML pages; keep messages to a line.
 const MAX_MESSAGE: usize = 300;
@@ -34,6 +35,20 @@ pub enum Failure {
     Status { status: u16, message: String },
     #[error("content does not match its digest: {0}")]
     DigestMismatch(String),
+    /// An answer larger than regmirror reads (see `registry::limits`): a broken or hostile
+    /// registry, not a reason to retry.
+    #[error("answer too large: {0}")]
+    TooLarge(String),
+    /// A request that did not complete in time, or a transfer that stopped moving; `waited`
+    /// is charged to the image's `max_wait` before it is retried.
+    #[error("{what} (after {})", secs(*.waited))]
+    Stalled { waited: Duration, what: String },
+    /// Something regmirror will not do, such as sending credentials to a plain-HTTP realm.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Credentials could not be had: a credential helper that is missing or failed.
+    #[error("{0}")]
+    Credentials(String),
     #[error("connection failed: {0}")]
     Transport(String),
     /// No connection could be made at all: refused, or the name did not resolve.
@@ -67,14 +82,6 @@ pub enum Failure {
 }
 
 impl RegistryError {
-    pub(super) fn new(
-        action: &'static str,
-        subject: impl ToString,
-        err: OciDistributionError,
-    ) -> Self {
-        Self::with(action, subject, Failure::from(err))
-    }
-
     pub fn with(action: &'static str, subject: impl ToString, failure: Failure) -> Self {
         RegistryError {
             action,
@@ -124,47 +131,13 @@ impl RegistryError {
     /// Whether trying again later could succeed: rate limits, server errors, broken connections.
     pub fn is_retryable(&self) -> bool {
         match &self.failure {
-            Failure::RateLimited(_) | Failure::Transport(_) | Failure::Unreachable(_) => true,
+            Failure::RateLimited(_)
+            | Failure::Transport(_)
+            | Failure::Unreachable(_)
+            | Failure::Stalled { .. } => true,
             Failure::Status { status: 408, .. } => true,
             Failure::Status { status, .. } => *status >= 500,
             _ => false,
-        }
-    }
-}
-
-impl From<OciDistributionError> for Failure {
-    fn from(err: OciDistributionError) -> Self {
-        use OciDistributionError as E;
-        match err {
-            E::RegistryError { envelope, .. } => {
-                let code = envelope
-                    .errors
-                    .first()
-                    .map(|e| format!("{:?}", e.code))
-                    .unwrap_or_default();
-                let message = envelope
-                    .errors
-                    .iter()
-                    .map(|e| e.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                classify(None, &code, &message)
-            }
-            E::ServerError { code, message, .. } => {
-                let (codes, text) = envelope(message.as_bytes());
-                classify(
-                    Some(code),
-                    codes.first().map(String::as_str).unwrap_or_default(),
-                    &text,
-                )
-            }
-            E::ImageManifestNotFoundError(_) => Failure::NotFound,
-            E::UnauthorizedError { .. } => Failure::Denied("the registry answered 401".into()),
-            E::AuthenticationFailure(reason) => Failure::Denied(clip(&reason)),
-            E::DigestError(e) => Failure::DigestMismatch(e.to_string()),
-            E::RequestError(e) => request_failure(&e),
-            E::IoError(e) => Failure::Transport(e.to_string()),
-            other => Failure::Protocol(clip(&other.to_string())),
         }
     }
 }
@@ -227,22 +200,31 @@ fn refuses_plain_http(body: &[u8]) -> bool {
         || body.contains("plain HTTP request was sent to HTTPS port")
 }
 
-/// A reqwest error may carry, deep in its sources, the digest check that aborted a streamed
-/// upload: that is a mismatch, not a network fault, and must not be retried as one. Nor is a
-/// failed TLS handshake, which no retry fixes: it is told apart so its message says so.
+/// Why a streamed body was cut short by regmirror itself: carried inside the HTTP client's
+/// error (as an `io::Error`) and recovered by [`request_failure`], so a digest mismatch is
+/// never retried as a network fault.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StreamAbort {
+    #[error("{0}")]
+    DigestMismatch(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// A reqwest error may carry, deep in its sources, the check that aborted a streamed body:
+/// that is a mismatch, not a network fault, and must not be retried as one. Nor is a failed
+/// TLS handshake, which no retry fixes: it is told apart so its message says so.
 fn request_failure(err: &reqwest::Error) -> Failure {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(mismatch) = digest_error_in(e) {
-            return Failure::DigestMismatch(mismatch.to_string());
-        }
-        if let Some(tls) = tls_error_in(e) {
-            return tls_failure(tls);
-        }
-        source = e.source();
+    match find::<StreamAbort>(err) {
+        Some(StreamAbort::DigestMismatch(m)) => return Failure::DigestMismatch(m.clone()),
+        Some(StreamAbort::TooLarge(m)) => return Failure::TooLarge(m.clone()),
+        None => {}
+    }
+    if let Some(tls) = find::<rustls::Error>(err) {
+        return tls_failure(tls);
     }
     let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
+    let mut source = StdError::source(err);
     while let Some(e) = source {
         message = format!("{message}: {e}");
         source = e.source();
@@ -254,41 +236,27 @@ fn request_failure(err: &reqwest::Error) -> Failure {
     }
 }
 
-/// The digest check oci-client's verifying stream raised, if `e` is or wraps it. The error
-/// travels as an `io::Error` inside an `OciDistributionError` inside the body error, and
-/// `io::Error` hides what it wraps from `source()`, so each layer is opened by hand.
-fn digest_error_in<'e>(
-    e: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e oci_client::errors::DigestError> {
-    use oci_client::errors::DigestError;
-    if let Some(d) = e.downcast_ref::<DigestError>() {
-        return Some(d);
-    }
-    if let Some(io) = e.downcast_ref::<std::io::Error>() {
-        return digest_error_in_io(io);
-    }
-    match e.downcast_ref::<OciDistributionError>()? {
-        OciDistributionError::DigestError(d) => Some(d),
-        OciDistributionError::IoError(io) => digest_error_in_io(io),
-        _ => None,
-    }
-}
-
-fn digest_error_in_io(io: &std::io::Error) -> Option<&oci_client::errors::DigestError> {
-    let inner: &(dyn std::error::Error + 'static) = io.get_ref()?;
-    inner.downcast_ref()
-}
-
-/// The rustls error that failed a handshake, if `e` is or wraps it. The TLS stream reports it
-/// in an `io::Error`, which the connector wraps in another, each hiding it from `source()`.
-fn tls_error_in<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
-    let mut e = e;
-    loop {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
+/// The first `T` among `e` and its sources. An `io::Error` hides what it wraps from
+/// `source()` (the TLS stream and a body stream both report through one), so each is opened
+/// by hand.
+fn find<'e, T: StdError + 'static>(e: &'e (dyn StdError + 'static)) -> Option<&'e T> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
-        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            let inner: &(dyn StdError + 'static) = inner;
+            if let Some(found) = find::<T>(inner) {
+                return Some(found);
+            }
+        }
+        next = e.source();
     }
+    None
 }
 
 /// What a failed handshake means for the user, with the setting that fixes the usual causes.
@@ -309,7 +277,9 @@ fn tls_failure(err: &rustls::Error) -> Failure {
     }
 }
 
-fn clip(message: &str) -> String {
+/// A message on one line, at most [`MAX_MESSAGE`] characters: registry error bodies can be
+/// whole HTML pages, and hostile ones anything at all.
+pub(super) fn clip(message: &str) -> String {
     let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
     match line.char_indices().nth(MAX_MESSAGE) {
         Some((i, _)) => format!("{}…", &line[..i]),
@@ -339,6 +309,22 @@ mod tests {
         assert!(!err(Failure::Denied(String::new())).is_retryable());
         assert!(!err(Failure::UntrustedCertificate(String::new())).is_retryable());
         assert!(!err(Failure::HttpsRequired).is_retryable());
+        assert!(!err(Failure::TooLarge(String::new())).is_retryable());
+        assert!(!err(Failure::Refused(String::new())).is_retryable());
+        assert!(err(Failure::Stalled {
+            waited: Duration::from_secs(1),
+            what: String::new()
+        })
+        .is_retryable());
+    }
+
+    #[test]
+    fn an_abort_inside_an_io_error_inside_another_error_is_found() {
+        let abort = std::io::Error::other(StreamAbort::DigestMismatch("x".into()));
+        let outer = std::io::Error::other(abort);
+        let found = find::<StreamAbort>(&outer);
+        assert!(matches!(found, Some(StreamAbort::DigestMismatch(m)) if m == "x"));
+        assert!(find::<StreamAbort>(&std::io::Error::other("plain")).is_none());
     }
 
     #[test]

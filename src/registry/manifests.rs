@@ -1,17 +1,20 @@
-//! Manifest HEADs, GETs and PUTs, sent by regmirror itself: HEADs and GETs so it can read the
-//! rate-limit headers that oci-client does not expose, PUTs because oci-client's panics on a
-//! push by digest answered without `Location` (ECR). Tokens and blobs stay oci-client's.
+//! Manifest HEADs, GETs and PUTs, with the rate-limit headers each answer carries.
+//!
+//! Every exchange is bounded: one total deadline from sending to the last byte, a manifest
+//! body of at most 4 MiB, an error body of at most 64 KiB (see [`super::limits`]). A
+//! `Docker-Content-Digest` is checked like any other digest before it is used, since the next
+//! request puts it in a URL.
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference, RegistryOperation};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use oci_client::RegistryOperation;
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
-use sha2::{Digest as _, Sha256};
 
-use super::{auth, Registries, RegistryError};
+use super::limits::{error_body, read_body, MAX_MANIFEST_BYTES};
+use super::{Failure, Registries, RegistryError};
+use crate::digest;
 use crate::manifest;
 use crate::reference::ImageRef;
 use crate::registry::ratelimit::RateLimitInfo;
@@ -19,9 +22,9 @@ use crate::registry::ratelimit::RateLimitInfo;
 /// A manifest response that succeeded.
 #[derive(Debug)]
 pub(super) struct Answer {
-    /// `Docker-Content-Digest`, when the registry sent it.
+    /// `Docker-Content-Digest`, when the registry sent it (checked well-formed).
     pub digest: Option<String>,
-    /// Empty for a HEAD.
+    /// Empty for a HEAD or a PUT.
     pub body: Bytes,
 }
 
@@ -49,120 +52,87 @@ impl Registries {
         let reading = method != Method::PUT;
         let reference = image.api_reference();
         let host = reference.resolve_registry();
-        let scheme = if self.plain_http.contains(host) {
-            "http"
-        } else {
-            "https"
-        };
         let tag_or_digest = reference.digest().or(reference.tag()).unwrap_or("latest");
-        let url = format!(
-            "{scheme}://{host}/v2/{}/manifests/{tag_or_digest}",
-            reference.repository()
+        let url = self.url(
+            host,
+            &format!("{}/manifests/{tag_or_digest}", reference.repository()),
         );
-        let mut refreshed = false;
-        loop {
-            let (authorization, ecr_generation) =
-                match self.authorization(&reference, operation).await {
-                    Ok(header) => header,
-                    Err(e) => {
-                        return Exchange {
-                            result: Err(e),
-                            rate_limit: RateLimitInfo::default(),
-                        }
-                    }
-                };
-            let mut request = self.http.request(method.clone(), &url);
-            request = match &upload {
+        let plain_http = self.plain_http.contains(host);
+        let mut rate_limit = RateLimitInfo::default();
+        let rate_limit_seen = &mut rate_limit;
+        let build = |http: &reqwest::Client| {
+            let request = http.request(method.clone(), &url);
+            match &upload {
                 Some((body, media_type)) => request
                     .header(CONTENT_TYPE, media_type.clone())
                     .body(body.clone()),
                 None => request.header(ACCEPT, manifest::ACCEPTED.join(", ")),
-            };
-            if let Some(header) = authorization {
-                request = request.header(AUTHORIZATION, header);
             }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e) => {
-                    return Exchange {
-                        result: Err(RegistryError::transport(action, image, &e)),
-                        rate_limit: RateLimitInfo::default(),
-                    }
-                }
-            };
+        };
+        let getting = method == Method::GET;
+        let answer = |response: reqwest::Response| async move {
             let status = response.status();
-            let rate_limit = RateLimitInfo::from_headers(response.headers(), SystemTime::now());
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
-                refreshed = true;
-                match ecr_generation {
-                    Some(generation) => self.ecr.forget(host, generation).await,
-                    None => self.tokens.forget(&reference, operation).await,
-                }
-                continue;
+            *rate_limit_seen = RateLimitInfo::from_headers(response.headers(), SystemTime::now());
+            if status.is_success() {
+                let digest = match response.headers().get("docker-content-digest") {
+                    Some(value) if reading => Some(
+                        checked_digest(value)
+                            .map_err(|failure| RegistryError::with(action, image, failure))?,
+                    ),
+                    _ => None,
+                };
+                let body = match getting {
+                    true => read_body(response, MAX_MANIFEST_BYTES, "a manifest")
+                        .await
+                        .map_err(|failure| RegistryError::with(action, image, failure))?,
+                    false => Bytes::new(),
+                };
+                return Ok(Some(Answer { digest, body }));
             }
-            let digest = response
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = match response.bytes().await {
-                Ok(body) => body,
-                Err(e) => {
-                    return Exchange {
-                        result: Err(RegistryError::transport(action, image, &e)),
-                        rate_limit,
-                    }
-                }
-            };
-            let result = match status {
-                s if s.is_success() => Ok(Some(Answer { digest, body })),
-                StatusCode::NOT_FOUND if reading => Ok(None),
-                s => {
-                    let plain_http = scheme == "http";
-                    let mut err =
-                        RegistryError::from_response(action, image, s.as_u16(), &body, plain_http);
-                    if err.is_not_found() && reading {
-                        Ok(None)
-                    } else {
-                        err.retry_after = rate_limit.retry_after;
-                        Err(err)
-                    }
-                }
-            };
-            return Exchange { result, rate_limit };
-        }
+            if status == StatusCode::NOT_FOUND && reading {
+                return Ok(None);
+            }
+            let body = error_body(response).await;
+            let err =
+                RegistryError::from_response(action, image, status.as_u16(), &body, plain_http);
+            if err.is_not_found() && reading {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        };
+        let result = self
+            .exchange(action, image, &reference, operation, build, answer)
+            .await
+            .map_err(|mut err| {
+                err.retry_after = rate_limit.retry_after;
+                err
+            });
+        Exchange { result, rate_limit }
     }
 }
 
-impl Registries {
-    /// The `Authorization` header for `operation` on `reference`'s repository, if one is
-    /// needed, and for ECR the generation of the credentials in it. ECR takes Basic auth
-    /// straight away; other registries go through the token cache.
-    pub(super) async fn authorization(
-        &self,
-        reference: &Reference,
-        operation: RegistryOperation,
-    ) -> Result<(Option<HeaderValue>, Option<u64>), RegistryError> {
-        let (credentials, ecr_generation) = self.auth_for(reference).await?;
-        if let (Some(generation), RegistryAuth::Basic(user, password)) =
-            (ecr_generation, &credentials)
-        {
-            return Ok((Some(auth::basic(user, password)), Some(generation)));
-        }
-        if matches!(credentials, RegistryAuth::Anonymous)
-            && self.is_open(reference.resolve_registry()).await
-        {
-            return Ok((None, None));
-        }
-        let header = self
-            .tokens
-            .header(&self.client, reference, &credentials, operation)
-            .await?;
-        Ok((header, None))
-    }
+/// A `Docker-Content-Digest` regmirror can use, or why not (its text clipped).
+fn checked_digest(value: &HeaderValue) -> Result<String, Failure> {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    digest::parse(&text)
+        .map(|_| text.to_string())
+        .map_err(|e| Failure::Protocol(format!("the registry sent Docker-Content-Digest: {e}")))
 }
 
-/// `sha256:<hex>` of some bytes.
-pub(super) fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_header_that_could_change_a_url_is_refused() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            checked_digest(&HeaderValue::from_str(&good).unwrap()).unwrap(),
+            good
+        );
+        let evil = HeaderValue::from_static("sha256:x/../../evil?q=");
+        let refused = checked_digest(&evil).unwrap_err();
+        assert!(refused.to_string().contains("invalid digest"), "{refused}");
+    }
 }

@@ -1,39 +1,41 @@
-//! The registry protocol: oci-client for tokens, blobs and pushes; regmirror's own requests
-//! for manifest HEADs and GETs, whose rate-limit headers pace every pull.
+//! The registry protocol, spoken by regmirror itself: manifest HEADs, GETs and PUTs (whose
+//! rate-limit headers pace every pull), blobs, and the token flow, each request bounded in
+//! size and time ([`limits`]) however the registry behaves.
 //!
-//! One [`Registries`] serves every registry of a pass: one oci-client `Client` and one reqwest
-//! client (one connection pool each) told which hosts speak plain HTTP, which extra CAs to
-//! trust and which credentials go where; one pull [`Budget`](crate::registry::ratelimit::Budget) per
-//! registry; and every request retried by [`crate::registry::retry`] within the image's `max_wait`.
-//! Blob uploads are monolithic: one PUT with the known size whose body streams straight from
-//! the source GET.
+//! One [`Registries`] serves every registry of a pass: one reqwest client (one connection
+//! pool) told which extra CAs to trust, which hosts speak plain HTTP and which credentials go
+//! where; one pull [`Budget`](crate::registry::ratelimit::Budget) per registry; and every
+//! request retried by [`crate::registry::retry`] within the image's `max_wait`. Blob uploads
+//! are monolithic: one PUT with the known size whose body streams straight from the source
+//! GET.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use reqwest::Method;
 
 mod auth;
+mod blobs;
 mod error;
+pub mod limits;
 mod manifests;
 pub mod ratelimit;
-mod request;
 pub mod retry;
 pub mod tags;
+mod token;
 pub mod waiting;
 
 pub use error::{Failure, RegistryError};
 
 use crate::aws::ecr::Ecr;
 use crate::config::Config;
+use crate::credentials::{Credentials, Helper, HelperLogins};
+use crate::digest::{self, Algorithm};
 use crate::reference::{api_host, ImageRef, Repository};
+use crate::registry::limits::Deadlines;
 use crate::registry::ratelimit::{Budgets, Gate, PullOutcome, RegistryUsage};
 use crate::registry::retry::retrying;
 use crate::registry::waiting::Waiter;
@@ -50,46 +52,49 @@ pub const HEADS_PER_REGISTRY: usize = 32;
 
 /// Every registry of a pass.
 pub struct Registries {
-    /// For every registry but ECR ones, whose credentials change (see [`Registries::client_for`]).
-    client: Client,
-    /// For manifest requests, whose response headers oci-client does not expose.
+    /// Every request, to every registry: one connection pool.
     http: reqwest::Client,
-    /// Credentials by API host; hosts not listed are reached anonymously.
-    auth: BTreeMap<String, RegistryAuth>,
+    /// Credentials by API host, from mirrors.toml or Docker's config.json.
+    auth: BTreeMap<String, Credentials>,
+    /// Credential helpers by API host, for hosts without `auth`; asked on first use.
+    helpers: BTreeMap<String, Helper>,
+    helper_logins: HelperLogins,
     tokens: auth::AuthCache,
     /// API hosts spoken to over plain HTTP.
     plain_http: BTreeSet<String>,
-    /// Extra CA certificates (PEM), for the clients made for ECR registries.
-    pems: Vec<Vec<u8>>,
     budgets: Arc<Budgets>,
     ecr: Ecr,
-    /// One oci-client per ECR registry, with the credentials of the generation it was made for.
-    ecr_clients: tokio::sync::Mutex<BTreeMap<String, (u64, Client)>>,
-    /// Whether each anonymous registry asked so far answers without credentials.
-    open: tokio::sync::Mutex<BTreeMap<String, bool>>,
+    /// How long one request, and one stalled transfer, may take.
+    deadlines: Deadlines,
     /// [`HEADS_PER_REGISTRY`] permits per API host.
     heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl std::fmt::Debug for Registries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // RegistryAuth's own Debug redacts passwords and tokens.
+        // Credentials' own Debug redacts passwords and tokens.
         f.debug_struct("Registries")
             .field("auth", &self.auth)
+            .field("helpers", &self.helpers)
             .field("plain_http", &self.plain_http)
+            .field("deadlines", &self.deadlines)
             .finish_non_exhaustive()
     }
 }
 
 impl Registries {
-    /// Builds the clients for every registry the config names, pacing pulls with `budgets`
+    /// Builds the client for every registry the config names, pacing pulls with `budgets`
     /// (whose reserves it sets from the config). Fails only on a bad CA file.
     pub fn new(config: &Config, budgets: Arc<Budgets>) -> Result<Self, String> {
         let mut plain_http = BTreeSet::new();
-        let mut pems = Vec::new();
         let mut auth = BTreeMap::new();
+        let mut helpers = BTreeMap::new();
         let mut reserves = BTreeMap::new();
         let mut ecr = Vec::new();
+        let mut http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .read_timeout(READ_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT);
         for (name, settings) in &config.registries {
             let host = api_host(name).to_string();
             if let Some(ecr_settings) = &settings.ecr {
@@ -101,68 +106,62 @@ impl Registries {
             if let Some(ca) = &settings.ca_file {
                 let data = std::fs::read(ca)
                     .map_err(|e| format!("cannot read ca_file {} for {name}: {e}", ca.display()))?;
-                pems.push(data);
+                let certificate = reqwest::Certificate::from_pem(&data)
+                    .map_err(|e| format!("cannot use ca_file {} for {name}: {e}", ca.display()))?;
+                http = http.add_root_certificate(certificate);
             }
             if let Some(c) = &settings.credentials {
-                auth.insert(
-                    host.clone(),
-                    RegistryAuth::Basic(c.username.clone(), c.password.expose().to_string()),
-                );
+                auth.insert(host.clone(), c.clone());
+            } else if let Some(helper) = &settings.helper {
+                helpers.insert(host.clone(), helper.clone());
             }
             reserves.insert(host, config.reserve(name));
-        }
-        let mut http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .read_timeout(READ_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT);
-        for pem in &pems {
-            let certificate = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| format!("cannot use a ca_file as a certificate: {e}"))?;
-            http = http.add_root_certificate(certificate);
         }
         let http = http
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        let client = oci_client(&plain_http, &pems)?;
         Ok(Registries {
-            client,
             http,
             auth,
+            helpers,
+            helper_logins: HelperLogins::default(),
             tokens: auth::AuthCache::default(),
             plain_http,
-            pems,
             budgets: {
                 budgets.set_reserves(config.rate_limit.reserve, reserves);
                 budgets
             },
             ecr: Ecr::new(ecr),
-            ecr_clients: tokio::sync::Mutex::default(),
-            open: tokio::sync::Mutex::default(),
+            deadlines: Deadlines::for_max_wait(config.rate_limit.max_wait),
             heads: std::sync::Mutex::default(),
         })
     }
 
-    /// The credentials for `reference`'s registry, and for ECR the generation they belong to.
+    /// The credentials for `reference`'s registry (`None`: anonymous), and for ECR the
+    /// generation they belong to. A credential helper is asked here, on first use.
     async fn auth_for(
         &self,
         reference: &Reference,
-    ) -> Result<(RegistryAuth, Option<u64>), RegistryError> {
+    ) -> Result<(Option<Credentials>, Option<u64>), RegistryError> {
         let host = reference.resolve_registry();
         match self.ecr.credentials(host).await {
-            Ok(Some(token)) => Ok((
-                RegistryAuth::Basic(
-                    token.credentials.username,
-                    token.credentials.password.expose().to_string(),
-                ),
-                Some(token.generation),
-            )),
-            Ok(None) => Ok((
-                self.auth
-                    .get(host)
-                    .cloned()
-                    .unwrap_or(RegistryAuth::Anonymous),
-                None,
-            )),
+            Ok(Some(token)) => Ok((Some(token.credentials), Some(token.generation))),
+            Ok(None) => {
+                if let Some(credentials) = self.auth.get(host) {
+                    return Ok((Some(credentials.clone()), None));
+                }
+                let Some(helper) = self.helpers.get(host) else {
+                    return Ok((None, None));
+                };
+                let credentials = self.helper_logins.get(helper).await.map_err(|e| {
+                    RegistryError::with(
+                        "authenticate to",
+                        host,
+                        Failure::Credentials(e.to_string()),
+                    )
+                })?;
+                Ok((credentials, None))
+            }
             Err(e) => Err(RegistryError::with(
                 "authenticate to",
                 host,
@@ -171,60 +170,14 @@ impl Registries {
         }
     }
 
-    /// The oci-client for `reference`'s registry, knowing its credentials (oci-client's blob
-    /// calls do not take them as an argument). oci-client keeps the first credentials it is
-    /// given for a registry, so an ECR registry gets a client of its own, made anew when its
-    /// token is renewed.
-    async fn client_for(&self, reference: &Reference) -> Result<Client, RegistryError> {
-        let host = reference.resolve_registry();
-        let (auth, generation) = self.auth_for(reference).await?;
-        let Some(generation) = generation else {
-            // Told of a registry, oci-client asks `/v2/` how to authenticate before every
-            // request it cannot cache a token for, which is every request to an open one.
-            if !matches!(auth, RegistryAuth::Anonymous) || !self.is_open(host).await {
-                self.client.store_auth_if_needed(host, &auth).await;
-            }
-            return Ok(self.client.clone());
-        };
-        let mut clients = self.ecr_clients.lock().await;
-        if let Some((made_for, client)) = clients.get(host) {
-            if *made_for == generation {
-                return Ok(client.clone());
-            }
-        }
-        let client = oci_client(&self.plain_http, &self.pems)
-            .map_err(|e| RegistryError::with("authenticate to", host, Failure::Protocol(e)))?;
-        client.store_auth_if_needed(host, &auth).await;
-        clients.insert(host.to_string(), (generation, client.clone()));
-        Ok(client)
-    }
-
-    /// Whether `host` answers `/v2/` without asking for credentials; asked once per host.
-    /// A registry that cannot be asked is taken as not open, which costs requests, not errors.
-    pub(super) async fn is_open(&self, host: &str) -> bool {
-        let mut open = self.open.lock().await;
-        if let Some(known) = open.get(host) {
-            return *known;
-        }
+    /// `scheme://host/v2/<path>` for an API host.
+    fn url(&self, host: &str, path: &str) -> String {
         let scheme = if self.plain_http.contains(host) {
             "http"
         } else {
             "https"
         };
-        let answer = self.http.get(format!("{scheme}://{host}/v2/")).send().await;
-        let is_open = answer.is_ok_and(|response| {
-            response.status().is_success()
-                && !response
-                    .headers()
-                    .contains_key(reqwest::header::WWW_AUTHENTICATE)
-        });
-        tracing::debug!(
-            registry = host,
-            open = is_open,
-            "asked /v2/ how to authenticate"
-        );
-        open.insert(host.to_string(), is_open);
-        is_open
+        format!("{scheme}://{host}/v2/{path}")
     }
 
     /// Readies `repository` to receive a push: on ECR, creates it if it does not exist.
@@ -315,13 +268,16 @@ impl Registries {
             let answer = exchange
                 .result?
                 .ok_or_else(|| RegistryError::with("pull manifest", image, Failure::NotFound))?;
-            let digest = manifests::sha256(&answer.body);
-            if let Some(expected) = image
-                .digest
-                .as_deref()
-                .or(answer.digest.as_deref())
-                .filter(|e| *e != digest)
-            {
+            // Checked with the algorithm the expected digest names (sha256 or sha512).
+            let expected = image.digest.as_deref().or(answer.digest.as_deref());
+            let algorithm = match expected {
+                Some(expected) => digest::parse(expected).map_err(|e| {
+                    RegistryError::with("pull manifest", image, Failure::Protocol(e.to_string()))
+                })?,
+                None => Algorithm::Sha256,
+            };
+            let digest = digest::of(algorithm, &answer.body);
+            if let Some(expected) = expected.filter(|e| *e != digest) {
                 return Err(RegistryError::with(
                     "pull manifest",
                     image,
@@ -334,8 +290,6 @@ impl Registries {
     }
 
     /// PUTs a manifest byte for byte, under `image`'s tag, or its digest when it has no tag.
-    /// Sent by regmirror itself: oci-client's push panics when a registry answers a push by
-    /// digest without `Location`, as ECR does.
     pub async fn push_manifest(
         &self,
         image: &ImageRef,
@@ -360,194 +314,5 @@ impl Registries {
                 .map(drop)
         })
         .await
-    }
-
-    /// Whether `repository` already holds the blob.
-    pub async fn blob_exists(
-        &self,
-        repository: &Repository,
-        digest: &str,
-        waiter: &Waiter,
-    ) -> Result<bool, RegistryError> {
-        let reference = blob_reference(repository, digest);
-        retrying(waiter, || async {
-            self.client_for(&reference)
-                .await?
-                .blob_exists(&reference, digest)
-                .await
-                .map_err(|e| RegistryError::new("HEAD blob", format!("{repository}@{digest}"), e))
-        })
-        .await
-    }
-
-    /// Asks the registry to link a blob it holds in `from` into `to`, without moving bytes.
-    /// `false` when the registry declined (it then expects an upload).
-    pub async fn mount_blob(&self, to: &Repository, from: &Repository, digest: &str) -> bool {
-        let target = blob_reference(to, digest);
-        let client = match self.client_for(&target).await {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::debug!(blob = digest, to = %to, error = %e, "cannot mount; uploading instead");
-                return false;
-            }
-        };
-        match client
-            .mount_blob(&target, &blob_reference(from, digest), digest)
-            .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(blob = digest, from = %from, to = %to, error = %e, "mount declined; uploading instead");
-                false
-            }
-        }
-    }
-
-    /// Streams a blob from one repository into another, retried whole on transient failures.
-    /// Returns the bytes moved.
-    pub async fn copy_blob(
-        &self,
-        from: &Repository,
-        to: &Repository,
-        digest: &str,
-        size: u64,
-        waiter: &Waiter,
-    ) -> Result<u64, RegistryError> {
-        retrying(waiter, || self.copy_blob_once(from, to, digest, size)).await
-    }
-
-    /// The source GET feeds the target PUT chunk by chunk, and the digest is checked as the
-    /// bytes pass. A mismatch aborts the upload, so the target never stores it.
-    async fn copy_blob_once(
-        &self,
-        from: &Repository,
-        to: &Repository,
-        digest: &str,
-        size: u64,
-    ) -> Result<u64, RegistryError> {
-        let subject = || format!("{from}@{digest}");
-        let source = blob_reference(from, digest);
-        let target = blob_reference(to, digest);
-        let download = self
-            .client_for(&source)
-            .await?
-            .pull_blob_stream(&source, digest)
-            .await
-            .map_err(|e| RegistryError::new("pull blob", subject(), e))?;
-        if let Some(length) = download.content_length.filter(|&l| l != size) {
-            return Err(RegistryError::with(
-                "pull blob",
-                subject(),
-                Failure::Protocol(format!(
-                    "registry sends {length} bytes, the manifest says {size}"
-                )),
-            ));
-        }
-        let body = hold_last_chunk(download.stream.map_err(OciDistributionError::IoError)).boxed();
-        // A refused upload names the target: the source served the blob.
-        self.client_for(&target)
-            .await?
-            .push_blob_stream(&target, body, digest, Some(size))
-            .await
-            .map_err(|e| match e {
-                OciDistributionError::RegistryError { .. } => {
-                    RegistryError::new("push blob", format!("{to}@{digest}"), e)
-                }
-                e => RegistryError::new("copy blob", subject(), e),
-            })?;
-        Ok(size)
-    }
-}
-
-/// Holds each chunk back until the next one arrives, so the last bytes of a blob are sent
-/// only once the source stream has ended cleanly, which is when oci-client's verifying stream
-/// has checked the digest. On a mismatch the upload stops short of its Content-Length and the
-/// target never commits the blob, whatever the target itself checks. Costs one chunk of memory.
-fn hold_last_chunk<S, E>(chunks: S) -> impl futures_util::Stream<Item = Result<Bytes, E>>
-where
-    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    futures_util::stream::unfold(
-        (chunks, None::<Bytes>, false),
-        |(mut chunks, mut held, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                match chunks.next().await {
-                    Some(Ok(chunk)) => match held.replace(chunk) {
-                        Some(previous) => return Some((Ok(previous), (chunks, held, false))),
-                        None => continue,
-                    },
-                    Some(Err(e)) => return Some((Err(e), (chunks, None, true))),
-                    None => return held.map(|last| (Ok(last), (chunks, None, true))),
-                }
-            }
-        },
-    )
-}
-
-/// An oci-client told which hosts speak plain HTTP and which extra CAs to trust.
-fn oci_client(plain_http: &BTreeSet<String>, pems: &[Vec<u8>]) -> Result<Client, String> {
-    // try_from, not new: new() would swallow a bad CA and fall back to a default client.
-    Client::try_from(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(plain_http.iter().cloned().collect()),
-        extra_root_certificates: pems
-            .iter()
-            .map(|data| Certificate {
-                encoding: CertificateEncoding::Pem,
-                data: data.clone(),
-            })
-            .collect(),
-        use_monolithic_push: true,
-        read_timeout: Some(READ_TIMEOUT),
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        user_agent: USER_AGENT,
-        platform_resolver: None,
-        ..ClientConfig::default()
-    })
-    .map_err(|e| format!("cannot set up the registry client (check each ca_file): {e}"))
-}
-
-fn blob_reference(repository: &Repository, digest: &str) -> Reference {
-    Reference::with_digest(
-        api_host(&repository.registry).to_string(),
-        repository.repository.clone(),
-        digest.to_string(),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_last_chunk_waits_for_a_clean_end() {
-        let chunks = |items: Vec<Result<&'static str, &'static str>>| {
-            futures_util::stream::iter(items.into_iter().map(|i| i.map(Bytes::from)))
-        };
-        let ok: Vec<_> = hold_last_chunk(chunks(vec![Ok("a"), Ok("b"), Ok("c")]))
-            .collect()
-            .await;
-        assert_eq!(
-            ok,
-            [
-                Ok(Bytes::from("a")),
-                Ok(Bytes::from("b")),
-                Ok(Bytes::from("c"))
-            ]
-        );
-        let bad: Vec<_> = hold_last_chunk(chunks(vec![Ok("a"), Ok("b"), Err("digest")]))
-            .collect()
-            .await;
-        assert_eq!(
-            bad,
-            [Ok(Bytes::from("a")), Err("digest")],
-            "b is never sent"
-        );
-        let empty: Vec<Result<Bytes, ()>> = hold_last_chunk(futures_util::stream::empty())
-            .collect()
-            .await;
-        assert!(empty.is_empty());
     }
 }

@@ -2,7 +2,9 @@
 //! the image's `max_wait`.
 //!
 //! What is retried is decided by the error's type ([`RegistryError::is_retryable`]): 429s,
-//! 5xx, timeouts and broken connections. Everything else fails at once. The schedule comes
+//! 5xx, timeouts and broken connections. Everything else fails at once. The time a stalled
+//! request took before it was cut off counts against `max_wait` like a wait, so a registry
+//! that stalls every answer fails the image within `max_wait` too. The schedule comes
 //! from the `backoff` crate: 1 s, then doubling up to 2 min, each interval randomised by ±50 %
 //! so that many clients refused at the same moment do not come back at the same moment.
 
@@ -73,6 +75,9 @@ where
             Ok(value) => return Ok(value),
             Err(err) => err,
         };
+        if let Failure::Stalled { waited, .. } = &err.failure {
+            waiter.charge(*waited);
+        }
         let delay = match &err.failure {
             Failure::ReferencesMissing(_) => match settles.next() {
                 Some(pause) => *pause,
@@ -108,6 +113,12 @@ mod tests {
     use std::sync::Arc;
     use tokio::sync::Semaphore;
 
+    async fn waiter(max_wait: Duration) -> Waiter {
+        let slots = Arc::new(Semaphore::new(1));
+        let stop = tokio_util::sync::CancellationToken::new();
+        Waiter::start(slots, max_wait, stop).await.unwrap()
+    }
+
     fn refused(retry_after: Option<Duration>) -> RegistryError {
         RegistryError {
             retry_after,
@@ -134,13 +145,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_retryable_errors_until_success() {
-        let waiter = Waiter::start(
-            Arc::new(Semaphore::new(1)),
-            Duration::from_secs(600),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let waiter = waiter(Duration::from_secs(600)).await;
         let attempts = AtomicUsize::new(0);
         let value = retrying(&waiter, || async {
             match attempts.fetch_add(1, Ordering::SeqCst) {
@@ -159,13 +164,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_registry_gets_a_few_tries_not_max_wait() {
-        let waiter = Waiter::start(
-            Arc::new(Semaphore::new(1)),
-            Duration::from_secs(6 * 3600),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let waiter = waiter(Duration::from_secs(6 * 3600)).await;
         let attempts = AtomicUsize::new(0);
         let err = retrying(&waiter, || async {
             attempts.fetch_add(1, Ordering::SeqCst);
@@ -223,14 +222,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn gives_up_at_max_wait_saying_why_and_fails_fast_on_other_errors() {
-        let waiter = Waiter::start(
-            Arc::new(Semaphore::new(1)),
-            Duration::from_secs(60),
-            tokio_util::sync::CancellationToken::new(),
-        )
+    async fn a_stalled_request_counts_against_max_wait() {
+        let waiter = waiter(Duration::from_secs(10)).await;
+        let attempts = AtomicUsize::new(0);
+        let err = retrying(&waiter, || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(RegistryError::with(
+                "pull manifest",
+                "x",
+                Failure::Stalled {
+                    waited: Duration::from_secs(10),
+                    what: "no complete answer in time".into(),
+                },
+            ))
+        })
         .await
-        .unwrap();
+        .unwrap_err();
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "no second try past max_wait"
+        );
+        assert!(matches!(err.failure, Failure::GaveUp(_)), "{err}");
+        assert!(
+            err.to_string().contains("no complete answer in time"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_max_wait_saying_why_and_fails_fast_on_other_errors() {
+        let waiter = waiter(Duration::from_secs(60)).await;
         let err = retrying(&waiter, || async {
             Err::<(), _>(refused(Some(Duration::from_secs(45))))
         })

@@ -14,12 +14,15 @@
 
 use std::collections::HashSet;
 
-use futures_util::StreamExt;
+use std::time::SystemTime;
+
 use oci_client::{Reference, RegistryOperation};
 use reqwest::header::{HeaderMap, ACCEPT, LINK};
 use reqwest::Url;
 use serde::Deserialize;
 
+use super::limits::{error_body, read_body};
+use super::ratelimit::RateLimitInfo;
 use super::retry::retrying;
 use super::waiting::Waiter;
 use super::{Failure, Registries, RegistryError};
@@ -63,10 +66,9 @@ impl Registries {
         let host = api_host(&repository.registry);
         let subject = repository.to_string();
         let fail = |failure| RegistryError::with(ACTION, &subject, failure);
-        let first = format!(
-            "{}://{host}/v2/{}/tags/list?n={PAGE_SIZE}",
-            self.scheme(host),
-            repository.repository
+        let first = self.url(
+            host,
+            &format!("{}/tags/list?n={PAGE_SIZE}", repository.repository),
         );
         let mut url = Url::parse(&first).map_err(|e| {
             fail(Failure::Protocol(format!(
@@ -126,39 +128,51 @@ impl Registries {
         url: &Url,
         subject: &str,
     ) -> Result<Page, RegistryError> {
-        let response = self
-            .send_authorized(
-                reference,
-                RegistryOperation::Pull,
-                (ACTION, subject),
-                |http| http.get(url.clone()).header(ACCEPT, "application/json"),
-            )
-            .await?;
-        let status = response.status();
-        let retry_after = super::ratelimit::RateLimitInfo::from_headers(
-            response.headers(),
-            std::time::SystemTime::now(),
+        let plain_http = url.scheme() == "http";
+        let mut retry_after = None;
+        let retry_after_seen = &mut retry_after;
+        let answer = |response: reqwest::Response| async move {
+            let status = response.status();
+            *retry_after_seen =
+                RateLimitInfo::from_headers(response.headers(), SystemTime::now()).retry_after;
+            if !status.is_success() {
+                let body = error_body(response).await;
+                return Err(RegistryError::from_response(
+                    ACTION,
+                    subject,
+                    status.as_u16(),
+                    &body,
+                    plain_http,
+                ));
+            }
+            let next = next_link(response.headers(), url);
+            let body = read_body(response, MAX_PAGE_BYTES, "a tag list page")
+                .await
+                .map_err(|failure| RegistryError::with(ACTION, subject, failure))?;
+            let tags = parse_tags(&body).map_err(|e| {
+                RegistryError::with(
+                    ACTION,
+                    subject,
+                    Failure::Protocol(format!("the tag list is not valid: {e}")),
+                )
+            })?;
+            Ok(Page { tags, next })
+        };
+        let build =
+            |http: &reqwest::Client| http.get(url.clone()).header(ACCEPT, "application/json");
+        self.exchange(
+            ACTION,
+            &subject,
+            reference,
+            RegistryOperation::Pull,
+            build,
+            answer,
         )
-        .retry_after;
-        let next = next_link(response.headers(), url);
-        let body = read_bounded(response, MAX_PAGE_BYTES)
-            .await
-            .map_err(|failure| RegistryError::with(ACTION, subject, failure))?;
-        if !status.is_success() {
-            let plain_http = url.scheme() == "http";
-            let mut err =
-                RegistryError::from_response(ACTION, subject, status.as_u16(), &body, plain_http);
+        .await
+        .map_err(|mut err| {
             err.retry_after = retry_after;
-            return Err(err);
-        }
-        let tags = parse_tags(&body).map_err(|e| {
-            RegistryError::with(
-                ACTION,
-                subject,
-                Failure::Protocol(format!("the tag list is not valid: {e}")),
-            )
-        })?;
-        Ok(Page { tags, next })
+            err
+        })
     }
 }
 
@@ -198,27 +212,6 @@ fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
             });
             is_next.then(|| base.join(target).ok()).flatten()
         })
-}
-
-/// A response body, refused once it passes `limit` bytes (declared or sent).
-async fn read_bounded(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
-    let too_big = || Failure::Protocol(format!("the answer is larger than {limit} bytes"));
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| Failure::Transport(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]

@@ -105,6 +105,12 @@ impl Waiter {
         *self.waited.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts `spent` against `max_wait` as if it had been waited: time a request stalled.
+    pub fn charge(&self, spent: Duration) {
+        let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+        *waited = waited.saturating_add(spent);
+    }
+
     /// Whether waiting `wanted` more stays within `max_wait`.
     fn allows(&self, wanted: Duration, reason: &str) -> Result<(), WaitRefused> {
         if self.stop.is_cancelled() {
@@ -132,10 +138,7 @@ impl Waiter {
             _ = self.stop.cancelled() => return Err(WaitRefused::ShuttingDown),
             _ = tokio::time::sleep(duration) => {}
         }
-        {
-            let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
-            *waited = waited.saturating_add(duration);
-        }
+        self.charge(duration);
         if self.copying.load(Ordering::SeqCst) {
             let mut slot = self.slot.lock().await;
             if slot.is_none() {

@@ -145,6 +145,9 @@ pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// The process's peak resident memory in KiB (`VmHWM`, a high-water mark kept by the
+    /// kernel), as last read while it ran; `None` if it ended before it could be read.
+    pub peak_rss_kib: Option<u64>,
 }
 
 impl Run {
@@ -189,6 +192,21 @@ impl Run {
             .collect()
     }
 
+    /// Panics unless the process's peak resident memory stayed under `mib` MiB.
+    #[track_caller]
+    pub fn assert_peak_rss_under(&self, mib: u64) -> &Run {
+        let peak = self
+            .peak_rss_kib
+            .unwrap_or_else(|| panic!("the peak memory was never read\n{}", self.output()));
+        assert!(
+            peak < mib * 1024,
+            "peak resident memory {} MiB, over {mib} MiB\n{}",
+            peak / 1024,
+            self.output()
+        );
+        self
+    }
+
     /// Both streams, labelled, for assertion messages.
     pub fn output(&self) -> String {
         format!(
@@ -229,6 +247,7 @@ impl RunExt for Command {
             child,
             stdout,
             stderr,
+            peak_rss_kib: None,
         }
     }
 }
@@ -286,6 +305,8 @@ pub struct Spawned {
     child: Child,
     stdout: Capture,
     stderr: Capture,
+    /// The last `VmHWM` read from `/proc`, in KiB.
+    peak_rss_kib: Option<u64>,
 }
 
 impl Spawned {
@@ -369,10 +390,24 @@ impl Spawned {
         self.collect(status)
     }
 
-    /// Waits for the exit; kills it and panics with its output after `timeout`.
+    /// The process's peak resident memory so far (`VmHWM`), remembered for the [`Run`].
+    pub fn peak_rss_kib(&mut self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok();
+        let now = status.as_deref().and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        });
+        self.peak_rss_kib = self.peak_rss_kib.max(now);
+        self.peak_rss_kib
+    }
+
+    /// Waits for the exit; kills it and panics with its output after `timeout`. The peak
+    /// memory is read every 10 ms meanwhile (a high-water mark: no spike is missed, only
+    /// one in the last 10 ms).
     pub fn wait(mut self, timeout: Duration) -> Run {
         let deadline = Instant::now() + timeout;
         loop {
+            self.peak_rss_kib();
             match self.child.try_wait().expect("poll child") {
                 Some(status) => return self.collect(status),
                 None if Instant::now() >= deadline => {
@@ -392,6 +427,7 @@ impl Spawned {
             code: status.code(),
             stdout: self.stdout.finish(),
             stderr: self.stderr.finish(),
+            peak_rss_kib: self.peak_rss_kib,
         }
     }
 }

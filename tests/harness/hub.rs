@@ -25,6 +25,16 @@ pub struct TokenLog {
     pub requests: usize,
 }
 
+impl TokenLog {
+    /// A fresh token, recorded as issued, with the JSON answer a token endpoint gives for it.
+    pub fn issue(&mut self) -> (String, serde_json::Value) {
+        let token = format!("tok-{:032x}", rand::random::<u128>());
+        self.issued.push(token.clone());
+        let body = serde_json::json!({ "token": token, "access_token": token, "expires_in": 300 });
+        (token, body)
+    }
+}
+
 /// The bearer-token flow. Add it first, so it answers before any other rule forwards.
 #[derive(Debug)]
 pub struct BearerAuth {
@@ -47,6 +57,18 @@ impl BearerAuth {
             realm: format!("http://{proxy_host}/token"),
             required: credentials
                 .map(|(user, pass)| format!("Basic {}", encode(&format!("{user}:{pass}")))),
+            log: log.clone(),
+        };
+        (rule, log)
+    }
+
+    /// Tokens from `realm`, a token server elsewhere that issues them into the returned log
+    /// (see [`TokenLog::issue`]); this rule only checks that requests carry one.
+    pub fn with_realm(realm: &str) -> (Self, Arc<Mutex<TokenLog>>) {
+        let log = Arc::new(Mutex::new(TokenLog::default()));
+        let rule = BearerAuth {
+            realm: realm.to_owned(),
+            required: None,
             log: log.clone(),
         };
         (rule, log)
@@ -96,10 +118,7 @@ impl Rule for BearerAuth {
                     ));
                 }
             }
-            let token = format!("tok-{:032x}", rand::random::<u128>());
-            log.issued.push(token.clone());
-            let body =
-                serde_json::json!({ "token": token, "access_token": token, "expires_in": 300 });
+            let (_, body) = log.issue();
             return Some(Action::Respond {
                 status: 200,
                 headers: vec![("content-type".into(), "application/json".into())],

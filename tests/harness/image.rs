@@ -456,6 +456,14 @@ impl Image {
         put_manifest(&remote.into(), repo, tag, &self.top);
     }
 
+    /// `(digest, bytes)` of every config and layer, each once, for a server that serves them.
+    pub fn blob_data(&self) -> Vec<(String, Bytes)> {
+        self.blobs
+            .iter()
+            .map(|blob| (blob.digest.clone(), blob.data.clone()))
+            .collect()
+    }
+
     /// Pushes blobs, then child manifests by digest, then the top manifest under `tag`.
     /// Panics with the registry's answer on any failure.
     pub fn push(&self, remote: impl Into<Remote>, repo: &str, tag: &str) -> Pushed {

@@ -10,20 +10,26 @@
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
 //! - [`tags`]: tag listings paged the ways other registries page them, as proxy rules.
 //! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
+//! - [`hostile`]: a registry whose every answer the test chooses (nested, huge, slow, lying).
 //! - [`moto`]: AWS on loopback (moto's server mode); [`ecr`]: ECR's registry behaviour as rules.
-//! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts.
+//! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts; [`daemon`]:
+//!   the daemon started, its endpoint found, conditions polled.
+//! - [`server`]: the loopback HTTP server under the proxy and the hostile registry.
 
 // Each test binary uses a different subset of the harness, so unused items are expected.
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod daemon;
 pub mod ecr;
+pub mod hostile;
 pub mod hub;
 pub mod image;
 pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod remote;
+pub mod server;
 pub mod tags;
 
 // Re-exported for `use harness::*`; each binary uses only some of them.

@@ -12,7 +12,6 @@
 use std::convert::Infallible;
 use std::error::Error;
 use std::fmt;
-use std::net::TcpListener as StdTcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
@@ -22,10 +21,10 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
+
+use super::server::Server;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -349,8 +348,8 @@ struct Shared {
 /// A running proxy; shut down (held requests dropped) when dropped.
 pub struct Proxy {
     shared: Arc<Shared>,
-    /// Runs the accept loop and connections; `None` only during drop.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Runs the accept loop and connections.
+    _server: Server,
 }
 
 impl fmt::Debug for Proxy {
@@ -365,17 +364,7 @@ impl fmt::Debug for Proxy {
 impl Proxy {
     /// Starts a proxy on a random loopback port forwarding to `upstream_host` (`host:port`).
     pub fn start(upstream_host: &str) -> Proxy {
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind proxy port");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let host = listener.local_addr().expect("proxy address").to_string();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("test-proxy")
-            .enable_all()
-            .build()
-            .expect("build proxy runtime");
+        let bound = Server::bind("test-proxy");
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -384,20 +373,23 @@ impl Proxy {
             .expect("build proxy client");
         let shared = Arc::new(Shared {
             upstream: upstream_host.to_owned(),
-            host,
+            host: bound.host.clone(),
             log: Mutex::new(Vec::new()),
             rules: Mutex::new(Vec::new()),
             client,
             connections: AtomicUsize::new(0),
         });
-        let listener = {
-            let _context = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).expect("register listener")
-        };
-        runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
+        let counted = Arc::clone(&shared);
+        let serving = Arc::clone(&shared);
+        let server = bound.serve(
+            move || {
+                counted.connections.fetch_add(1, Ordering::Relaxed);
+            },
+            move |request| handle(Arc::clone(&serving), request),
+        );
         Proxy {
             shared,
-            runtime: Some(runtime),
+            _server: server,
         }
     }
 
@@ -490,31 +482,6 @@ impl Proxy {
         };
         self.shared.rules.lock().unwrap().insert(0, Box::new(rule));
         Holder(state)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(1));
-        }
-    }
-}
-
-async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        shared.connections.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(Arc::clone(&shared), request));
-            // Errors here are clients going away or deliberate disconnects.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
     }
 }
 

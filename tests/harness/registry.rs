@@ -35,6 +35,11 @@ pub struct RegistryOptions {
     /// Serve HTTPS with a certificate for `127.0.0.1` and `localhost` signed by a throwaway CA
     /// of this registry's own (see [`Registry::ca_pem`]); `false` serves plain HTTP.
     pub tls: bool,
+    /// Require bearer tokens from this realm (distribution's `auth.token`): `/v2/` answers
+    /// 401 with `WWW-Authenticate: Bearer realm="<this>",service="regmirror-test"`. No token
+    /// is accepted (none is signed by the registry's bundle): for tests of what a client does
+    /// with the challenge.
+    pub token_realm: Option<String>,
 }
 
 impl RegistryOptions {
@@ -67,6 +72,8 @@ pub struct Registry {
     credentials: Option<(String, String)>,
     /// Set when the registry serves HTTPS.
     tls: Option<Tls>,
+    /// Set when it asks for bearer tokens from a realm.
+    token_auth: bool,
     /// Holds config, storage (`data/`) and `registry.log`; removed after the child is dead.
     dir: TempDir,
 }
@@ -97,13 +104,12 @@ impl Registry {
             // the port is ours and not one another test started on a reused port.
             let instance = format!("{:016x}", rand::random::<u64>());
             let config_path = dir.path().join("config.yml");
-            let config = config_yaml(
-                dir.path(),
-                &host,
-                &instance,
-                htpasswd.as_deref(),
-                tls.is_some(),
-            );
+            let auth = match (&htpasswd, &options.token_realm) {
+                (Some(path), _) => Auth::Htpasswd(path),
+                (None, Some(realm)) => Auth::Token(realm),
+                (None, None) => Auth::None,
+            };
+            let config = config_yaml(dir.path(), &host, &instance, auth, tls.is_some());
             fs::write(&config_path, config).expect("write registry config");
             let log = fs::File::create(dir.path().join("registry.log")).expect("create log");
             let child = Command::new(&binary)
@@ -119,6 +125,7 @@ impl Registry {
                 host,
                 credentials: options.htpasswd.clone(),
                 tls,
+                token_auth: options.token_realm.is_some(),
                 dir,
             };
             match registry.wait_ready(&instance) {
@@ -180,7 +187,11 @@ impl Registry {
     fn wait_ready(&mut self, instance: &str) -> Ready {
         let client = self.tls_client().unwrap_or_else(|| plain_client()).clone();
         let url = format!("{}/v2/", self.url());
-        let wanted = if self.credentials.is_some() { 401 } else { 200 };
+        let wanted = if self.credentials.is_some() || self.token_auth {
+            401
+        } else {
+            200
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -292,14 +303,17 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) {
     fs::write(path, format!("{user}:{hash}\n")).expect("write htpasswd");
 }
 
+/// How a registry authenticates its clients.
+enum Auth<'a> {
+    None,
+    /// Basic auth against this htpasswd file.
+    Htpasswd(&'a Path),
+    /// Bearer tokens from this realm.
+    Token(&'a str),
+}
+
 /// With `tls`, the certificate and key [`Tls::create`] wrote into `dir`.
-fn config_yaml(
-    dir: &Path,
-    host: &str,
-    instance: &str,
-    htpasswd: Option<&Path>,
-    tls: bool,
-) -> String {
+fn config_yaml(dir: &Path, host: &str, instance: &str, auth: Auth<'_>, tls: bool) -> String {
     let data = dir.join("data");
     let tls = if tls {
         format!(
@@ -310,12 +324,24 @@ fn config_yaml(
     } else {
         String::new()
     };
-    let auth = match htpasswd {
-        Some(path) => format!(
+    let auth = match auth {
+        Auth::Htpasswd(path) => format!(
             "auth:\n  htpasswd:\n    realm: {REALM}\n    path: {}\n",
             path.display()
         ),
-        None => String::new(),
+        // The bundle only has to hold a certificate: no token it signed is ever presented.
+        Auth::Token(realm) => {
+            let bundle = dir.join("token-bundle.pem");
+            let signer = rcgen::generate_simple_self_signed(vec!["regmirror-test".to_owned()])
+                .expect("make a token signing certificate");
+            fs::write(&bundle, signer.cert.pem()).expect("write token bundle");
+            format!(
+                "auth:\n  token:\n    realm: \"{realm}\"\n    service: regmirror-test\n    \
+                 issuer: regmirror-test\n    rootcertbundle: {}\n",
+                bundle.display()
+            )
+        }
+        Auth::None => String::new(),
     };
     format!(
         "version: 0.1\n\

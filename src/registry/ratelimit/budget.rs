@@ -203,7 +203,9 @@ impl Budget {
         match s.remaining {
             Some(available) if available <= self.reserve() => {
                 let wait = match s.resets_at {
-                    Some(at) => at.saturating_duration_since(now) + AFTER_RESET,
+                    Some(at) => at
+                        .saturating_duration_since(now)
+                        .saturating_add(AFTER_RESET),
                     None => probe_interval(s.window),
                 };
                 if s.paused_since.is_none() {
@@ -277,7 +279,7 @@ impl Budget {
         s.limit = info.limit.or(s.limit);
         s.window = info.window.or(s.window);
         if let Some(reset) = info.reset {
-            s.resets_at = Some(now + reset);
+            s.resets_at = now.checked_add(reset);
         }
     }
 
@@ -293,7 +295,7 @@ impl Budget {
                 s.refused += 1;
                 // Refused for budget: without a reset time, Retry-After is the next best.
                 if s.remaining == Some(0) && s.resets_at.is_none() {
-                    s.resets_at = info.retry_after.map(|d| Instant::now() + d);
+                    s.resets_at = info.retry_after.and_then(|d| Instant::now().checked_add(d));
                 }
             }
             PullOutcome::Failed => {}

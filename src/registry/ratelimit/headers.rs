@@ -9,12 +9,17 @@
 //!   seconds).
 //! - `Retry-After`: delta-seconds or an HTTP-date.
 //!
-//! Parsing never fails: a header that cannot be read is ignored, as if it were absent.
+//! Parsing never fails: a header that cannot be read is ignored, as if it were absent. A reset
+//! or `Retry-After` further away than [`MAX_ANNOUNCED_WAIT`] is taken as that: no registry
+//! means it, and arithmetic on it must never overflow.
 
 use std::time::{Duration, SystemTime};
 
 /// Values at or past this are epoch seconds, not delta-seconds (2001-09-09).
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+/// The longest reset or `Retry-After` believed: a day, longer than any window seen (Docker
+/// Hub's is six hours), short enough to add to any clock.
+pub const MAX_ANNOUNCED_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A registry's rate-limit state, as one response reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +93,8 @@ impl RateLimitInfo {
         }
 
         info.retry_after = get("retry-after").and_then(|v| retry_after(v, now));
+        info.reset = info.reset.map(|d| d.min(MAX_ANNOUNCED_WAIT));
+        info.retry_after = info.retry_after.map(|d| d.min(MAX_ANNOUNCED_WAIT));
         info
     }
 
@@ -247,6 +254,22 @@ mod tests {
         assert_eq!(date.retry_after, Some(Duration::from_secs(45)));
         let past = info(&[("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT")]);
         assert_eq!(past.retry_after, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn absurd_waits_are_clamped_to_a_day() {
+        let huge = "18446744073709551615";
+        let i = info(&[
+            ("RateLimit", &format!("limit=5, remaining=0, reset={huge}")),
+            ("Retry-After", huge),
+        ]);
+        assert_eq!(i.reset, Some(MAX_ANNOUNCED_WAIT));
+        assert_eq!(i.retry_after, Some(MAX_ANNOUNCED_WAIT));
+        let dated = info(&[("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT")]);
+        assert_eq!(dated.retry_after, Some(MAX_ANNOUNCED_WAIT));
+        assert!(std::time::Instant::now()
+            .checked_add(MAX_ANNOUNCED_WAIT)
+            .is_some());
     }
 
     #[test]

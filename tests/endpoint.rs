@@ -1,0 +1,188 @@
+//! The daemon's HTTP endpoint against clients that misbehave and edits that break: a client
+//! that never finishes its headers cannot keep the daemon from stopping, hundreds of idle
+//! connections cannot take `/healthz` down, a broken edit's secret never reaches `/healthz` or
+//! the log, and the bearer scheme is read case-insensitively.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::daemon::{eventually, http, replace_config, server_address, PATIENCE};
+use harness::*;
+
+/// A daemon with its endpoint on and nothing scheduled: only the endpoint is exercised.
+fn endpoint_config(sandbox: &Sandbox, server: &str) {
+    sandbox.write_config(&format!(
+        "images = [\"127.0.0.1:9/app:1\"]\n[defaults]\ntarget = \"127.0.0.1:9/m\"\nrun_on_start = false\n\
+         [server]\nlisten = \"127.0.0.1:0\"\n{server}"
+    ));
+}
+
+/// Opens a connection and sends half a request's headers, never the rest.
+fn half_a_request(address: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    stream
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off_and_cannot_hold_the_stop() {
+    let sandbox = Sandbox::new();
+    endpoint_config(&sandbox, "");
+    let mut daemon = sandbox.regmirror().start();
+    let address = server_address(&mut daemon);
+
+    // One stalls and is cut off after the header deadline.
+    let mut stalled = half_a_request(&address);
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    let cut_off = started.elapsed();
+    assert!(
+        cut_off < Duration::from_secs(20),
+        "still connected after {cut_off:?}"
+    );
+
+    // Another stalls, and the daemon is stopped meanwhile: it exits within its bound.
+    let _held = half_a_request(&address);
+    std::thread::sleep(Duration::from_millis(200));
+    let stopping = Instant::now();
+    daemon.terminate();
+    let run = daemon.wait(Duration::from_secs(30));
+    run.assert_success();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+/// `regmirror` (the daemon) under `ulimit -n limit`, as `LimitNOFILE=` would set it.
+fn daemon_with_file_limit(sandbox: &Sandbox, limit: u32) -> Spawned {
+    let inner = sandbox.regmirror();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\""))
+        .arg(inner.get_program())
+        .current_dir(sandbox.path())
+        .stdin(std::process::Stdio::null());
+    command.env_clear();
+    for (name, value) in inner.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    for (name, value) in std::env::vars_os() {
+        let cleared = inner.get_envs().any(|(n, _)| n == name.as_os_str());
+        if !cleared {
+            command.env(&name, value);
+        }
+    }
+    command.start()
+}
+
+#[test]
+fn hundreds_of_idle_connections_do_not_take_healthz_down() {
+    let sandbox = Sandbox::new();
+    endpoint_config(&sandbox, "");
+    // Descriptors for a few dozen connections more than the daemon's own, no more.
+    let mut daemon = daemon_with_file_limit(&sandbox, 160);
+    let address = server_address(&mut daemon);
+    let idle: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(&address).ok())
+        .collect();
+    assert!(idle.len() >= 200, "only {} connected", idle.len());
+
+    // While they stay open, /healthz answers (within the header deadline, as the idle
+    // connections the daemon took are cut off and the rest were closed at once).
+    let client = http();
+    eventually(
+        &daemon,
+        "/healthz answers beside 300 idle connections",
+        || {
+            client
+                .get(format!("http://{address}/healthz"))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+        },
+    );
+    drop(idle);
+    daemon.terminate();
+    daemon.wait(PATIENCE).assert_success();
+}
+
+#[test]
+fn a_broken_edit_never_shows_its_secret_in_healthz_or_the_log() {
+    let sandbox = Sandbox::new();
+    endpoint_config(&sandbox, "");
+    let mut daemon = sandbox.regmirror().start();
+    let address = server_address(&mut daemon);
+    let secret = "Sup3r-S3cret-Pa55";
+    // A password left without its username, and a misspelt one.
+    let broken = format!(
+        "images = [\"127.0.0.1:9/app:1\"]\n[defaults]\ntarget = \"127.0.0.1:9/m\"\nrun_on_start = false\n\
+         [server]\nlisten = \"127.0.0.1:0\"\n[registries.\"x.io\"]\npassword = \"{secret}\"\n"
+    );
+    replace_config(&sandbox, &broken);
+    let client = http();
+    let health = || -> serde_json::Value {
+        let answer = client.get(format!("http://{address}/healthz")).send();
+        answer.unwrap().json().unwrap()
+    };
+    eventually(&daemon, "the broken edit is refused", || {
+        health()["config_error"].is_string()
+    });
+    let error = health()["config_error"].as_str().unwrap().to_string();
+    assert!(
+        error.ends_with(
+            "mirrors.toml:8:12: registries.\"x.io\".password is set but registries.\"x.io\".username is not"
+        ),
+        "{error}"
+    );
+    replace_config(
+        &sandbox,
+        &broken.replace("password = ", "username = \"u\"\npasswrod = "),
+    );
+    eventually(&daemon, "the second broken edit is refused", || {
+        health()["config_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("passwrod"))
+    });
+    daemon.terminate();
+    let run = daemon.wait(PATIENCE);
+    assert!(
+        run.stderr.contains("password = \"<redacted>\""),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.output().contains(secret), "{}", run.output());
+    assert!(!error.contains(secret));
+}
+
+#[test]
+fn the_bearer_scheme_is_read_whatever_its_case() {
+    let sandbox = Sandbox::new();
+    endpoint_config(&sandbox, "sync_token = \"t0ken\"\n");
+    let mut daemon = sandbox.regmirror().start();
+    let address = server_address(&mut daemon);
+    let client = http();
+    for (scheme, status) in [("bearer", 202), ("BEARER", 202), ("Basic", 401)] {
+        let answer = client
+            .post(format!("http://{address}/sync"))
+            .header("Authorization", format!("{scheme} t0ken"))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{scheme}");
+    }
+    daemon.terminate();
+    daemon.wait(PATIENCE).assert_success();
+}
