@@ -301,6 +301,30 @@ fn cases() -> Vec<Case> {
             Some((6, 17, "\"Docker Hub\"")),
             &["is not a repository path"],
         ),
+        case(
+            "endpoint: not a URL",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nendpoint = \"proxy.example.com/hub\"\n",
+            Some((5, 12, "\"proxy.example.com/hub\"")),
+            &["registries.\"docker.io\".endpoint \"proxy.example.com/hub\": not a URL"],
+        ),
+        case(
+            "endpoint: plain HTTP without insecure",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nendpoint = \"http://proxy.example.com/hub\"\n",
+            Some((5, 12, "\"http://proxy.example.com/hub\"")),
+            &["is plain HTTP: set insecure = true for this registry to allow it"],
+        ),
+        case(
+            "endpoint: HTTPS beside insecure = true",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\ninsecure = true\nendpoint = \"https://proxy.example.com\"\n",
+            Some((6, 12, "\"https://proxy.example.com\"")),
+            &["is HTTPS, but insecure = true says plain HTTP"],
+        ),
+        case(
+            "endpoint: credentials in the URL",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nendpoint = \"https://me:pw@proxy.example.com\"\n",
+            Some((5, 12, "\"https://me:pw@proxy.example.com\"")),
+            &["holds credentials: give them as username and password"],
+        ),
         case("nothing to mirror: empty file", "", None, &["nothing to mirror"]),
         case(
             "nothing to mirror: only [defaults]",

@@ -174,7 +174,9 @@ fn redact(line: &str) -> Redacted<'_> {
         let value = &rest[value_start..value_start + value_len];
         let shown = match (is_secret_key(key), userinfo(value)) {
             (true, _) if !value.is_empty() && !only_variables(value) => Some(MASK.to_string()),
-            (_, Some(end)) => Some(format!("{}<redacted>{}", &value[..1], &value[end..])),
+            (_, Some((start, end))) => {
+                Some(format!("{}<redacted>{}", &value[..start], &value[end..]))
+            }
             _ => None,
         };
         match shown {
@@ -204,12 +206,18 @@ fn only_variables(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"${}_".contains(&b))
 }
 
-/// Where the credentials in a quoted value like `"user:pw@host/path"` end (at the `@`).
-fn userinfo(value: &str) -> Option<usize> {
+/// Where the credentials in a quoted value like `"user:pw@host/path"` or
+/// `"https://user:pw@host"` start and end (at the `@`), as byte offsets into `value`.
+fn userinfo(value: &str) -> Option<(usize, usize)> {
     let content = value.strip_prefix(['"', '\''])?;
-    let authority = content.split('/').next().unwrap_or(content);
+    let start = content.find("://").map_or(0, |scheme| scheme + 3);
+    let rest = &content[start..];
+    let authority = rest.split('/').next().unwrap_or(rest);
     let at = authority.rfind('@')?;
-    authority[..at].contains(':').then_some(at + 1)
+    // Offsets into `value`, which has the opening quote before `content`.
+    authority[..at]
+        .contains(':')
+        .then_some((1 + start, 1 + start + at))
 }
 
 /// The next `key = ` in `text`: where the key ends and where its value starts.
@@ -299,6 +307,21 @@ mod tests {
     fn shown(line: &str, at: &str, message: &str) -> String {
         let start = line.find(at).unwrap();
         ConfigError::at(Path::new("m.toml"), line, start..start + at.len(), message).to_string()
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown_and_its_scheme_is_kept() {
+        let line = "endpoint = \"https://me:Sup3r-S3cret@proxy.example.com/hub\"";
+        let err = shown(
+            line,
+            "\"https://me:Sup3r-S3cret@proxy.example.com/hub\"",
+            "endpoint \"https://me:Sup3r-S3cret@proxy.example.com/hub\": holds credentials",
+        );
+        assert!(!err.contains("Sup3r"), "{err}");
+        assert!(
+            err.contains("endpoint = \"https://<redacted>@proxy.example.com/hub\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct RawRegistry {
     pub create: Option<Spanned<RawCreate>>,
     /// The path standing for this registry in the registry layout.
     pub mirror_prefix: Option<Spanned<String>>,
+    /// Another host (and path) that serves this registry's API.
+    pub endpoint: Option<Spanned<String>>,
 }
 
 /// `[registries."host".create]`: CreateRepository's settings.
@@ -125,6 +127,7 @@ impl std::fmt::Debug for RawRegistry {
             .field("region", &self.region)
             .field("create", &self.create)
             .field("mirror_prefix", &self.mirror_prefix)
+            .field("endpoint", &self.endpoint)
             .finish()
     }
 }

@@ -214,6 +214,39 @@ pub struct RegistrySettings {
     /// `mirror_prefix`: the path standing for this registry in the registry layout, instead of
     /// its name (`docker-hub` for `docker.io`, as ECR pull-through cache names it).
     pub mirror_prefix: Option<String>,
+    /// `endpoint`: another host (and path) this registry's requests go to, such as a company
+    /// proxy registry; names, credentials and budgets stay the registry's own.
+    pub endpoint: Option<Endpoint>,
+}
+
+/// Where a registry's API is reached when it is not at its own host: `endpoint =
+/// "https://artifactory.example.com/docker-remote"` sends `GET /v2/library/nginx/manifests/1`
+/// as `GET https://artifactory.example.com/v2/docker-remote/library/nginx/manifests/1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// `host[:port]`.
+    pub authority: String,
+    /// Repository path prefix after `/v2/`, without slashes at either end; empty for none.
+    pub prefix: String,
+}
+
+impl Endpoint {
+    /// `scheme://authority`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.origin())?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
 }
 
 impl RegistrySettings {

@@ -11,9 +11,9 @@ use chrono_tz::Tz;
 
 use super::file::{RawConfig, RawCreate, RawMirror, RawRegistry, RawServer};
 use super::{
-    ssm_mirror_name, Config, ConfigError, DefaultTarget, Job, Mirror, Overrides, RateLimitSettings,
-    RegistrySettings, ServerSettings, TagSelection, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT,
-    DEFAULT_SHUTDOWN_GRACE,
+    ssm_mirror_name, Config, ConfigError, DefaultTarget, Endpoint, Job, Mirror, Overrides,
+    RateLimitSettings, RegistrySettings, ServerSettings, TagSelection, DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_WAIT, DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::aws::ssm::SsmSettings;
@@ -723,6 +723,10 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let endpoint = match &raw.endpoint {
+            Some(written) => Some(self.endpoint(written, &key("endpoint"), raw.insecure)?),
+            None => None,
+        };
         let ecr = self.ecr_settings(name, raw)?;
         if let (Some(_), Some(user)) = (&ecr, &raw.username) {
             return Err(self.at(
@@ -737,15 +741,86 @@ impl Resolver<'_> {
         }
         Ok(RegistrySettings {
             credentials,
-            // A CA to trust means HTTPS, on loopback too.
-            plain_http: raw
-                .insecure
-                .unwrap_or_else(|| ca_file.is_none() && is_loopback(name.get_ref())),
+            // An endpoint says its scheme; else a CA to trust means HTTPS, on loopback too.
+            plain_http: match &endpoint {
+                Some(endpoint) => endpoint.scheme == "http",
+                None => raw
+                    .insecure
+                    .unwrap_or_else(|| ca_file.is_none() && is_loopback(name.get_ref())),
+            },
             ca_file,
             reserve,
             ecr,
             mirror_prefix,
+            endpoint,
             helper: None,
+        })
+    }
+
+    /// `endpoint = "https://host[:port][/path]"`: plain HTTP only with `insecure = true` or on
+    /// loopback, and then `insecure` must not say otherwise.
+    fn endpoint(
+        &self,
+        written: &Spanned<String>,
+        key: &str,
+        insecure: Option<bool>,
+    ) -> Result<Endpoint, ConfigError> {
+        let text = self.expand(written, key)?;
+        let refuse = |why: String| self.at(written.span(), format!("{key} {text:?}: {why}"));
+        let url = reqwest::Url::parse(&text).map_err(|e| {
+            refuse(format!(
+                "not a URL ({e}); write it like \"https://proxy.example.com/docker-remote\""
+            ))
+        })?;
+        let scheme = url.scheme().to_string();
+        if scheme != "http" && scheme != "https" {
+            return Err(refuse(format!(
+                "the scheme is {scheme}:, not https: or http:"
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse(
+                "holds credentials: give them as username and password of this registry".into(),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(refuse("takes no query or fragment".into()));
+        }
+        let Some(host) = url.host_str() else {
+            return Err(refuse("names no host".into()));
+        };
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let prefix = url.path().trim_matches('/').to_string();
+        if !prefix.is_empty() && Repository::parse(&format!("r.io/{prefix}"), true).is_err() {
+            return Err(refuse(format!(
+                "its path {prefix:?} is not a repository path (lower case letters, digits, separators)"
+            )));
+        }
+        match (scheme.as_str(), insecure) {
+            ("http", Some(false)) => {
+                return Err(refuse(
+                    "is plain HTTP, but insecure = false says HTTPS".into(),
+                ))
+            }
+            ("http", None) if !is_loopback(&authority) => {
+                return Err(refuse(
+                    "is plain HTTP: set insecure = true for this registry to allow it".into(),
+                ))
+            }
+            ("https", Some(true)) => {
+                return Err(refuse(
+                    "is HTTPS, but insecure = true says plain HTTP: drop one".into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(Endpoint {
+            scheme,
+            authority,
+            prefix,
         })
     }
 

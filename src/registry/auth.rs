@@ -52,6 +52,10 @@ pub(super) struct Reach<'a> {
     /// Spoken to without TLS.
     pub plain_http: bool,
     pub deadlines: Deadlines,
+    /// `scheme://host[:port]` the API is asked at: the registry's own, or its `endpoint`'s.
+    pub origin: String,
+    /// The `endpoint`'s path before every repository name (with a trailing `/`), or empty.
+    pub prefix: String,
 }
 
 impl AuthCache {
@@ -80,8 +84,7 @@ impl AuthCache {
         if let Some(known) = known.as_ref() {
             return Ok(known.clone());
         }
-        let scheme = if reach.plain_http { "http" } else { "https" };
-        let url = format!("{scheme}://{host}/v2/");
+        let url = format!("{}/v2/", reach.origin);
         let asked = within(reach.deadlines.request, "authenticate to", &host, async {
             let response = reach
                 .http
@@ -163,9 +166,11 @@ impl AuthCache {
         {
             return Ok(cached.header.clone());
         }
+        // The repository as the API's host knows it: under an endpoint's path, if any.
+        let repository = format!("{}{}", reach.prefix, reference.repository());
         let scope = match operation {
-            RegistryOperation::Pull => format!("repository:{}:pull", reference.repository()),
-            RegistryOperation::Push => format!("repository:{}:pull,push", reference.repository()),
+            RegistryOperation::Pull => format!("repository:{repository}:pull"),
+            RegistryOperation::Push => format!("repository:{repository}:pull,push"),
         };
         let fetched = within(reach.deadlines.request, "authenticate to", &host, async {
             token::fetch(reach.http, &realm, service.as_deref(), &scope, login)
@@ -205,10 +210,20 @@ impl Challenge {
 impl Registries {
     /// How requests to `host` are sent.
     fn reach(&self, host: &str) -> Reach<'_> {
+        let plain_http = self.plain_http.contains(host);
+        let (origin, prefix) = match self.endpoints.get(host) {
+            Some(endpoint) => (endpoint.origin(), super::api_prefix(endpoint)),
+            None => (
+                format!("{}://{host}", if plain_http { "http" } else { "https" }),
+                String::new(),
+            ),
+        };
         Reach {
             http: &self.http,
-            plain_http: self.plain_http.contains(host),
+            plain_http,
             deadlines: self.deadlines,
+            origin,
+            prefix,
         }
     }
 

@@ -66,7 +66,10 @@ impl Registries {
             Ok(mut url) => {
                 url.query_pairs_mut()
                     .append_pair("mount", digest)
-                    .append_pair("from", &from.repository);
+                    .append_pair(
+                        "from",
+                        &self.api_repository(api_host(&from.registry), &from.repository),
+                    );
                 url
             }
             Err(_) => return false,

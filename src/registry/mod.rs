@@ -31,7 +31,7 @@ pub mod waiting;
 pub use error::{Failure, RegistryError};
 
 use crate::aws::ecr::Ecr;
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::credentials::{Credentials, Helper, HelperLogins};
 use crate::digest::{self, Algorithm};
 use crate::reference::{api_host, ImageRef, Repository};
@@ -66,6 +66,8 @@ pub struct Registries {
     ecr: Ecr,
     /// How long one request, and one stalled transfer, may take.
     deadlines: Deadlines,
+    /// Where each API host with an `endpoint` is reached instead.
+    endpoints: BTreeMap<String, Endpoint>,
     /// [`HEADS_PER_REGISTRY`] permits per API host.
     heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -91,6 +93,7 @@ impl Registries {
         let mut helpers = BTreeMap::new();
         let mut reserves = BTreeMap::new();
         let mut ecr = Vec::new();
+        let mut endpoints = BTreeMap::new();
         let mut http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .read_timeout(READ_TIMEOUT)
@@ -102,6 +105,9 @@ impl Registries {
             }
             if settings.plain_http {
                 plain_http.insert(host.clone());
+            }
+            if let Some(endpoint) = &settings.endpoint {
+                endpoints.insert(host.clone(), endpoint.clone());
             }
             if let Some(ca) = &settings.ca_file {
                 let data = std::fs::read(ca)
@@ -134,6 +140,7 @@ impl Registries {
             ecr: Ecr::new(ecr),
             deadlines: Deadlines::for_max_wait(config.rate_limit.max_wait),
             heads: std::sync::Mutex::default(),
+            endpoints,
         })
     }
 
@@ -170,14 +177,27 @@ impl Registries {
         }
     }
 
-    /// `scheme://host/v2/<path>` for an API host.
+    /// `scheme://host/v2/<path>` for an API host, or the same at its `endpoint`, under the
+    /// endpoint's path.
     fn url(&self, host: &str, path: &str) -> String {
+        if let Some(endpoint) = self.endpoints.get(host) {
+            return format!("{}/v2/{}{path}", endpoint.origin(), api_prefix(endpoint));
+        }
         let scheme = if self.plain_http.contains(host) {
             "http"
         } else {
             "https"
         };
         format!("{scheme}://{host}/v2/{path}")
+    }
+
+    /// A repository's name as the host that serves `host`'s API knows it: under its
+    /// endpoint's path, if it has one (`docker-remote/library/nginx`).
+    fn api_repository(&self, host: &str, repository: &str) -> String {
+        match self.endpoints.get(host) {
+            Some(endpoint) => format!("{}{repository}", api_prefix(endpoint)),
+            None => repository.to_string(),
+        }
     }
 
     /// Readies `repository` to receive a push: on ECR, creates it if it does not exist.
@@ -314,5 +334,14 @@ impl Registries {
                 .map(drop)
         })
         .await
+    }
+}
+
+/// An endpoint's path as it precedes repository names: `docker-remote/`, or empty.
+fn api_prefix(endpoint: &Endpoint) -> String {
+    if endpoint.prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", endpoint.prefix)
     }
 }

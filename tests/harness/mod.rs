@@ -9,6 +9,7 @@
 //! - [`remote`]: reading a registry back (manifests, blobs, tags, whole-image checks).
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
 //! - [`tags`]: tag listings paged the ways other registries page them, as proxy rules.
+//! - [`runtimes`]: real container runtimes (containerd with ctr, skopeo) for the mirror settings.
 //! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
 //! - [`hostile`]: a registry whose every answer the test chooses (nested, huge, slow, lying).
 //! - [`moto`]: AWS on loopback (moto's server mode); [`ecr`]: ECR's registry behaviour as rules.
@@ -29,6 +30,7 @@ pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod remote;
+pub mod runtimes;
 pub mod server;
 pub mod tags;
 

@@ -343,6 +343,9 @@ struct Shared {
     client: reqwest::Client,
     /// TCP connections accepted so far.
     connections: AtomicUsize,
+    /// Set by [`Proxy::start_under`]: the path the API is served under, as a proxy registry
+    /// (Artifactory's `/v2/docker-remote/...`) serves it.
+    prefix: Option<String>,
 }
 
 /// A running proxy; shut down (held requests dropped) when dropped.
@@ -364,6 +367,17 @@ impl fmt::Debug for Proxy {
 impl Proxy {
     /// Starts a proxy on a random loopback port forwarding to `upstream_host` (`host:port`).
     pub fn start(upstream_host: &str) -> Proxy {
+        Proxy::serve(upstream_host, None)
+    }
+
+    /// A proxy that serves the registry's API under a path, as proxy registries do:
+    /// `/v2/<prefix>/<repo>/…` is forwarded as `/v2/<repo>/…`, `/v2/` as is, anything else is
+    /// answered 404, and upload `Location`s are rewritten back under the prefix.
+    pub fn start_under(upstream_host: &str, prefix: &str) -> Proxy {
+        Proxy::serve(upstream_host, Some(prefix.trim_matches('/').to_owned()))
+    }
+
+    fn serve(upstream_host: &str, prefix: Option<String>) -> Proxy {
         let bound = Server::bind("test-proxy");
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -378,6 +392,7 @@ impl Proxy {
             rules: Mutex::new(Vec::new()),
             client,
             connections: AtomicUsize::new(0),
+            prefix,
         });
         let counted = Arc::clone(&shared);
         let serving = Arc::clone(&shared);
@@ -658,6 +673,14 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, BoxError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = match &shared.prefix {
+        None => path.to_owned(),
+        Some(_) if path == "/v2/" || path.starts_with("/v2/?") => path.to_owned(),
+        Some(prefix) => match path.strip_prefix(&format!("/v2/{prefix}/")) {
+            Some(rest) => format!("/v2/{rest}"),
+            None => return Ok(respond(404, Vec::new(), b"not under the prefix".to_vec())),
+        },
+    };
     let url = format!("http://{}{}", shared.upstream, path);
     let mut upstream_request = shared.client.request(parts.method, url);
     for (name, value) in &parts.headers {
@@ -682,11 +705,13 @@ async fn forward(
     }
     if let Some(location) = parts.headers.get_mut(hyper::header::LOCATION) {
         let upstream_prefix = format!("http://{}", shared.upstream);
-        if let Some(rest) = location
-            .to_str()
-            .ok()
-            .and_then(|l| l.strip_prefix(&upstream_prefix))
-        {
+        let text = location.to_str().unwrap_or_default().to_owned();
+        let rest = text.strip_prefix(&upstream_prefix).unwrap_or(&text);
+        if rest.starts_with('/') {
+            let rest = match (&shared.prefix, rest.strip_prefix("/v2/")) {
+                (Some(prefix), Some(api)) => format!("/v2/{prefix}/{api}"),
+                _ => rest.to_owned(),
+            };
             let rewritten = format!("http://{}{}", shared.host, rest);
             *location = HeaderValue::from_str(&rewritten).expect("valid Location");
         }
