@@ -319,12 +319,18 @@ fn cases() -> Vec<Case> {
             Some((6, 12, "\"https://proxy.example.com\"")),
             &["is HTTPS, but insecure = true says plain HTTP"],
         ),
-        case(
-            "endpoint: credentials in the URL",
-            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nendpoint = \"https://me:pw@proxy.example.com\"\n",
-            Some((5, 12, "\"https://me:pw@proxy.example.com\"")),
-            &["holds credentials: give them as username and password"],
-        ),
+        Case {
+            shown: Some((
+                "endpoint = \"https://<redacted>@proxy.example.com\"",
+                "\"https://<redacted>@proxy.example.com\"",
+            )),
+            ..case(
+                "endpoint: credentials in the URL",
+                "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nendpoint = \"https://me:pw@proxy.example.com\"\n",
+                Some((5, 12, "\"https://me:pw@proxy.example.com\"")),
+                &["holds credentials: give them as username and password"],
+            )
+        },
         case("nothing to mirror: empty file", "", None, &["nothing to mirror"]),
         case(
             "nothing to mirror: only [defaults]",
