@@ -184,9 +184,9 @@ target = "{dst}/all"
             );
         }
     }
-    // One pull per content per target repository: other tags of the same content are read
-    // back from the target.
-    let pulls: usize = expected
+    // At most one pull per content per target repository (other tags of the same content are
+    // read back from the target), and fewer where one tag's pull serves several targets.
+    let most: usize = expected
         .values()
         .map(|want| {
             want.iter()
@@ -195,7 +195,12 @@ target = "{dst}/all"
                 .len()
         })
         .sum();
-    assert_eq!(source.manifest_gets(), pulls, "pulls at the source");
+    let pulls = source.manifest_gets();
+    assert!(
+        (images.len()..=most).contains(&pulls),
+        "{pulls} pulls at the source: between one per content ({}) and one per content per repository ({most})",
+        images.len()
+    );
     let said = format!("newest: {} tags listed, 5 selected", all.len());
     assert!(
         first.stderr.contains(&said),
@@ -221,9 +226,11 @@ target = "{dst}/all"
         0,
         "an unchanged re-run spends no pull"
     );
+    // One HEAD per selected source tag, however many mirrors (targets) select it.
+    let distinct: BTreeSet<&String> = expected.values().flatten().collect();
     assert_eq!(
         source.manifest_heads(),
-        total,
+        distinct.len(),
         "one HEAD per selected tag at the source"
     );
     assert!(

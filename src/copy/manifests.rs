@@ -9,86 +9,122 @@
 //! answer the same for a moment after an upload.
 //!
 //! So a [`ManifestLedger`] shared by every image of a pass lets one image do the work for a
-//! (target repository, digest) and the others wait for it: a child manifest is pushed by
+//! (target repository, content) and the others wait for it: a child manifest is pushed by
 //! digest once, and of several tags of one content the first copies it (one pull) and pushes
 //! its tag, while the others push only their tag, reading the manifest back from the target,
 //! which costs no pull at the source. A failure is remembered too, so fifty tags of one broken
-//! image fail with one set of retries, not fifty.
+//! image fail with one set of retries, not fifty. One image with several targets claims the
+//! content in each and does the work for all the targets it got at once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
 
-use tokio::sync::OnceCell;
-
+use super::ledger::{Claim, Ledger};
+use super::CopyError;
 use crate::reference::Repository;
 
-use super::CopyError;
+/// What was done for a (target repository, content): the digest stored there, or why not.
+type Settled = Result<String, String>;
 
-/// What happened to one (target repository, digest) this pass: stored, or why not.
-type Settled = Result<(), String>;
-
-type Slot = Arc<OnceCell<Settled>>;
+/// A claimed (target repository, content), by the index of its target.
+type Claimed = (usize, super::ledger::Promise<(Repository, String), Settled>);
 
 /// Manifests already stored (or that failed) in each target repository, for one pass.
 #[derive(Debug, Default)]
 pub struct ManifestLedger {
-    slots: Mutex<HashMap<(Repository, String), Slot>>,
+    ledger: Ledger<(Repository, String), Settled>,
 }
 
-/// Who did the work for a manifest.
+/// Who did the work for a manifest in one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn<T> {
     /// This caller did it, and this is what its work returned.
     Mine(T),
-    /// Another image of the pass did, and it succeeded.
-    Theirs,
+    /// Another image of the pass did: the content is stored there under this digest.
+    Theirs(String),
 }
 
 impl ManifestLedger {
-    /// Runs `work` for `digest` in `to` unless another image of this pass already has (or is
-    /// doing so now, in which case this waits for it). A failure is kept: later callers get
-    /// [`CopyError::FailedBefore`] without trying again.
-    pub async fn settle<T, F, Fut>(
+    /// Settles `content` (a digest, or a digest and a platform choice) in every repository of
+    /// `targets`: where nobody has done it yet, by one call of `work` with those targets (it
+    /// returns, per target, the digest stored and its own result); where another image is
+    /// doing it, by waiting for that. The results are in `targets`' order.
+    pub async fn settle_all<T, F, Fut>(
         &self,
-        to: &Repository,
-        digest: &str,
+        targets: &[Repository],
+        content: &str,
         work: F,
-    ) -> Result<Turn<T>, CopyError>
+    ) -> Vec<Result<Turn<T>, CopyError>>
     where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<T, CopyError>>,
+        F: Fn(Vec<Repository>) -> Fut,
+        Fut: Future<Output = Vec<Result<(String, T), CopyError>>>,
     {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots
-                .entry((to.clone(), digest.to_string()))
-                .or_default()
-                .clone()
-        };
-        let mut mine = None;
-        let settled = slot
-            .get_or_init(|| async {
-                match work().await {
-                    Ok(value) => {
-                        mine = Some(Ok(value));
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        mine = Some(Err(e));
-                        Err(message)
-                    }
-                }
-            })
-            .await;
-        match (mine, settled) {
-            (Some(Ok(value)), _) => Ok(Turn::Mine(value)),
-            (Some(Err(e)), _) => Err(e),
-            (None, Ok(())) => Ok(Turn::Theirs),
-            (None, Err(message)) => Err(CopyError::FailedBefore {
-                digest: digest.to_string(),
-                message: message.clone(),
-            }),
+        let mut results: Vec<Option<Result<Turn<T>, CopyError>>> =
+            targets.iter().map(|_| None).collect();
+        let mut mine = Vec::new();
+        let mut waiting = Vec::new();
+        for (i, target) in targets.iter().enumerate() {
+            match self.ledger.claim((target.clone(), content.to_string())) {
+                Claim::Mine(promise) => mine.push((i, promise)),
+                Claim::Done(settled) => results[i] = Some(turn_of(settled, content)),
+                Claim::Pending(_) => waiting.push(i),
+            }
         }
+        self.run(&mut results, targets, mine, &work).await;
+        for i in waiting {
+            let key = (targets[i].clone(), content.to_string());
+            match self.ledger.settle(key).await {
+                Claim::Done(settled) => results[i] = Some(turn_of(settled, content)),
+                Claim::Mine(promise) => {
+                    // Whoever had it gave up: this target's work is this caller's after all.
+                    self.run(&mut results, targets, vec![(i, promise)], &work)
+                        .await;
+                }
+                Claim::Pending(_) => unreachable!("settle waits until it is not pending"),
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every target is settled"))
+            .collect()
+    }
+
+    /// Runs `work` for the targets at `claimed`, keeping each promise with its result.
+    async fn run<T, F, Fut>(
+        &self,
+        results: &mut [Option<Result<Turn<T>, CopyError>>],
+        targets: &[Repository],
+        claimed: Vec<Claimed>,
+        work: &F,
+    ) where
+        F: Fn(Vec<Repository>) -> Fut,
+        Fut: Future<Output = Vec<Result<(String, T), CopyError>>>,
+    {
+        if claimed.is_empty() {
+            return;
+        }
+        let repositories = claimed.iter().map(|(i, _)| targets[*i].clone()).collect();
+        let done = work(repositories).await;
+        for ((i, promise), result) in claimed.into_iter().zip(done) {
+            match result {
+                Ok((digest, value)) => {
+                    promise.keep(Ok(digest));
+                    results[i] = Some(Ok(Turn::Mine(value)));
+                }
+                Err(e) => {
+                    promise.keep(Err(e.to_string()));
+                    results[i] = Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+fn turn_of<T>(settled: Settled, content: &str) -> Result<Turn<T>, CopyError> {
+    match settled {
+        Ok(digest) => Ok(Turn::Theirs(digest)),
+        Err(message) => Err(CopyError::FailedBefore {
+            digest: content.to_string(),
+            message,
+        }),
     }
 }

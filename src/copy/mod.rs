@@ -1,12 +1,18 @@
-//! Mirroring one image: compare by HEAD, then copy in the one order that keeps a tag honest.
+//! Mirroring one image into its targets: compare by HEAD, then copy in the one order that
+//! keeps a tag honest.
 //!
-//! 1. HEAD the source and the target (free on Docker Hub). Equal digests: done, no GET.
-//! 2. GET the source manifest by the digest just seen, so a tag moving meanwhile cannot mix
-//!    two versions.
+//! 1. HEAD the source once and each target (free on Docker Hub). A target whose tag has the
+//!    source's digest is done, with no GET.
+//! 2. GET the source manifest once, by the digest just seen, so a tag moving meanwhile cannot
+//!    mix two versions, whatever number of targets need it.
 //! 3. Depth first: every blob of an image, then the image manifest by digest; every child of
 //!    an index, then the index. The tag is pushed last, so at every instant it points either
 //!    at its old content or at complete new content. A process killed anywhere leaves at worst
 //!    unreferenced blobs and manifests, which the next run reuses.
+//!
+//! Several targets share the source's reads: each manifest is pulled once and each blob read
+//! once for all the targets that lack it ([`blobs`]). A target that fails (refuses, times out,
+//! is full) fails alone; the others finish.
 //!
 //! An index from a hostile registry cannot take the process with it: indexes nest at most
 //! [`MAX_INDEX_DEPTH`] deep (real images nest one or two), and an index's children are
@@ -14,18 +20,19 @@
 
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use futures_util::{stream, FutureExt, StreamExt, TryStreamExt};
+use futures_util::{stream, FutureExt, StreamExt};
 
 pub mod blobs;
+mod ledger;
 pub mod manifests;
 
 use self::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
 use self::manifests::{ManifestLedger, Turn};
-use crate::config::Job;
 use crate::manifest::{Descriptor, Manifest, ManifestError};
-use crate::reference::Repository;
+use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::{WaitRefused, Waiter};
 use crate::registry::{Registries, RegistryError};
 
@@ -82,8 +89,8 @@ impl std::ops::AddAssign for CopyStats {
     }
 }
 
-/// Why an image was not mirrored.
-#[derive(Debug, thiserror::Error)]
+/// Why an image was not mirrored (to one target).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CopyError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -106,108 +113,225 @@ pub enum CopyError {
     NestedTooDeep { image: String },
 }
 
-/// Mirrors one image, or in a dry run says whether it would.
+/// Mirrors `source` into every image of `targets` (each a tag or digest in a target
+/// repository), or in a dry run says whether it would; the outcome of each target, in order.
 ///
 /// Comparing takes no concurrency slot (the registry layer bounds HEADs per registry); an
 /// image that must be copied takes one before its first pull.
-pub async fn mirror(ctx: &PassContext, job: &Job, waiter: &Waiter) -> Result<Outcome, CopyError> {
+pub async fn mirror(
+    ctx: &PassContext,
+    source: &ImageRef,
+    targets: &[ImageRef],
+    waiter: &Waiter,
+) -> Vec<Result<Outcome, CopyError>> {
     let registries = &ctx.registries;
     let source_side = async {
-        match &job.source.digest {
+        match &source.digest {
             Some(pinned) => Ok(Some(pinned.clone())),
-            None => registries.manifest_digest(&job.source, waiter).await,
+            None => registries.manifest_digest(source, waiter).await,
         }
     };
-    let target_tag = job.target.named();
-    let target_side = registries.manifest_digest(&target_tag, waiter);
-    let (source_digest, target_digest) = futures_util::try_join!(source_side, target_side)?;
-    let source_digest =
-        source_digest.ok_or_else(|| CopyError::SourceMissing(job.source.to_string()))?;
-    if target_digest.as_deref() == Some(source_digest.as_str()) {
-        return Ok(Outcome::Unchanged {
-            digest: source_digest,
+    let target_side =
+        join_all(targets.iter().map(|target| async move {
+            registries.manifest_digest(&target.named(), waiter).await
+        }));
+    let (source_digest, target_digests) = futures_util::join!(source_side, target_side);
+    let source_digest = match source_digest {
+        Ok(Some(digest)) => digest,
+        Ok(None) => return every(targets, CopyError::SourceMissing(source.to_string())),
+        Err(e) => return every(targets, CopyError::Registry(e)),
+    };
+    let mut outcomes: Vec<Option<Result<Outcome, CopyError>>> = Vec::new();
+    let mut changed = Vec::new();
+    for (i, current) in target_digests.into_iter().enumerate() {
+        outcomes.push(match current {
+            Err(e) => Some(Err(e.into())),
+            Ok(current) if current.as_deref() == Some(source_digest.as_str()) => {
+                Some(Ok(Outcome::Unchanged {
+                    digest: source_digest.clone(),
+                }))
+            }
+            Ok(current) if ctx.dry_run => Some(Ok(Outcome::WouldCopy {
+                digest: source_digest.clone(),
+                target: current,
+            })),
+            Ok(_) => {
+                changed.push(i);
+                None
+            }
         });
     }
     if ctx.dry_run {
-        return Ok(Outcome::WouldCopy {
-            digest: source_digest,
-            target: target_digest,
-        });
+        return finished(outcomes);
     }
-
-    waiter.take_slot().await.map_err(CopyError::NotStarted)?;
+    if !changed.is_empty() {
+        if let Err(refused) = waiter.take_slot().await {
+            for &i in &changed {
+                outcomes[i] = Some(Err(CopyError::NotStarted(refused.clone())));
+            }
+            return finished(outcomes);
+        }
+    }
     // Before the first pull: a target that cannot take the push costs no pull.
-    registries.prepare_push(&job.target.repo()).await?;
-    let to = job.target.repo();
-    let turn = ctx
+    let prepared = join_all(
+        changed
+            .iter()
+            .map(|&i| async move { registries.prepare_push(&targets[i].repo()).await }),
+    )
+    .await;
+    let mut ready = Vec::new();
+    for (i, prepared) in changed.into_iter().zip(prepared) {
+        match prepared {
+            Ok(()) => ready.push(i),
+            Err(e) => outcomes[i] = Some(Err(e.into())),
+        }
+    }
+    let repositories: Vec<Repository> = ready.iter().map(|&i| targets[i].repo()).collect();
+    let settled = ctx
         .manifests
-        .settle(&to, &source_digest, || {
-            copy_tagged(ctx, waiter, job, &source_digest)
+        .settle_all(&repositories, &source_digest, |mine| {
+            copy_tagged(ctx, waiter, source, &source_digest, mine)
         })
-        .await?;
-    let stats = match turn {
-        Turn::Mine(stats) => stats,
-        // Another tag of this pass brought the same content: point this tag at it too.
-        Turn::Theirs => retag(ctx, waiter, job, &source_digest).await?,
-    };
-    Ok(Outcome::Mirrored {
-        digest: source_digest,
-        stats,
-    })
+        .await;
+    // Tags are pushed once the content is settled in each repository: by this image (its
+    // tag already pushed), or by another, whose stored content this tag is pointed at.
+    let source_digest = &source_digest;
+    let tagging = ready.iter().zip(settled).map(|(&i, settled)| async move {
+        let target = &targets[i];
+        let stats = match settled? {
+            Turn::Mine(Some(stats)) => stats,
+            Turn::Mine(None) | Turn::Theirs(_) => retag(ctx, waiter, target, source_digest).await?,
+        };
+        Ok(Outcome::Mirrored {
+            digest: source_digest.clone(),
+            stats,
+        })
+    });
+    for (&i, outcome) in ready.iter().zip(join_all(tagging).await) {
+        outcomes[i] = Some(outcome);
+    }
+    finished(outcomes)
 }
 
-/// Brings the content `digest` of `job`'s source into the target and pushes the tag: from
-/// the target itself when it already holds that content under another name (no pull), else
-/// from the source, everything it references first.
+/// The digest stored in a target repository, and what storing it took.
+type Stored<T> = (String, T);
+
+/// The same error for every target.
+fn every(targets: &[ImageRef], e: CopyError) -> Vec<Result<Outcome, CopyError>> {
+    targets.iter().map(|_| Err(e.clone())).collect()
+}
+
+fn finished(outcomes: Vec<Option<Result<Outcome, CopyError>>>) -> Vec<Result<Outcome, CopyError>> {
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every target has an outcome"))
+        .collect()
+}
+
+/// Brings the content `digest` of `source` into every repository of `to` and pushes it under
+/// the source's tag there, pulling it once. Per repository: the digest stored, and the work
+/// done (`None` where the repository held the content already, under another name: its tag
+/// is pushed by [`retag`], with no pull).
 async fn copy_tagged(
     ctx: &PassContext,
     waiter: &Waiter,
-    job: &Job,
+    source: &ImageRef,
     digest: &str,
-) -> Result<CopyStats, CopyError> {
+    to: Vec<Repository>,
+) -> Vec<Result<Stored<Option<CopyStats>>, CopyError>> {
     let registries = &ctx.registries;
-    let to = job.target.repo();
-    if registries
-        .manifest_digest(&to.at_digest(digest), waiter)
-        .await?
-        .is_some()
-    {
-        return retag(ctx, waiter, job, digest).await;
+    let held = join_all(to.iter().map(|repository| async move {
+        registries
+            .manifest_digest(&repository.at_digest(digest), waiter)
+            .await
+            .map(|found| found.is_some())
+    }))
+    .await;
+    let mut results: Vec<Option<Result<Stored<Option<CopyStats>>, CopyError>>> = Vec::new();
+    let mut fresh = Vec::new();
+    for (i, held) in held.into_iter().enumerate() {
+        results.push(match held {
+            Ok(true) => Some(Ok((digest.to_string(), None))),
+            Ok(false) => {
+                fresh.push(i);
+                None
+            }
+            Err(e) => Some(Err(e.into())),
+        });
     }
-    let source = job.source.pinned(digest);
-    let (body, _) = registries.pull_manifest(&source, waiter).await?;
-    let mut stats = CopyStats {
-        pulls: 1,
-        ..CopyStats::default()
-    };
-    let manifest = Manifest::parse(&body, None).map_err(|source_err| CopyError::Manifest {
-        image: source.to_string(),
-        source: source_err,
-    })?;
-    stats += copy_references(ctx, waiter, &job.source.repo(), &to, &manifest, 0).await?;
-    registries
-        .push_manifest(&job.target, body, manifest.media_type(), waiter)
-        .await?;
-    stats.manifests_pushed += 1;
-    Ok(stats)
+    if !fresh.is_empty() {
+        let repositories: Vec<Repository> = fresh.iter().map(|&i| to[i].clone()).collect();
+        let copied = copy_manifest(ctx, waiter, source, digest, &repositories).await;
+        for (&i, copied) in fresh.iter().zip(copied) {
+            results[i] = Some(copied.map(|stats| (digest.to_string(), Some(stats))));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every repository has a result"))
+        .collect()
 }
 
-/// Pushes `job`'s tag onto content `digest` the target already holds, read back from the
-/// target: a request to the user's own registry, not a pull at the source.
+/// Pulls `source` at `digest` once, copies everything it references into every repository of
+/// `to`, then pushes it under the source's tag (or its digest) in each.
+async fn copy_manifest(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    source: &ImageRef,
+    digest: &str,
+    to: &[Repository],
+) -> Vec<Result<CopyStats, CopyError>> {
+    let pinned = source.pinned(digest);
+    let pulled = ctx.registries.pull_manifest(&pinned, waiter).await;
+    let (body, manifest) = match pulled.map_err(CopyError::from).and_then(|(body, _)| {
+        let manifest = Manifest::parse(&body, None).map_err(|e| CopyError::Manifest {
+            image: pinned.to_string(),
+            source: e,
+        })?;
+        Ok((body, manifest))
+    }) {
+        Ok(pulled) => pulled,
+        Err(e) => return to.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let references = copy_references(ctx, waiter, &source.repo(), to, &manifest, 0).await;
+    let pushes = to
+        .iter()
+        .zip(references)
+        .enumerate()
+        .map(|(i, (repository, copied))| {
+            let body = body.clone();
+            let manifest = &manifest;
+            async move {
+                let mut stats = copied?;
+                // The source pulled once, counted against the first target.
+                stats.pulls += u64::from(i == 0);
+                let named = repository.image_for(source);
+                ctx.registries
+                    .push_manifest(&named, body, manifest.media_type(), waiter)
+                    .await?;
+                stats.manifests_pushed += 1;
+                Ok(stats)
+            }
+        });
+    join_all(pushes).await
+}
+
+/// Pushes `target`'s tag onto content `digest` its repository already holds, read back from
+/// there: a request to the user's own registry, not a pull at the source.
 async fn retag(
     ctx: &PassContext,
     waiter: &Waiter,
-    job: &Job,
+    target: &ImageRef,
     digest: &str,
 ) -> Result<CopyStats, CopyError> {
-    let stored = job.target.repo().at_digest(digest);
+    let stored = target.repo().at_digest(digest);
     let (body, _) = ctx.registries.pull_manifest(&stored, waiter).await?;
     let manifest = Manifest::parse(&body, None).map_err(|e| CopyError::Manifest {
         image: stored.to_string(),
         source: e,
     })?;
     ctx.registries
-        .push_manifest(&job.target, body, manifest.media_type(), waiter)
+        .push_manifest(target, body, manifest.media_type(), waiter)
         .await?;
     Ok(CopyStats {
         manifests_pushed: 1,
@@ -215,18 +339,18 @@ async fn retag(
     })
 }
 
-/// Copies everything `manifest` references into `to`, so that it can be pushed there.
-/// `depth` is how many indexes enclose it.
+/// Copies everything `manifest` references into every repository of `to`, so that it can be
+/// pushed there; the work done for each, in order. `depth` is how many indexes enclose it.
 fn copy_references<'a>(
     ctx: &'a PassContext,
     waiter: &'a Waiter,
     from: &'a Repository,
-    to: &'a Repository,
+    to: &'a [Repository],
     manifest: &'a Manifest,
     depth: usize,
-) -> BoxFuture<'a, Result<CopyStats, CopyError>> {
+) -> BoxFuture<'a, Vec<Result<CopyStats, CopyError>>> {
     async move {
-        type Work<'a> = BoxFuture<'a, Result<CopyStats, CopyError>>;
+        type Work<'a> = BoxFuture<'a, Vec<Result<CopyStats, CopyError>>>;
         // Futures are made as `buffer_unordered` asks for them, not all up front.
         let (work, at_once): (BoxStream<'a, Work<'a>>, usize) = match manifest {
             Manifest::Image { blobs, .. } => (
@@ -242,10 +366,20 @@ fn copy_references<'a>(
                 CHILD_MANIFESTS_AT_ONCE,
             ),
         };
+        let start: Vec<Result<CopyStats, CopyError>> =
+            to.iter().map(|_| Ok(CopyStats::default())).collect();
         work.buffer_unordered(at_once)
-            .try_fold(CopyStats::default(), |mut total, s| async move {
-                total += s;
-                Ok(total)
+            .fold(start, |mut total, part| async move {
+                for (sum, part) in total.iter_mut().zip(part) {
+                    // A target's first failure is its result; its other work is not counted.
+                    if let Ok(stats) = sum {
+                        match part {
+                            Ok(part) => *stats += part,
+                            Err(e) => *sum = Err(e),
+                        }
+                    }
+                }
+                total
             })
             .await
     }
@@ -256,83 +390,139 @@ async fn place_blob(
     ctx: &PassContext,
     waiter: &Waiter,
     from: &Repository,
-    to: &Repository,
+    to: &[Repository],
     blob: &Descriptor,
-) -> Result<CopyStats, CopyError> {
-    let mut stats = CopyStats::default();
-    match ctx
-        .ledger
-        .place(&ctx.registries, from, to, blob, waiter)
-        .await?
-    {
-        Placed::AlreadyThere => stats.blobs_present += 1,
-        Placed::Mounted => stats.blobs_mounted += 1,
-        Placed::Copied(bytes) => {
-            stats.blobs_copied += 1;
-            stats.bytes_copied += bytes;
-        }
-    }
-    Ok(stats)
+) -> Vec<Result<CopyStats, CopyError>> {
+    ctx.ledger
+        .place_all(&ctx.registries, from, to, blob, waiter)
+        .await
+        .into_iter()
+        .map(|placed| {
+            let mut stats = CopyStats::default();
+            match placed? {
+                Placed::AlreadyThere => stats.blobs_present += 1,
+                Placed::Mounted => stats.blobs_mounted += 1,
+                Placed::Copied(bytes) => {
+                    stats.blobs_copied += 1;
+                    stats.bytes_copied += bytes;
+                }
+            }
+            Ok(stats)
+        })
+        .collect()
 }
 
-/// Copies one child manifest of an index (and all it references), pushed by digest, once per
-/// pass whatever number of indexes name it; `depth` is how many indexes enclose it.
+/// Copies one child manifest of an index (and all it references) into every repository of
+/// `to`, pushed by digest: pulled once, and once per pass per repository whatever number of
+/// indexes name it. `depth` is how many indexes enclose it.
 async fn copy_child(
     ctx: &PassContext,
     waiter: &Waiter,
     from: &Repository,
-    to: &Repository,
+    to: &[Repository],
     child: &Descriptor,
     depth: usize,
-) -> Result<CopyStats, CopyError> {
-    let turn = ctx
-        .manifests
-        .settle(to, &child.digest, || {
-            copy_child_once(ctx, waiter, from, to, child, depth)
+) -> Vec<Result<CopyStats, CopyError>> {
+    ctx.manifests
+        .settle_all(to, &child.digest, |mine| {
+            copy_child_once(ctx, waiter, from, mine, child, depth)
         })
-        .await?;
-    Ok(match turn {
-        Turn::Mine(stats) => stats,
-        Turn::Theirs => CopyStats::default(),
-    })
+        .await
+        .into_iter()
+        .map(|turn| {
+            Ok(match turn? {
+                Turn::Mine(stats) => stats,
+                Turn::Theirs(_) => CopyStats::default(),
+            })
+        })
+        .collect()
 }
 
 async fn copy_child_once(
     ctx: &PassContext,
     waiter: &Waiter,
     from: &Repository,
-    to: &Repository,
+    to: Vec<Repository>,
     child: &Descriptor,
     depth: usize,
-) -> Result<CopyStats, CopyError> {
+) -> Vec<Result<(String, CopyStats), CopyError>> {
     let (digest, declared_type) = (child.digest.as_str(), child.media_type.as_str());
-    let target = to.at_digest(digest);
-    let mut stats = CopyStats::default();
-    if ctx
-        .registries
-        .manifest_digest(&target, waiter)
-        .await?
-        .is_some()
-    {
-        return Ok(stats); // a registry only stores a manifest whose references it holds
-    }
-    let source = from.at_digest(digest);
-    let (body, _) = ctx.registries.pull_manifest(&source, waiter).await?;
-    stats.pulls += 1;
-    let manifest =
-        Manifest::parse(&body, Some(declared_type)).map_err(|e| CopyError::Manifest {
-            image: source.to_string(),
-            source: e,
-        })?;
-    if matches!(manifest, Manifest::Index { .. }) && depth >= MAX_INDEX_DEPTH {
-        return Err(CopyError::NestedTooDeep {
-            image: source.to_string(),
+    let registries = &ctx.registries;
+    // A registry only stores a manifest whose references it holds: one that has it is done.
+    let held = join_all(to.iter().map(|repository| async move {
+        registries
+            .manifest_digest(&repository.at_digest(digest), waiter)
+            .await
+            .map(|found| found.is_some())
+    }))
+    .await;
+    let mut results: Vec<Option<Result<(String, CopyStats), CopyError>>> = Vec::new();
+    let mut missing = Vec::new();
+    for (i, held) in held.into_iter().enumerate() {
+        results.push(match held {
+            Ok(true) => Some(Ok((digest.to_string(), CopyStats::default()))),
+            Ok(false) => {
+                missing.push(i);
+                None
+            }
+            Err(e) => Some(Err(e.into())),
         });
     }
-    stats += copy_references(ctx, waiter, from, to, &manifest, depth).await?;
-    ctx.registries
-        .push_manifest(&target, body, manifest.media_type(), waiter)
-        .await?;
-    stats.manifests_pushed += 1;
-    Ok(stats)
+    if !missing.is_empty() {
+        let repositories: Vec<Repository> = missing.iter().map(|&i| to[i].clone()).collect();
+        let source = from.at_digest(digest);
+        let pulled = registries
+            .pull_manifest(&source, waiter)
+            .await
+            .map_err(CopyError::from)
+            .and_then(|(body, _)| {
+                let manifest = Manifest::parse(&body, Some(declared_type)).map_err(|e| {
+                    CopyError::Manifest {
+                        image: source.to_string(),
+                        source: e,
+                    }
+                })?;
+                if matches!(manifest, Manifest::Index { .. }) && depth >= MAX_INDEX_DEPTH {
+                    return Err(CopyError::NestedTooDeep {
+                        image: source.to_string(),
+                    });
+                }
+                Ok((body, manifest))
+            });
+        let copied: Vec<Result<CopyStats, CopyError>> = match pulled {
+            Err(e) => repositories.iter().map(|_| Err(e.clone())).collect(),
+            Ok((body, manifest)) => {
+                let references =
+                    copy_references(ctx, waiter, from, &repositories, &manifest, depth).await;
+                let pushes = repositories.iter().zip(references).enumerate().map(
+                    |(n, (repository, copied))| {
+                        let body = body.clone();
+                        let manifest = &manifest;
+                        async move {
+                            let mut stats = copied?;
+                            stats.pulls += u64::from(n == 0);
+                            registries
+                                .push_manifest(
+                                    &repository.at_digest(digest),
+                                    body,
+                                    manifest.media_type(),
+                                    waiter,
+                                )
+                                .await?;
+                            stats.manifests_pushed += 1;
+                            Ok(stats)
+                        }
+                    },
+                );
+                join_all(pushes).await
+            }
+        };
+        for (&i, copied) in missing.iter().zip(copied) {
+            results[i] = Some(copied.map(|stats| (digest.to_string(), stats)));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every repository has a result"))
+        .collect()
 }

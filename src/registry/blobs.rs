@@ -133,8 +133,29 @@ impl Registries {
         size: u64,
         moved: Arc<AtomicU64>,
     ) -> Result<u64, RegistryError> {
+        let body = self.download(from, digest, size, moved).await?;
+        let location = self.start_upload(to, digest).await?;
+        self.upload(
+            from,
+            to,
+            digest,
+            size,
+            location,
+            reqwest::Body::wrap_stream(body),
+        )
+        .await
+    }
+
+    /// The source's GET of a blob, as a stream that counts and checks its bytes and holds the
+    /// last chunk back until the digest is known good.
+    pub(super) async fn download(
+        &self,
+        from: &Repository,
+        digest: &str,
+        size: u64,
+        moved: Arc<AtomicU64>,
+    ) -> Result<HoldLast<Verified>, RegistryError> {
         let subject = format!("{from}@{digest}");
-        let pushed = format!("{to}@{digest}");
         let algorithm = digest::parse(digest).map_err(|e| {
             RegistryError::with("pull blob", &subject, Failure::Protocol(e.to_string()))
         })?;
@@ -162,20 +183,36 @@ impl Registries {
                 )),
             ));
         }
-        let location = self.start_upload(to, digest).await?;
+        Ok(HoldLast::new(Verified {
+            chunks: download.bytes_stream().boxed(),
+            digester: Some(Digester::new(algorithm)),
+            expected: digest.to_string(),
+            size,
+            seen: 0,
+            moved,
+        }))
+    }
+
+    /// The monolithic PUT of `body` (`size` bytes of blob `digest`) to an upload `location`
+    /// of `to`. A refused upload names the target; a body that ends in an error (a digest
+    /// mismatch at the source) fails it without the target committing anything.
+    pub(super) async fn upload(
+        &self,
+        from: &Repository,
+        to: &Repository,
+        digest: &str,
+        size: u64,
+        location: Url,
+        body: reqwest::Body,
+    ) -> Result<u64, RegistryError> {
+        let subject = format!("{from}@{digest}");
+        let pushed = format!("{to}@{digest}");
         let mut put = self
             .http
             .put(location.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(HoldLast::new(Verified {
-                chunks: download.bytes_stream().boxed(),
-                digester: Some(Digester::new(algorithm)),
-                expected: digest.to_string(),
-                size,
-                seen: 0,
-                moved,
-            })));
+            .body(body);
         // The upload location may be anywhere; credentials go only to the registry itself.
         let target = blob_reference(to, digest);
         if self.same_host(&location, to) {
@@ -197,7 +234,11 @@ impl Registries {
     }
 
     /// `POST …/blobs/uploads/`: where the blob's bytes are to be PUT, with `digest` added.
-    async fn start_upload(&self, to: &Repository, digest: &str) -> Result<Url, RegistryError> {
+    pub(super) async fn start_upload(
+        &self,
+        to: &Repository,
+        digest: &str,
+    ) -> Result<Url, RegistryError> {
         let subject = format!("{to}@{digest}");
         let reference = blob_reference(to, digest);
         let url = self.uploads_url(to);
@@ -272,7 +313,7 @@ fn blob_reference(repository: &Repository, digest: &str) -> Reference {
 
 /// The source's bytes, counted and hashed as they pass: cut off past `size`, and ended with
 /// an error instead of cleanly when the length or the digest is wrong.
-struct Verified {
+pub(super) struct Verified {
     chunks: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
     /// `None` once the end has been judged.
     digester: Option<Digester>,
@@ -336,7 +377,7 @@ impl Stream for Verified {
 /// only once the source stream has ended cleanly, which is when [`Verified`] has checked the
 /// digest. On a mismatch the upload stops short of its Content-Length and the target never
 /// commits the blob, whatever the target itself checks. Costs one chunk of memory.
-struct HoldLast<S> {
+pub(super) struct HoldLast<S> {
     chunks: S,
     held: Option<Bytes>,
     done: bool,

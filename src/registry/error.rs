@@ -10,7 +10,7 @@ use crate::registry::waiting::secs;
 const MAX_MESSAGE: usize = 300;
 
 /// A registry request that failed: what was being done, to what, and how it failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{action} {subject}: {failure}")]
 pub struct RegistryError {
     /// `HEAD manifest`, `pull manifest`, `copy blob`…
@@ -23,7 +23,7 @@ pub struct RegistryError {
 }
 
 /// How a registry request failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
     #[error("not found")]
     NotFound,

@@ -20,6 +20,7 @@ use reqwest::Method;
 mod auth;
 mod blobs;
 mod error;
+mod fanout;
 pub mod limits;
 mod manifests;
 pub mod ratelimit;

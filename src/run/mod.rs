@@ -25,6 +25,7 @@ use tracing::{info, warn, Instrument};
 use crate::config::{Config, Job};
 use crate::copy::blobs::BlobLedger;
 use crate::copy::{self, CopyError, Outcome, PassContext};
+use crate::reference::ImageRef;
 use crate::registry::ratelimit::{Budgets, RegistryUsage};
 use crate::registry::waiting::{secs, Waiter};
 use crate::registry::Registries;
@@ -104,32 +105,48 @@ impl Runner {
         };
         let mut tasks = JoinSet::new();
         let mut task_index = HashMap::new();
-        let mut pending = jobs.iter().cloned().enumerate();
+        // One task per source image, with all its targets: the source is read once for them.
+        let mut pending = groups(jobs).into_iter();
         let mut outcomes: Vec<Option<Result<Outcome, String>>> = vec![None; jobs.len()];
         let mut deadline = None;
         loop {
             // Images start as others end, so memory follows IMAGES_IN_FLIGHT, not the job count.
             while tasks.len() < IMAGES_IN_FLIGHT && !self.stop.is_cancelled() {
-                let Some((index, job)) = pending.next() else {
+                let Some(group) = pending.next() else {
                     break;
                 };
                 let (ctx, slots, stop) = (ctx.clone(), self.slots.clone(), self.stop.clone());
                 let max_wait = self.max_wait;
-                let span = tracing::info_span!("image", source = %job.source, target = %job.target);
+                let source = jobs[group[0]].source.clone();
+                let targets: Vec<ImageRef> =
+                    group.iter().map(|&i| jobs[i].target.clone()).collect();
+                let span = match targets.as_slice() {
+                    [target] => tracing::info_span!("image", source = %source, target = %target),
+                    _ => tracing::info_span!("image", source = %source, targets = targets.len()),
+                };
                 let handle = tasks.spawn(
                     async move {
                         let waiter = match Waiter::new(slots, max_wait, stop) {
                             Ok(waiter) => waiter,
-                            Err(refused) => return Err(format!("not started: {refused}")),
+                            Err(refused) => {
+                                let refused = format!("not started: {refused}");
+                                return targets.iter().map(|_| Err(refused.clone())).collect();
+                            }
                         };
                         let image_started = Instant::now();
-                        let outcome = copy::mirror(&ctx, &job, &waiter).await;
-                        log_outcome(&outcome, image_started.elapsed());
-                        outcome.map_err(|e| e.to_string())
+                        let outcomes = copy::mirror(&ctx, &source, &targets, &waiter).await;
+                        let took = image_started.elapsed();
+                        for (target, outcome) in targets.iter().zip(&outcomes) {
+                            log_outcome(target, targets.len() > 1, outcome, took);
+                        }
+                        outcomes
+                            .into_iter()
+                            .map(|o| o.map_err(|e| e.to_string()))
+                            .collect::<Vec<_>>()
                     }
                     .instrument(span),
                 );
-                task_index.insert(handle.id(), index);
+                task_index.insert(handle.id(), group);
             }
             let joined = tokio::select! {
                 joined = tasks.join_next_with_id() => joined,
@@ -150,26 +167,30 @@ impl Runner {
             };
             let Some(joined) = joined else {
                 // Nothing under way: every image is done, or shutdown stopped the rest.
-                for (index, _) in pending.by_ref() {
+                for index in pending.by_ref().flatten() {
                     outcomes[index] = Some(Err(
                         "not started: stopped waiting: regmirror is shutting down".to_string(),
                     ));
                 }
                 break;
             };
-            let (id, outcome) = match joined {
-                Ok((id, outcome)) => (id, outcome),
-                Err(e) if e.is_cancelled() => (
-                    e.id(),
-                    Err("abandoned at shutdown: the grace period ended before it was done; the target tag was not moved".to_string()),
-                ),
+            let (id, group_outcomes) = match joined {
+                Ok((id, outcomes)) => (id, outcomes.into_iter().map(Some).collect::<Vec<_>>()),
                 Err(e) => {
-                    warn!(error = %e, "an image task ended abnormally");
-                    (e.id(), Err("internal error: the copy task panicked".to_string()))
+                    let why = if e.is_cancelled() {
+                        "abandoned at shutdown: the grace period ended before it was done; the target tag was not moved"
+                    } else {
+                        warn!(error = %e, "an image task ended abnormally");
+                        "internal error: the copy task panicked"
+                    };
+                    let count = task_index.get(&e.id()).map_or(0, Vec::len);
+                    (e.id(), vec![Some(Err(why.to_string())); count])
                 }
             };
-            if let Some(&index) = task_index.get(&id) {
-                outcomes[index] = Some(outcome);
+            if let Some(group) = task_index.get(&id) {
+                for (&index, outcome) in group.iter().zip(group_outcomes) {
+                    outcomes[index] = outcome;
+                }
             }
         }
         let results = jobs
@@ -218,8 +239,33 @@ fn usage_since(before: &[RegistryUsage], after: Vec<RegistryUsage>) -> Vec<Regis
         .collect()
 }
 
-/// One log line per image result.
-fn log_outcome(outcome: &Result<Outcome, CopyError>, took: Duration) {
+/// The indexes of `jobs` by source image, in the order sources first appear: each group is
+/// mirrored by one task, reading its source once for all its targets.
+fn groups(jobs: &[Job]) -> Vec<Vec<usize>> {
+    let mut by_source: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        // By the canonical name: `nginx:1` and `docker.io/library/nginx:1` are one image.
+        let source = job.source.to_string();
+        match by_source.get(&source) {
+            Some(&group) => groups[group].push(index),
+            None => {
+                by_source.insert(source, groups.len());
+                groups.push(vec![index]);
+            }
+        }
+    }
+    groups
+}
+
+/// One log line per image result; with several targets, each line names its target.
+fn log_outcome(
+    target: &ImageRef,
+    name_it: bool,
+    outcome: &Result<Outcome, CopyError>,
+    took: Duration,
+) {
+    let _target = name_it.then(|| tracing::info_span!("target", target = %target).entered());
     let secs = (took.as_secs_f64() * 100.0).round() / 100.0;
     match outcome {
         Ok(Outcome::Unchanged { digest }) => info!(%digest, secs, "unchanged"),
