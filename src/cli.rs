@@ -351,7 +351,7 @@ fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
                 "  {}: tags listed at each run, selected by {} → {}\n",
                 selection.source.repo(),
                 selection.rules,
-                selection.target
+                selection.targets_shown()
             ));
         }
     }

@@ -331,6 +331,24 @@ fn cases() -> Vec<Case> {
                 &["holds credentials: give them as username and password"],
             )
         },
+        case(
+            "targets: both target and targets",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\ntargets = [\"s.io/m\"]\n",
+            Some((4, 11, "[\"s.io/m\"]")),
+            &["defaults.target and defaults.targets are both set"],
+        ),
+        case(
+            "targets: an empty list",
+            "[[mirror]]\nsource = \"ghcr.io/org/tool\"\ntags = [\"v1\"]\ntargets = []\n",
+            Some((4, 11, "[]")),
+            &["mirror.targets is empty"],
+        ),
+        case(
+            "targets: one listed twice",
+            "images = [\"nginx:1\"]\n[defaults]\ntargets = [\"r.io/m\", \"s.io/m\", \"r.io/m/\"]\n",
+            Some((3, 32, "\"r.io/m/\"")),
+            &["defaults.targets lists r.io/m twice"],
+        ),
         case("nothing to mirror: empty file", "", None, &["nothing to mirror"]),
         case(
             "nothing to mirror: only [defaults]",

@@ -12,24 +12,33 @@ pub(super) fn files(routes: &[Route]) -> Vec<File> {
         "# Image pulls of builds (FROM, --mount=from=) try the mirror first, then the registry.\n",
     );
     for route in routes {
+        let mirrors: Vec<String> = route
+            .mirrors
+            .iter()
+            .map(|m| quoted(&m.location()))
+            .collect();
         content.push_str(&format!(
             "\n[registry.{}]\n  mirrors = [{}]\n",
             quoted(&route.registry),
-            quoted(&route.mirror_location())
+            mirrors.join(", ")
         ));
     }
-    let plain = first.mirror_scheme == "http";
-    if plain || first.mirror_ca.is_some() {
-        content.push_str(&format!("\n[registry.{}]\n", quoted(&first.mirror_host)));
+    // Each mirror host's own settings: plain HTTP, or its CA.
+    for mirror in &first.mirrors {
+        let plain = mirror.scheme == "http";
+        if !plain && mirror.ca.is_none() {
+            continue;
+        }
+        content.push_str(&format!("\n[registry.{}]\n", quoted(&mirror.host)));
         if plain {
             content.push_str("  http = true\n");
         }
-        if let Some(ca) = &first.mirror_ca {
+        if let Some(ca) = &mirror.ca {
             content.push_str(&format!(
                 "  ca = [{}]  # copy the CA there on the build host\n",
                 quoted(&format!(
                     "/etc/buildkit/certs/{}/{}",
-                    first.mirror_host,
+                    mirror.host,
                     ca.file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_else(|| "ca.pem".into())

@@ -12,7 +12,7 @@ use super::{ca_file, quoted, File, Route};
 /// Where containerd's CRI plugin reads hosts.toml files from, in the snippets below.
 const CERTS_D: &str = "/etc/containerd/certs.d";
 /// The mirror's CA, beside each hosts.toml that names it (relative paths are read from there).
-const CA: &str = "regmirror-ca.pem";
+const CA: &str = "regmirror-ca";
 
 pub(super) fn files(routes: &[Route]) -> Vec<File> {
     let mut files = Vec::new();
@@ -24,11 +24,13 @@ pub(super) fn files(routes: &[Route]) -> Vec<File> {
             install_to: format!("{install_dir}/hosts.toml"),
             content: hosts_toml(route),
         });
-        files.extend(ca_file(
-            route,
-            format!("{dir}/{CA}"),
-            format!("{install_dir}/{CA}"),
-        ));
+        for (n, mirror) in route.mirrors.iter().enumerate() {
+            files.extend(ca_file(
+                mirror,
+                format!("{dir}/{CA}-{n}.pem"),
+                format!("{install_dir}/{CA}-{n}.pem"),
+            ));
+        }
     }
     if !routes.is_empty() {
         files.push(File {
@@ -58,25 +60,24 @@ pub(super) fn files(routes: &[Route]) -> Vec<File> {
 fn hosts_toml(route: &Route) -> String {
     let mut out = format!(
         "# Pulls of {registry} images try the mirror first, then {registry} itself.\n\
-         server = {}\n\n",
+         server = {}\n",
         quoted(&route.upstream),
         registry = route.registry,
     );
-    let host = if route.mirror_path.is_empty() {
-        format!("{}://{}", route.mirror_scheme, route.mirror_host)
-    } else {
-        format!(
-            "{}://{}/v2/{}",
-            route.mirror_scheme, route.mirror_host, route.mirror_path
-        )
-    };
-    out.push_str(&format!("[host.{}]\n", quoted(&host)));
-    out.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
-    if !route.mirror_path.is_empty() {
-        out.push_str("  override_path = true\n");
-    }
-    if route.mirror_ca.is_some() {
-        out.push_str(&format!("  ca = {}\n", quoted(CA)));
+    for (n, mirror) in route.mirrors.iter().enumerate() {
+        let host = if mirror.path.is_empty() {
+            format!("{}://{}", mirror.scheme, mirror.host)
+        } else {
+            format!("{}://{}/v2/{}", mirror.scheme, mirror.host, mirror.path)
+        };
+        out.push_str(&format!("\n[host.{}]\n", quoted(&host)));
+        out.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
+        if !mirror.path.is_empty() {
+            out.push_str("  override_path = true\n");
+        }
+        if mirror.ca.is_some() {
+            out.push_str(&format!("  ca = {}\n", quoted(&format!("{CA}-{n}.pem"))));
+        }
     }
     out
 }

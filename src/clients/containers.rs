@@ -21,12 +21,14 @@ pub(super) fn files(routes: &[Route]) -> Vec<File> {
         if route.upstream.starts_with("http://") {
             content.push_str("insecure = true\n");
         }
-        content.push_str(&format!(
-            "\n[[registry.mirror]]\nlocation = {}\n",
-            quoted(&route.mirror_location())
-        ));
-        if route.mirror_scheme == "http" {
-            content.push_str("insecure = true\n");
+        for mirror in &route.mirrors {
+            content.push_str(&format!(
+                "\n[[registry.mirror]]\nlocation = {}\n",
+                quoted(&mirror.location())
+            ));
+            if mirror.scheme == "http" {
+                content.push_str("insecure = true\n");
+            }
         }
     }
     let mut files = vec![File {
@@ -34,13 +36,15 @@ pub(super) fn files(routes: &[Route]) -> Vec<File> {
         install_to: format!("/etc/containers/registries.conf.d/{DROP_IN}"),
         content,
     }];
-    // The same CA for every route: the mirror is one registry.
+    // A CA per mirror host, the same for every route.
     if let Some(route) = routes.first() {
-        files.extend(ca_file(
-            route,
-            format!("containers/certs.d/{}/ca.crt", route.mirror_host),
-            format!("/etc/containers/certs.d/{}/ca.crt", route.mirror_host),
-        ));
+        for mirror in &route.mirrors {
+            files.extend(ca_file(
+                mirror,
+                format!("containers/certs.d/{}/ca.crt", mirror.host),
+                format!("/etc/containers/certs.d/{}/ca.crt", mirror.host),
+            ));
+        }
     }
     files
 }

@@ -14,19 +14,29 @@ pub(super) fn files(routes: &[Route]) -> Result<Vec<File>, String> {
                 .to_string(),
         );
     };
-    if !hub.mirror_path.is_empty() {
+    if let Some(with_path) = hub.mirrors.iter().find(|m| !m.path.is_empty()) {
         return Err(format!(
             "Docker Engine: registry-mirrors refuses a mirror with a path, and Docker Hub's images \
              are under /{} here; for Docker Engine set defaults.target to the bare host and \
              mirror_prefix = \"\" in [registries.\"docker.io\"]",
-            hub.mirror_path
+            with_path.path
         ));
     }
     let mut daemon = serde_json::json!({
-        "registry-mirrors": [format!("{}://{}", hub.mirror_scheme, hub.mirror_host)],
+        "registry-mirrors": hub
+            .mirrors
+            .iter()
+            .map(|m| format!("{}://{}", m.scheme, m.host))
+            .collect::<Vec<_>>(),
     });
-    if hub.mirror_scheme == "http" {
-        daemon["insecure-registries"] = serde_json::json!([hub.mirror_host]);
+    let insecure: Vec<&str> = hub
+        .mirrors
+        .iter()
+        .filter(|m| m.scheme == "http")
+        .map(|m| m.host.as_str())
+        .collect();
+    if !insecure.is_empty() {
+        daemon["insecure-registries"] = serde_json::json!(insecure);
     }
     Ok(vec![File {
         path: "docker/daemon.json".into(),

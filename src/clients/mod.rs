@@ -25,31 +25,39 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, DefaultTarget};
 use crate::reference::{canonical_registry, Layout, DOCKER_HUB, DOCKER_HUB_API};
 
-/// Where one source registry's pulls go.
+/// Where one source registry's pulls go: its mirrors in order (one per target of
+/// `defaults.targets`), then itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// The source registry as runtimes name it: `docker.io`, `ghcr.io`, `127.0.0.1:5001`.
     pub registry: String,
     /// Its own API, which runtimes fall back to: `https://registry-1.docker.io`.
     pub upstream: String,
-    /// The mirror's host (`host[:port]`).
-    pub mirror_host: String,
-    /// `http` for a mirror spoken to in plain HTTP, else `https`.
-    pub mirror_scheme: &'static str,
-    /// The path under which the mirror keeps this registry's repositories
-    /// (`mirror/docker.io`), empty when they sit at its root.
-    pub mirror_path: String,
-    /// A CA the mirror's certificate is signed by, when mirrors.toml names one (`ca_file`).
-    pub mirror_ca: Option<PathBuf>,
+    /// Never empty.
+    pub mirrors: Vec<MirrorHost>,
 }
 
-impl Route {
+/// One mirror, as runtimes reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorHost {
+    /// `host[:port]`.
+    pub host: String,
+    /// `http` for a mirror spoken to in plain HTTP, else `https`.
+    pub scheme: &'static str,
+    /// The path under which the mirror keeps this registry's repositories
+    /// (`mirror/docker.io`), empty when they sit at its root.
+    pub path: String,
+    /// A CA the mirror's certificate is signed by, when mirrors.toml names one (`ca_file`).
+    pub ca: Option<PathBuf>,
+}
+
+impl MirrorHost {
     /// `host/path`, as registries.conf and BuildKit write a mirror.
-    pub fn mirror_location(&self) -> String {
-        if self.mirror_path.is_empty() {
-            self.mirror_host.clone()
+    pub fn location(&self) -> String {
+        if self.path.is_empty() {
+            self.host.clone()
         } else {
-            format!("{}/{}", self.mirror_host, self.mirror_path)
+            format!("{}/{}", self.host, self.path)
         }
     }
 }
@@ -99,8 +107,8 @@ pub fn settings(config: &Config) -> Result<Settings, ClientsError> {
     let mut notes = Vec::new();
     let follows_layout = |source: &crate::reference::ImageRef, target: &str| {
         default_target
-            .repository_for(source)
-            .is_ok_and(|r| r.to_string() == target)
+            .repositories_for(source)
+            .is_ok_and(|all| all.iter().any(|r| r.to_string() == target))
     };
     for job in &config.jobs {
         if follows_layout(&job.source, &job.target.repo().to_string()) {
@@ -114,8 +122,12 @@ pub fn settings(config: &Config) -> Result<Settings, ClientsError> {
     }
     for mirror in &config.mirrors {
         if let Some(selection) = &mirror.selection {
-            let target = selection.target.to_string();
-            if follows_layout(&selection.source, &target) {
+            let target = selection.targets_shown();
+            if selection
+                .targets
+                .iter()
+                .all(|t| follows_layout(&selection.source, &t.to_string()))
+            {
                 registries.insert(canonical_registry(&selection.source.registry).to_string());
             } else {
                 notes.push(format!(
@@ -155,16 +167,30 @@ pub fn settings(config: &Config) -> Result<Settings, ClientsError> {
     })
 }
 
-/// Where `registry`'s pulls go under `default_target`.
+/// Where `registry`'s pulls go under `default_target`'s targets.
 fn route(config: &Config, default_target: &DefaultTarget, registry: &str) -> Result<Route, String> {
     let dir = default_target.registry_dir(registry)?;
-    let prefix = &default_target.prefix;
-    let mirror_path = [prefix.repository.as_str(), dir.as_str()]
-        .into_iter()
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join("/");
-    let target_settings = config.registry(&prefix.registry);
+    let mirrors = default_target
+        .prefixes
+        .iter()
+        .map(|prefix| {
+            let target_settings = config.registry(&prefix.registry);
+            MirrorHost {
+                host: prefix.registry.clone(),
+                scheme: if target_settings.plain_http {
+                    "http"
+                } else {
+                    "https"
+                },
+                path: [prefix.repository.as_str(), dir.as_str()]
+                    .into_iter()
+                    .filter(|part| !part.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                ca: target_settings.ca_file.clone(),
+            }
+        })
+        .collect();
     let source_settings = config.registry(registry);
     let upstream = match registry {
         DOCKER_HUB => format!("https://{DOCKER_HUB_API}"),
@@ -174,14 +200,7 @@ fn route(config: &Config, default_target: &DefaultTarget, registry: &str) -> Res
     Ok(Route {
         registry: registry.to_string(),
         upstream,
-        mirror_host: prefix.registry.clone(),
-        mirror_scheme: if target_settings.plain_http {
-            "http"
-        } else {
-            "https"
-        },
-        mirror_path,
-        mirror_ca: target_settings.ca_file.clone(),
+        mirrors,
     })
 }
 
@@ -217,10 +236,10 @@ pub fn render(settings: &Settings) -> String {
     out
 }
 
-/// The mirror's CA as a file beside others (read from the config's `ca_file`); `None` when
-/// it has none or it cannot be read (the config loader has checked it exists).
-fn ca_file(route: &Route, path: String, install_to: String) -> Option<File> {
-    let pem = std::fs::read_to_string(route.mirror_ca.as_ref()?).ok()?;
+/// A mirror's CA as a file beside others (read from the config's `ca_file`); `None` when it
+/// has none or it cannot be read (the config loader has checked it exists).
+fn ca_file(mirror: &MirrorHost, path: String, install_to: String) -> Option<File> {
+    let pem = std::fs::read_to_string(mirror.ca.as_ref()?).ok()?;
     Some(File {
         path,
         install_to,

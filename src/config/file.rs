@@ -71,6 +71,8 @@ pub struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
     pub target: Option<Spanned<String>>,
+    /// Several targets instead of `target`: each image goes to every one.
+    pub targets: Option<Spanned<Vec<Spanned<String>>>>,
     /// `path` (the default) or `registry`.
     pub layout: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<i64>>,
@@ -138,6 +140,8 @@ pub struct RawMirror {
     pub name: Option<Spanned<String>>,
     pub source: Spanned<String>,
     pub tags: Option<Vec<Spanned<String>>>,
+    /// Several full target repositories instead of `target`.
+    pub targets: Option<Spanned<Vec<Spanned<String>>>>,
     /// Tag rules (see [`crate::selection`]): regexes any of which selects a listed tag.
     pub include: Option<Spanned<Vec<Spanned<String>>>>,
     /// Regexes any of which drops a listed tag.

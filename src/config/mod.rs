@@ -63,11 +63,12 @@ pub struct Config {
     pub ssm: Option<SsmSettings>,
 }
 
-/// `defaults.target` with `defaults.layout`: where an image without a target of its own goes.
+/// `defaults.target` (or `targets`) with `defaults.layout`: where an image without a target of
+/// its own goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultTarget {
-    /// `host[:port][/prefix]`.
-    pub prefix: Repository,
+    /// `host[:port][/prefix]`, one per target; never empty.
+    pub prefixes: Vec<Repository>,
     pub layout: Layout,
     /// `mirror_prefix` of each registry that sets one, by canonical name: the path standing
     /// for that registry in the registry layout (empty: none).
@@ -86,13 +87,25 @@ impl DefaultTarget {
         })
     }
 
-    /// The target repository of `source`.
-    pub fn repository_for(&self, source: &ImageRef) -> Result<Repository, String> {
+    /// The target repository of `source` under `prefix`.
+    pub fn repository_under(
+        &self,
+        prefix: &Repository,
+        source: &ImageRef,
+    ) -> Result<Repository, String> {
         let dir = match self.layout {
             Layout::Path => String::new(),
             Layout::Registry => self.registry_dir(&source.registry)?,
         };
-        target_under(&self.prefix, source, self.layout, &dir).map_err(|e| e.to_string())
+        target_under(prefix, source, self.layout, &dir).map_err(|e| e.to_string())
+    }
+
+    /// The target repositories of `source`, one per target.
+    pub fn repositories_for(&self, source: &ImageRef) -> Result<Vec<Repository>, String> {
+        self.prefixes
+            .iter()
+            .map(|prefix| self.repository_under(prefix, source))
+            .collect()
     }
 }
 
@@ -133,23 +146,37 @@ pub struct Mirror {
 pub struct TagSelection {
     /// The source repository; each selected tag becomes [`ImageRef::with_tag`] of it.
     pub source: ImageRef,
-    /// The target repository; a selected tag keeps its name there.
-    pub target: Repository,
+    /// The target repositories (one, or one per `targets`); a selected tag keeps its name
+    /// in each.
+    pub targets: Vec<Repository>,
     pub rules: TagRules,
 }
 
 impl TagSelection {
-    /// The job for one selected tag of mirror `mirror`, or why the tag cannot be mirrored
-    /// (a tag the reference grammar refuses).
-    pub fn job(&self, tag: &str, mirror: usize, line: usize) -> Result<Job, String> {
+    /// The jobs (one per target) for one selected tag of mirror `mirror`, or why the tag
+    /// cannot be mirrored (a tag the reference grammar refuses).
+    pub fn jobs(&self, tag: &str, mirror: usize, line: usize) -> Result<Vec<Job>, String> {
         let source = self.source.with_tag(tag).map_err(|e| e.to_string())?;
-        Ok(Job {
-            target: self.target.image_for(&source),
-            source,
-            line,
-            listed_in: None,
-            mirror,
-        })
+        Ok(self
+            .targets
+            .iter()
+            .map(|target| Job {
+                target: target.image_for(&source),
+                source: source.clone(),
+                line,
+                listed_in: None,
+                mirror,
+            })
+            .collect())
+    }
+
+    /// The target repositories, as `check` and logs show them.
+    pub fn targets_shown(&self) -> String {
+        self.targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -332,31 +359,34 @@ impl Config {
                 ));
                 continue;
             };
-            let target = match default_target.repository_for(&source) {
-                Ok(repository) => repository.image_for(&source),
+            let targets = match default_target.repositories_for(&source) {
+                Ok(repositories) => repositories,
                 Err(e) => {
                     problems.push(format!("{entry:?}: {e}"));
                     continue;
                 }
             };
-            match taken.get(&target.to_string()) {
-                Some(earlier) if *earlier == source => continue,
-                Some(earlier) => {
-                    problems.push(format!(
-                        "{entry:?}: would land on {target}, which {earlier} is mirrored to"
-                    ));
-                    continue;
+            for repository in targets {
+                let target = repository.image_for(&source);
+                match taken.get(&target.to_string()) {
+                    Some(earlier) if *earlier == source => continue,
+                    Some(earlier) => {
+                        problems.push(format!(
+                            "{entry:?}: would land on {target}, which {earlier} is mirrored to"
+                        ));
+                        continue;
+                    }
+                    None => {}
                 }
-                None => {}
+                taken.insert(target.to_string(), source.clone());
+                jobs.push(Job {
+                    source: source.clone(),
+                    target,
+                    line: 0,
+                    listed_in: parameter.clone(),
+                    mirror,
+                });
             }
-            taken.insert(target.to_string(), source.clone());
-            jobs.push(Job {
-                source,
-                target,
-                line: 0,
-                listed_in: parameter.clone(),
-                mirror,
-            });
         }
         (jobs, problems)
     }

@@ -46,23 +46,19 @@ pub(super) fn resolve(
             .collect(),
     };
 
-    let target_prefix = match (&overrides.target, &raw.defaults.target) {
-        (Some(flag), _) => {
-            Some(
-                Repository::parse(flag, false).map_err(|e| ConfigError::Whole {
-                    path: path.to_path_buf(),
-                    message: format!("--target: {e}"),
-                })?,
-            )
-        }
-        (None, Some(target)) => {
-            let written = r.expand(target, "defaults.target")?;
-            Some(
-                Repository::parse(&written, false)
-                    .map_err(|e| r.at(target.span(), e.to_string()))?,
-            )
-        }
-        (None, None) => None,
+    let target_prefixes = match &overrides.target {
+        Some(flag) => vec![
+            Repository::parse(flag, false).map_err(|e| ConfigError::Whole {
+                path: path.to_path_buf(),
+                message: format!("--target: {e}"),
+            })?,
+        ],
+        None => r.targets(
+            raw.defaults.target.as_ref(),
+            raw.defaults.targets.as_ref(),
+            "defaults",
+            false,
+        )?,
     };
     let ssm = match (&overrides.ssm_parameter, &raw.ssm) {
         (Some(parameter), raw_ssm) => Some(SsmSettings {
@@ -170,8 +166,8 @@ pub(super) fn resolve(
             ));
         }
     }
-    let default_target = target_prefix.map(|prefix| DefaultTarget {
-        prefix,
+    let default_target = (!target_prefixes.is_empty()).then(|| DefaultTarget {
+        prefixes: target_prefixes,
         layout,
         registry_dirs: registries
             .iter()
@@ -186,7 +182,7 @@ pub(super) fn resolve(
             continue; // the same reference listed twice is one mirror
         }
         let source = ImageRef::parse(&written).map_err(|e| r.at(image.span(), e.to_string()))?;
-        let target = r.default_target_for(&source, default_target.as_ref(), image.span())?;
+        let targets = r.default_target_for(&source, default_target.as_ref(), image.span())?;
         let schedule = default_schedule.clone();
         let mirror = jobs.mirror(
             &r,
@@ -196,7 +192,9 @@ pub(super) fn resolve(
             when.run_on_start,
         )?;
         jobs.from_images.insert(written);
-        jobs.add(&r, source, target, image.span(), mirror)?;
+        for target in targets {
+            jobs.add(&r, source.clone(), target, image.span(), mirror)?;
+        }
     }
     for mirror in &raw.mirror {
         r.mirror_jobs(mirror, default_target.as_ref(), &when, &mut jobs)?;
@@ -228,7 +226,9 @@ pub(super) fn resolve(
             mirrors
                 .iter()
                 .filter_map(|m| m.selection.as_ref())
-                .flat_map(|s| [&s.source.registry, &s.target.registry]),
+                .flat_map(|s| {
+                    std::iter::once(&s.source.registry).chain(s.targets.iter().map(|t| &t.registry))
+                }),
         );
     settle_registries(path, &mut registries, in_use, docker)?;
 
@@ -412,16 +412,17 @@ impl Resolver<'_> {
         })
     }
 
+    /// Where `source` goes under the default target(s): one image per target.
     fn default_target_for(
         &self,
         source: &ImageRef,
         default_target: Option<&DefaultTarget>,
         span: Range<usize>,
-    ) -> Result<ImageRef, ConfigError> {
+    ) -> Result<Vec<ImageRef>, ConfigError> {
         match default_target {
             Some(default_target) => default_target
-                .repository_for(source)
-                .map(|repository| repository.image_for(source))
+                .repositories_for(source)
+                .map(|repositories| repositories.iter().map(|r| r.image_for(source)).collect())
                 .map_err(|e| self.at(span, format!("{source}: {e}"))),
             None => Err(self.at(
                 span,
@@ -519,24 +520,15 @@ impl Resolver<'_> {
                 sources
             }
         };
-        let own_target = match &m.target {
-            Some(target) => {
-                let written = self.expand(target, "mirror.target")?;
-                Some(
-                    Repository::parse(&written, true)
-                        .map_err(|e| self.at(target.span(), e.to_string()))?,
-                )
-            }
-            None => None,
-        };
+        let own_targets = self.targets(m.target.as_ref(), m.targets.as_ref(), "mirror", true)?;
         if let Some(rules) = rules {
             let source = ImageRef::parse_repository(&written)
                 .map_err(|e| self.at(m.source.span(), e.to_string()))?;
-            let target = match &own_target {
-                Some(repo) => repo.clone(),
-                None => match default_target {
+            let targets = match own_targets.is_empty() {
+                false => own_targets.clone(),
+                true => match default_target {
                     Some(default_target) => default_target
-                        .repository_for(&source)
+                        .repositories_for(&source)
                         .map_err(|e| self.at(m.source.span(), format!("{}: {e}", source.repo())))?,
                     None => {
                         return Err(self.at(
@@ -551,18 +543,64 @@ impl Resolver<'_> {
             };
             jobs.mirrors[index].selection = Some(TagSelection {
                 source,
-                target,
+                targets,
                 rules,
             });
         }
         for (source, span) in sources {
-            let target = match &own_target {
-                Some(repo) => repo.image_for(&source),
-                None => self.default_target_for(&source, default_target, span.clone())?,
+            let targets = match own_targets.is_empty() {
+                false => own_targets.iter().map(|r| r.image_for(&source)).collect(),
+                true => self.default_target_for(&source, default_target, span.clone())?,
             };
-            jobs.add(self, source, target, span, index)?;
+            for target in targets {
+                jobs.add(self, source.clone(), target, span.clone(), index)?;
+            }
         }
         Ok(())
+    }
+
+    /// `target` or `targets` of `[defaults]` (prefixes) or a `[[mirror]]` (full repositories,
+    /// `require_path`): one or the other, each a registry and path, none twice. Empty when
+    /// neither is given.
+    fn targets(
+        &self,
+        one: Option<&Spanned<String>>,
+        many: Option<&Spanned<Vec<Spanned<String>>>>,
+        table: &str,
+        require_path: bool,
+    ) -> Result<Vec<Repository>, ConfigError> {
+        let written: Vec<(&Spanned<String>, String)> = match (one, many) {
+            (Some(_), Some(many)) => {
+                return Err(self.at(
+                    many.span(),
+                    format!("{table}.target and {table}.targets are both set: keep one (targets takes a list)"),
+                ))
+            }
+            (Some(one), None) => vec![(one, format!("{table}.target"))],
+            (None, Some(many)) if many.get_ref().is_empty() => {
+                return Err(self.at(
+                    many.span(),
+                    format!("{table}.targets is empty: list at least one, or leave it out"),
+                ))
+            }
+            (None, Some(many)) => many
+                .get_ref()
+                .iter()
+                .map(|t| (t, format!("{table}.targets")))
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let mut targets: Vec<Repository> = Vec::new();
+        for (target, key) in written {
+            let expanded = self.expand(target, &key)?;
+            let repository = Repository::parse(&expanded, require_path)
+                .map_err(|e| self.at(target.span(), e.to_string()))?;
+            if targets.contains(&repository) {
+                return Err(self.at(target.span(), format!("{key} lists {repository} twice")));
+            }
+            targets.push(repository);
+        }
+        Ok(targets)
     }
 
     /// `include`, `exclude`, `semver` and `latest` of a `[[mirror]]`, checked; `None` when it
@@ -1370,16 +1408,16 @@ target = "r.io/tools/tool"
         assert_eq!(targets(&config), ["r.io/mirror/org/app:edge"]);
         let first = config.mirrors[0].selection.as_ref().unwrap();
         assert_eq!(first.source.repo().to_string(), "ghcr.io/org/app");
-        assert_eq!(first.target.to_string(), "r.io/mirror/org/app");
+        assert_eq!(first.targets_shown(), "r.io/mirror/org/app");
         assert_eq!(
             first.rules.to_string(),
             "include v1\\..*; exclude .*-rc.*; latest 3"
         );
-        let job = first.job("v1.2.0", 0, 3).unwrap();
-        assert_eq!(job.target.to_string(), "r.io/mirror/org/app:v1.2.0");
-        assert!(first.job("bad tag", 0, 3).is_err());
+        let jobs = first.jobs("v1.2.0", 0, 3).unwrap();
+        assert_eq!(jobs[0].target.to_string(), "r.io/mirror/org/app:v1.2.0");
+        assert!(first.jobs("bad tag", 0, 3).is_err());
         let second = config.mirrors[1].selection.as_ref().unwrap();
-        assert_eq!(second.target.to_string(), "r.io/tools/tool");
+        assert_eq!(second.targets_shown(), "r.io/tools/tool");
         // Both repositories' registries are known, for plain HTTP and credentials.
         assert!(config.registries.contains_key("quay.io"));
     }
@@ -1413,7 +1451,7 @@ latest = 2
         );
         let selection = config.mirrors[5].selection.as_ref().unwrap();
         assert_eq!(
-            selection.target.to_string(),
+            selection.targets_shown(),
             "r.io/mirror/docker.io/grafana/grafana"
         );
         // The SSM list follows the layout too.

@@ -391,7 +391,7 @@ impl Daemon {
                         "{} by {} → {}",
                         selection.source.repo(),
                         selection.rules,
-                        selection.target
+                        selection.targets_shown()
                     ));
                 }
                 let known = state.mirrors.contains_key(&mirror.name);

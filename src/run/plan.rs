@@ -125,9 +125,13 @@ fn select(
     let chosen = selection.rules.select(&listing.tags);
     let mut jobs = Vec::with_capacity(chosen.len());
     let mut invalid = Vec::new();
+    let mut tags_selected = Vec::new();
     for tag in &chosen {
-        match selection.job(tag, index, mirror.line) {
-            Ok(job) => jobs.push(job),
+        match selection.jobs(tag, index, mirror.line) {
+            Ok(tag_jobs) => {
+                jobs.extend(tag_jobs);
+                tags_selected.push(tag.to_string());
+            }
             Err(_) => invalid.push(format!("{tag:?}")),
         }
     }
@@ -135,20 +139,19 @@ fn select(
     info!(
         mirror = %mirror.name,
         listed = listing.tags.len(),
-        selected = jobs.len(),
+        selected = tags_selected.len(),
         requests = listing.requests,
         "{}: {} tags listed, {} selected",
         mirror.name,
         listing.tags.len(),
-        jobs.len()
+        tags_selected.len()
     );
     plan.selections.push(Selected {
         mirror: mirror.name.clone(),
         listed: listing.tags.len(),
         selected: {
-            let mut tags: Vec<String> = jobs.iter().filter_map(|j| j.source.tag.clone()).collect();
-            tags.sort_by(|a, b| by_version_desc(a, b));
-            tags
+            tags_selected.sort_by(|a, b| by_version_desc(a, b));
+            tags_selected
         },
     });
     if !invalid.is_empty() {

@@ -64,6 +64,21 @@ impl Report {
         )
     }
 
+    /// Per target registry: images copied (or that would be), unchanged, failed.
+    pub fn per_target_registry(&self) -> std::collections::BTreeMap<&str, (usize, usize, usize)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in &self.results {
+            let entry: &mut (usize, usize, usize) =
+                counts.entry(r.job.target.registry.as_str()).or_default();
+            match &r.outcome {
+                Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. }) => entry.0 += 1,
+                Ok(Outcome::Unchanged { .. }) => entry.1 += 1,
+                Err(_) => entry.2 += 1,
+            }
+        }
+        counts
+    }
+
     /// Every failure as one line: the problems, then each failed image with its reason.
     pub fn failures(&self) -> Vec<String> {
         let images = self.results.iter().filter_map(|r| {
@@ -136,6 +151,16 @@ impl Report {
         } else {
             "mirrored"
         };
+        // With several target registries, each gets its own count.
+        let per_target = self.per_target_registry();
+        if per_target.len() > 1 {
+            for (registry, (changed, unchanged, failed)) in &per_target {
+                let _ = writeln!(
+                    out,
+                    "to {registry}: {verb} {changed}, unchanged {unchanged}, failed {failed}"
+                );
+            }
+        }
         let _ = write!(
             out,
             "{verb} {changed}, unchanged {unchanged}, failed {} in {:.1} s",
