@@ -75,6 +75,10 @@ pub struct RawDefaults {
     pub targets: Option<Spanned<Vec<Spanned<String>>>>,
     /// `path` (the default) or `registry`.
     pub layout: Option<Spanned<String>>,
+    /// Only these platforms of an index.
+    pub platforms: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Copy signatures, attestations and SBOMs too.
+    pub referrers: Option<bool>,
     pub concurrency: Option<Spanned<i64>>,
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
@@ -150,6 +154,10 @@ pub struct RawMirror {
     pub semver: Option<Spanned<String>>,
     /// Keep only this many of the highest versions.
     pub latest: Option<Spanned<i64>>,
+    /// Only these platforms of an index (over `defaults.platforms`).
+    pub platforms: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Copy signatures, attestations and SBOMs too (over `defaults.referrers`).
+    pub referrers: Option<bool>,
     pub target: Option<Spanned<String>>,
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,

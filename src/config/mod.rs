@@ -23,6 +23,7 @@ pub use error::ConfigError;
 use crate::aws::ecr::{EcrHost, EcrSettings};
 use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Helper, Secret};
+use crate::manifest::Platforms;
 use crate::reference::{
     canonical_registry, is_loopback, registry_component, target_under, ImageRef, Layout, Repository,
 };
@@ -138,6 +139,8 @@ pub struct Mirror {
     pub line: usize,
     /// Set when it selects tags by rules: its repository is listed at every run.
     pub selection: Option<TagSelection>,
+    /// What of each image it copies.
+    pub choice: CopyChoice,
 }
 
 /// A `[[mirror]]` with tag rules: which repository to list, which tags to take from it, and
@@ -155,7 +158,13 @@ pub struct TagSelection {
 impl TagSelection {
     /// The jobs (one per target) for one selected tag of mirror `mirror`, or why the tag
     /// cannot be mirrored (a tag the reference grammar refuses).
-    pub fn jobs(&self, tag: &str, mirror: usize, line: usize) -> Result<Vec<Job>, String> {
+    pub fn jobs(
+        &self,
+        tag: &str,
+        mirror: usize,
+        line: usize,
+        choice: &CopyChoice,
+    ) -> Result<Vec<Job>, String> {
         let source = self.source.with_tag(tag).map_err(|e| e.to_string())?;
         Ok(self
             .targets
@@ -166,6 +175,7 @@ impl TagSelection {
                 line,
                 listed_in: None,
                 mirror,
+                choice: choice.clone(),
             })
             .collect())
     }
@@ -220,6 +230,17 @@ pub struct Job {
     pub listed_in: Option<String>,
     /// Index of the [`Mirror`] it belongs to in [`Config::mirrors`].
     pub mirror: usize,
+    /// What of the image is copied: its mirror's `platforms` and `referrers`.
+    pub choice: CopyChoice,
+}
+
+/// What of an image a mirror copies, beyond the image itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CopyChoice {
+    /// Only these platforms of an index (`platforms`); `None`: every one.
+    pub platforms: Option<Platforms>,
+    /// Signatures, attestations and SBOMs that refer to the image too (`referrers`).
+    pub referrers: bool,
 }
 
 /// How to reach one registry.
@@ -385,6 +406,7 @@ impl Config {
                     line: 0,
                     listed_in: parameter.clone(),
                     mirror,
+                    choice: self.mirrors[mirror].choice.clone(),
                 });
             }
         }

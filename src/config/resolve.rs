@@ -11,13 +11,14 @@ use chrono_tz::Tz;
 
 use super::file::{RawConfig, RawCreate, RawMirror, RawRegistry, RawServer};
 use super::{
-    ssm_mirror_name, Config, ConfigError, DefaultTarget, Endpoint, Job, Mirror, Overrides,
-    RateLimitSettings, RegistrySettings, ServerSettings, TagSelection, DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_WAIT, DEFAULT_SHUTDOWN_GRACE,
+    ssm_mirror_name, Config, ConfigError, CopyChoice, DefaultTarget, Endpoint, Job, Mirror,
+    Overrides, RateLimitSettings, RegistrySettings, ServerSettings, TagSelection,
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT, DEFAULT_SHUTDOWN_GRACE,
 };
 use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, DockerLogin, Secret};
+use crate::manifest::{Platform, Platforms};
 use crate::reference::{canonical_registry, is_loopback, ImageRef, Layout, Repository};
 use crate::schedule::Schedule;
 use crate::selection::{parse_range, Pattern, TagRules};
@@ -123,6 +124,13 @@ pub(super) fn resolve(
         },
         schedule: raw.defaults.schedule.as_ref(),
         run_on_start: raw.defaults.run_on_start.unwrap_or(true),
+        choice: CopyChoice {
+            platforms: match &raw.defaults.platforms {
+                Some(list) => Some(r.platforms(list, "defaults.platforms")?),
+                None => None,
+            },
+            referrers: raw.defaults.referrers.unwrap_or(false),
+        },
     };
     // Parsed here even if every mirror has its own, so a typo in it is never dormant; the
     // `images` mirrors and the SSM one share this one parse.
@@ -190,6 +198,7 @@ pub(super) fn resolve(
             image.span(),
             schedule,
             when.run_on_start,
+            when.choice.clone(),
         )?;
         jobs.from_images.insert(written);
         for target in targets {
@@ -208,6 +217,7 @@ pub(super) fn resolve(
             run_on_start: when.run_on_start,
             line: 0,
             selection: None,
+            choice: when.choice.clone(),
         });
     }
     if jobs.is_empty() && ssm.is_none() && mirrors.iter().all(|m| m.selection.is_none()) {
@@ -278,6 +288,8 @@ struct When<'a> {
     zone: Tz,
     schedule: Option<&'a Spanned<String>>,
     run_on_start: bool,
+    /// `defaults.platforms` and `defaults.referrers`.
+    choice: CopyChoice,
 }
 
 struct Resolver<'a> {
@@ -461,12 +473,20 @@ impl Resolver<'_> {
             }
             None => (written.clone(), m.source.span()),
         };
+        let choice = CopyChoice {
+            platforms: match &m.platforms {
+                Some(list) => Some(self.platforms(list, "mirror.platforms")?),
+                None => defaults.choice.platforms.clone(),
+            },
+            referrers: m.referrers.unwrap_or(defaults.choice.referrers),
+        };
         let index = jobs.mirror(
             self,
             name,
             name_span,
             schedule,
             m.run_on_start.unwrap_or(defaults.run_on_start),
+            choice,
         )?;
         let rules = self.tag_rules(m)?;
         let sources = match (&m.tags, &rules) {
@@ -557,6 +577,28 @@ impl Resolver<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A `platforms` list: each `os/architecture[/variant]`, at least one.
+    fn platforms(
+        &self,
+        list: &Spanned<Vec<Spanned<String>>>,
+        key: &str,
+    ) -> Result<Platforms, ConfigError> {
+        let mut parsed = Vec::new();
+        for written in list.get_ref() {
+            let expanded = self.expand(written, key)?;
+            parsed.push(
+                Platform::parse(&expanded)
+                    .map_err(|e| self.at(written.span(), format!("{key}: {e}")))?,
+            );
+        }
+        Platforms::new(parsed).ok_or_else(|| {
+            self.at(
+                list.span(),
+                format!("{key} is empty: list at least one platform, or leave it out for all"),
+            )
+        })
     }
 
     /// `target` or `targets` of `[defaults]` (prefixes) or a `[[mirror]]` (full repositories,
@@ -977,6 +1019,7 @@ impl Jobs {
         span: Range<usize>,
         schedule: Option<Schedule>,
         run_on_start: bool,
+        choice: CopyChoice,
     ) -> Result<usize, ConfigError> {
         if let Some(earlier) = self.names.get(&name).map(|&i| &self.mirrors[i]) {
             return Err(r.at(
@@ -994,6 +1037,7 @@ impl Jobs {
             run_on_start,
             line: r.line(&span),
             selection: None,
+            choice,
         });
         Ok(self.mirrors.len() - 1)
     }
@@ -1048,12 +1092,14 @@ impl Jobs {
             ));
         }
         self.by_target.insert(key, self.list.len());
+        let choice = self.mirrors[mirror].choice.clone();
         self.list.push(Job {
             source,
             target,
             line,
             listed_in: None,
             mirror,
+            choice,
         });
         Ok(())
     }
@@ -1413,9 +1459,9 @@ target = "r.io/tools/tool"
             first.rules.to_string(),
             "include v1\\..*; exclude .*-rc.*; latest 3"
         );
-        let jobs = first.jobs("v1.2.0", 0, 3).unwrap();
+        let jobs = first.jobs("v1.2.0", 0, 3, &Default::default()).unwrap();
         assert_eq!(jobs[0].target.to_string(), "r.io/mirror/org/app:v1.2.0");
-        assert!(first.jobs("bad tag", 0, 3).is_err());
+        assert!(first.jobs("bad tag", 0, 3, &Default::default()).is_err());
         let second = config.mirrors[1].selection.as_ref().unwrap();
         assert_eq!(second.targets_shown(), "r.io/tools/tool");
         // Both repositories' registries are known, for plain HTTP and credentials.

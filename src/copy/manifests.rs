@@ -22,8 +22,17 @@ use super::ledger::{Claim, Ledger};
 use super::CopyError;
 use crate::reference::Repository;
 
-/// What was done for a (target repository, content): the digest stored there, or why not.
-type Settled = Result<String, String>;
+/// What was done for a (target repository, content): stored there, skipped, or why not.
+type Settled = Result<Done, String>;
+
+/// What a content came to in a target repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// Stored there under this digest (a filtered index's own, for a choice of platforms).
+    Stored(String),
+    /// Not mirrored, and why: no platform of it is wanted.
+    Skipped(String),
+}
 
 /// A claimed (target repository, content), by the index of its target.
 type Claimed = (usize, super::ledger::Promise<(Repository, String), Settled>);
@@ -39,15 +48,15 @@ pub struct ManifestLedger {
 pub enum Turn<T> {
     /// This caller did it, and this is what its work returned.
     Mine(T),
-    /// Another image of the pass did: the content is stored there under this digest.
-    Theirs(String),
+    /// Another image of the pass did, and this is what it came to.
+    Theirs(Done),
 }
 
 impl ManifestLedger {
     /// Settles `content` (a digest, or a digest and a platform choice) in every repository of
     /// `targets`: where nobody has done it yet, by one call of `work` with those targets (it
-    /// returns, per target, the digest stored and its own result); where another image is
-    /// doing it, by waiting for that. The results are in `targets`' order.
+    /// returns, per target, what the content came to and its own result); where another image
+    /// is doing it, by waiting for that. The results are in `targets`' order.
     pub async fn settle_all<T, F, Fut>(
         &self,
         targets: &[Repository],
@@ -56,7 +65,7 @@ impl ManifestLedger {
     ) -> Vec<Result<Turn<T>, CopyError>>
     where
         F: Fn(Vec<Repository>) -> Fut,
-        Fut: Future<Output = Vec<Result<(String, T), CopyError>>>,
+        Fut: Future<Output = Vec<Result<(Done, T), CopyError>>>,
     {
         let mut results: Vec<Option<Result<Turn<T>, CopyError>>> =
             targets.iter().map(|_| None).collect();
@@ -97,7 +106,7 @@ impl ManifestLedger {
         work: &F,
     ) where
         F: Fn(Vec<Repository>) -> Fut,
-        Fut: Future<Output = Vec<Result<(String, T), CopyError>>>,
+        Fut: Future<Output = Vec<Result<(Done, T), CopyError>>>,
     {
         if claimed.is_empty() {
             return;
@@ -106,8 +115,8 @@ impl ManifestLedger {
         let done = work(repositories).await;
         for ((i, promise), result) in claimed.into_iter().zip(done) {
             match result {
-                Ok((digest, value)) => {
-                    promise.keep(Ok(digest));
+                Ok((done, value)) => {
+                    promise.keep(Ok(done));
                     results[i] = Some(Ok(Turn::Mine(value)));
                 }
                 Err(e) => {
@@ -121,7 +130,7 @@ impl ManifestLedger {
 
 fn turn_of<T>(settled: Settled, content: &str) -> Result<Turn<T>, CopyError> {
     match settled {
-        Ok(digest) => Ok(Turn::Theirs(digest)),
+        Ok(done) => Ok(Turn::Theirs(done)),
         Err(message) => Err(CopyError::FailedBefore {
             digest: content.to_string(),
             message,

@@ -20,6 +20,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::future::join_all;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -30,14 +31,18 @@ mod ledger;
 pub mod manifests;
 
 use self::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
-use self::manifests::{ManifestLedger, Turn};
-use crate::manifest::{Descriptor, Manifest, ManifestError};
+use self::manifests::{Done, ManifestLedger, Turn};
+use crate::config::CopyChoice;
+use crate::digest;
+use crate::manifest::{platform, Descriptor, Manifest, ManifestError, Platform, Platforms};
 use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::{WaitRefused, Waiter};
 use crate::registry::{Registries, RegistryError};
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
 const CHILD_MANIFESTS_AT_ONCE: usize = 4;
+/// The most an image's config may weigh when it is read for its platform.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
 /// Levels of index above an image: an index of images is one, an index of indexes two.
 pub const MAX_INDEX_DEPTH: usize = 4;
 
@@ -57,13 +62,16 @@ pub struct PassContext {
 pub enum Outcome {
     /// The target tag already points at the source digest.
     Unchanged { digest: String },
-    /// Copied; the target now points at `digest`.
+    /// Copied; the target now points at `digest` (the source's, or for a choice of platforms
+    /// the index made of it).
     Mirrored { digest: String, stats: CopyStats },
     /// Dry run: the target differs (`target` is what it points at now, if anything).
     WouldCopy {
         digest: String,
         target: Option<String>,
     },
+    /// Not mirrored, and rightly so: none of its platforms is wanted.
+    Skipped { reason: String },
 }
 
 /// Work done for one image.
@@ -114,7 +122,8 @@ pub enum CopyError {
 }
 
 /// Mirrors `source` into every image of `targets` (each a tag or digest in a target
-/// repository), or in a dry run says whether it would; the outcome of each target, in order.
+/// repository), as `choice` says (platforms, referrers), or in a dry run says whether it
+/// would; the outcome of each target, in order.
 ///
 /// Comparing takes no concurrency slot (the registry layer bounds HEADs per registry); an
 /// image that must be copied takes one before its first pull.
@@ -122,6 +131,7 @@ pub async fn mirror(
     ctx: &PassContext,
     source: &ImageRef,
     targets: &[ImageRef],
+    choice: &CopyChoice,
     waiter: &Waiter,
 ) -> Vec<Result<Outcome, CopyError>> {
     let registries = &ctx.registries;
@@ -141,21 +151,22 @@ pub async fn mirror(
         Ok(None) => return every(targets, CopyError::SourceMissing(source.to_string())),
         Err(e) => return every(targets, CopyError::Registry(e)),
     };
+    let compared =
+        join_all(targets.iter().zip(target_digests).map(|(target, current)| {
+            compare(ctx, waiter, target, &source_digest, current, choice)
+        }))
+        .await;
     let mut outcomes: Vec<Option<Result<Outcome, CopyError>>> = Vec::new();
     let mut changed = Vec::new();
-    for (i, current) in target_digests.into_iter().enumerate() {
-        outcomes.push(match current {
-            Err(e) => Some(Err(e.into())),
-            Ok(current) if current.as_deref() == Some(source_digest.as_str()) => {
-                Some(Ok(Outcome::Unchanged {
-                    digest: source_digest.clone(),
-                }))
-            }
-            Ok(current) if ctx.dry_run => Some(Ok(Outcome::WouldCopy {
+    for (i, compared) in compared.into_iter().enumerate() {
+        outcomes.push(match compared {
+            Err(e) => Some(Err(e)),
+            Ok(Compared::Same(digest)) => Some(Ok(Outcome::Unchanged { digest })),
+            Ok(Compared::Differs(current)) if ctx.dry_run => Some(Ok(Outcome::WouldCopy {
                 digest: source_digest.clone(),
                 target: current,
             })),
-            Ok(_) => {
+            Ok(Compared::Differs(_)) => {
                 changed.push(i);
                 None
             }
@@ -187,10 +198,15 @@ pub async fn mirror(
         }
     }
     let repositories: Vec<Repository> = ready.iter().map(|&i| targets[i].repo()).collect();
+    // A choice of platforms makes a content of its own: the same index, other children.
+    let content = match &choice.platforms {
+        Some(platforms) => format!("{source_digest} for {platforms}"),
+        None => source_digest.clone(),
+    };
     let settled = ctx
         .manifests
-        .settle_all(&repositories, &source_digest, |mine| {
-            copy_tagged(ctx, waiter, source, &source_digest, mine)
+        .settle_all(&repositories, &content, |mine| {
+            copy_tagged(ctx, waiter, source, &source_digest, choice, mine)
         })
         .await;
     // Tags are pushed once the content is settled in each repository: by this image (its
@@ -198,12 +214,22 @@ pub async fn mirror(
     let source_digest = &source_digest;
     let tagging = ready.iter().zip(settled).map(|(&i, settled)| async move {
         let target = &targets[i];
-        let stats = match settled? {
-            Turn::Mine(Some(stats)) => stats,
-            Turn::Mine(None) | Turn::Theirs(_) => retag(ctx, waiter, target, source_digest).await?,
+        let (stored, stats) = match settled? {
+            Turn::Mine(Copied::Pushed(stored, stats)) => (stored, stats),
+            Turn::Mine(Copied::Held) => (
+                source_digest.clone(),
+                retag(ctx, waiter, target, source_digest).await?,
+            ),
+            Turn::Theirs(Done::Stored(stored)) => {
+                let stats = retag(ctx, waiter, target, &stored).await?;
+                (stored, stats)
+            }
+            Turn::Mine(Copied::Skipped(reason)) | Turn::Theirs(Done::Skipped(reason)) => {
+                return Ok(Outcome::Skipped { reason })
+            }
         };
         Ok(Outcome::Mirrored {
-            digest: source_digest.clone(),
+            digest: stored,
             stats,
         })
     });
@@ -213,8 +239,56 @@ pub async fn mirror(
     finished(outcomes)
 }
 
-/// The digest stored in a target repository, and what storing it took.
-type Stored<T> = (String, T);
+/// A target against the source, by digest.
+enum Compared {
+    /// Holds the source's content (or, for a choice of platforms, the index regmirror made of
+    /// it): its digest.
+    Same(String),
+    /// Differs: what its tag points at now, if anything.
+    Differs(Option<String>),
+}
+
+/// Whether `target` (whose tag points at `current`) holds the source's content. With a
+/// choice of platforms the target holds a filtered index of another digest, which records the
+/// source digest and platforms it was made from: read from the target (the user's own
+/// registry, no pull at the source).
+async fn compare(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    target: &ImageRef,
+    source_digest: &str,
+    current: Result<Option<String>, RegistryError>,
+    choice: &CopyChoice,
+) -> Result<Compared, CopyError> {
+    let current = current?;
+    if current.as_deref() == Some(source_digest) {
+        return Ok(Compared::Same(source_digest.to_string()));
+    }
+    let (Some(platforms), Some(current)) = (&choice.platforms, current.clone()) else {
+        return Ok(Compared::Differs(current));
+    };
+    let (body, _) = ctx
+        .registries
+        .pull_manifest(&target.named().pinned(&current), waiter)
+        .await?;
+    let made_from = platform::recorded(&body);
+    if made_from == Some((source_digest.to_string(), platforms.to_string())) {
+        return Ok(Compared::Same(current));
+    }
+    Ok(Compared::Differs(Some(current)))
+}
+
+/// What storing a content in a target repository came to, for the image that did it.
+#[derive(Debug, Clone)]
+enum Copied {
+    /// Pushed under the tag: the digest stored, and the work done.
+    Pushed(String, CopyStats),
+    /// The repository held the content already, under another name: only the tag is to be
+    /// pushed ([`retag`]).
+    Held,
+    /// Not mirrored: none of its platforms is wanted.
+    Skipped(String),
+}
 
 /// The same error for every target.
 fn every(targets: &[ImageRef], e: CopyError) -> Vec<Result<Outcome, CopyError>> {
@@ -228,30 +302,34 @@ fn finished(outcomes: Vec<Option<Result<Outcome, CopyError>>>) -> Vec<Result<Out
         .collect()
 }
 
-/// Brings the content `digest` of `source` into every repository of `to` and pushes it under
-/// the source's tag there, pulling it once. Per repository: the digest stored, and the work
-/// done (`None` where the repository held the content already, under another name: its tag
-/// is pushed by [`retag`], with no pull).
+/// Brings the content `digest` of `source` into every repository of `to` (its platforms of
+/// `choice`) and pushes it under the source's tag there, pulling it once. Per repository:
+/// what the content came to there, and what this image did.
 async fn copy_tagged(
     ctx: &PassContext,
     waiter: &Waiter,
     source: &ImageRef,
     digest: &str,
+    choice: &CopyChoice,
     to: Vec<Repository>,
-) -> Vec<Result<Stored<Option<CopyStats>>, CopyError>> {
+) -> Vec<Result<(Done, Copied), CopyError>> {
     let registries = &ctx.registries;
+    // The content may be there under another tag; a filtered index is checked by its record.
     let held = join_all(to.iter().map(|repository| async move {
+        if choice.platforms.is_some() {
+            return Ok(false);
+        }
         registries
             .manifest_digest(&repository.at_digest(digest), waiter)
             .await
             .map(|found| found.is_some())
     }))
     .await;
-    let mut results: Vec<Option<Result<Stored<Option<CopyStats>>, CopyError>>> = Vec::new();
+    let mut results: Vec<Option<Result<(Done, Copied), CopyError>>> = Vec::new();
     let mut fresh = Vec::new();
     for (i, held) in held.into_iter().enumerate() {
         results.push(match held {
-            Ok(true) => Some(Ok((digest.to_string(), None))),
+            Ok(true) => Some(Ok((Done::Stored(digest.to_string()), Copied::Held))),
             Ok(false) => {
                 fresh.push(i);
                 None
@@ -261,9 +339,13 @@ async fn copy_tagged(
     }
     if !fresh.is_empty() {
         let repositories: Vec<Repository> = fresh.iter().map(|&i| to[i].clone()).collect();
-        let copied = copy_manifest(ctx, waiter, source, digest, &repositories).await;
+        let copied = copy_manifest(ctx, waiter, source, digest, choice, &repositories).await;
         for (&i, copied) in fresh.iter().zip(copied) {
-            results[i] = Some(copied.map(|stats| (digest.to_string(), Some(stats))));
+            results[i] = Some(copied.map(|copied| match &copied {
+                Copied::Pushed(stored, _) => (Done::Stored(stored.clone()), copied),
+                Copied::Skipped(reason) => (Done::Skipped(reason.clone()), copied),
+                Copied::Held => (Done::Stored(digest.to_string()), copied),
+            }));
         }
     }
     results
@@ -273,14 +355,16 @@ async fn copy_tagged(
 }
 
 /// Pulls `source` at `digest` once, copies everything it references into every repository of
-/// `to`, then pushes it under the source's tag (or its digest) in each.
+/// `to` (only the platforms of `choice`), then pushes it under the source's tag (or its digest)
+/// in each: the source's bytes, or for a choice of platforms the index made of them.
 async fn copy_manifest(
     ctx: &PassContext,
     waiter: &Waiter,
     source: &ImageRef,
     digest: &str,
+    choice: &CopyChoice,
     to: &[Repository],
-) -> Vec<Result<CopyStats, CopyError>> {
+) -> Vec<Result<Copied, CopyError>> {
     let pinned = source.pinned(digest);
     let pulled = ctx.registries.pull_manifest(&pinned, waiter).await;
     let (body, manifest) = match pulled.map_err(CopyError::from).and_then(|(body, _)| {
@@ -293,6 +377,31 @@ async fn copy_manifest(
         Ok(pulled) => pulled,
         Err(e) => return to.iter().map(|_| Err(e.clone())).collect(),
     };
+    let chosen = match &choice.platforms {
+        None => Chosen::All,
+        Some(platforms) => {
+            match choose(ctx, waiter, &pinned, &body, &manifest, platforms, choice).await {
+                Ok(chosen) => chosen,
+                Err(e) => return to.iter().map(|_| Err(e.clone())).collect(),
+            }
+        }
+    };
+    let (body, manifest) = match chosen {
+        Chosen::All => (body, manifest),
+        Chosen::Filtered(filtered, manifest) => (filtered, manifest),
+        Chosen::None(reason) => {
+            return to
+                .iter()
+                .map(|_| Ok(Copied::Skipped(reason.clone())))
+                .collect()
+        }
+    };
+    let stored = digest::of(digest::Algorithm::Sha256, &body);
+    let stored = if body_is_source(&choice.platforms, &manifest) {
+        digest.to_string()
+    } else {
+        stored
+    };
     let references = copy_references(ctx, waiter, &source.repo(), to, &manifest, 0).await;
     let pushes = to
         .iter()
@@ -301,6 +410,7 @@ async fn copy_manifest(
         .map(|(i, (repository, copied))| {
             let body = body.clone();
             let manifest = &manifest;
+            let stored = stored.clone();
             async move {
                 let mut stats = copied?;
                 // The source pulled once, counted against the first target.
@@ -310,10 +420,91 @@ async fn copy_manifest(
                     .push_manifest(&named, body, manifest.media_type(), waiter)
                     .await?;
                 stats.manifests_pushed += 1;
-                Ok(stats)
+                Ok(Copied::Pushed(stored, stats))
             }
         });
     join_all(pushes).await
+}
+
+/// Whether the bytes pushed are the source's own (no filtered index was made of them).
+fn body_is_source(platforms: &Option<Platforms>, manifest: &Manifest) -> bool {
+    platforms.is_none() || matches!(manifest, Manifest::Image { .. })
+}
+
+/// What of a source manifest a choice of platforms keeps.
+enum Chosen {
+    /// All of it, as it is: a single-platform image of a wanted platform.
+    All,
+    /// An index made of the wanted children: its bytes, and what it references.
+    Filtered(Bytes, Manifest),
+    /// Nothing: why.
+    None(String),
+}
+
+/// Applies `platforms` to the source manifest `body` (of `pinned`): an index keeps the wanted
+/// children (and their attestations, with referrers); a single image is kept whole if its
+/// config names a wanted platform, and skipped if not.
+async fn choose(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    pinned: &ImageRef,
+    body: &Bytes,
+    manifest: &Manifest,
+    platforms: &Platforms,
+    choice: &CopyChoice,
+) -> Result<Chosen, CopyError> {
+    match manifest {
+        Manifest::Index {
+            media_type,
+            children,
+        } => {
+            let kept = platforms.choose(children, choice.referrers);
+            if kept.is_empty() {
+                let offered: Vec<String> = children
+                    .iter()
+                    .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
+                    .collect();
+                return Ok(Chosen::None(format!(
+                    "none of its platforms ({}) is in platforms = [{platforms}]",
+                    offered.join(", ")
+                )));
+            }
+            let filtered = platform::filtered_index(
+                body,
+                &kept,
+                pinned.digest.as_deref().unwrap_or_default(),
+                platforms,
+            )
+            .map_err(|e| CopyError::Manifest {
+                image: pinned.to_string(),
+                source: ManifestError::Malformed(e),
+            })?;
+            Ok(Chosen::Filtered(
+                Bytes::from(filtered),
+                Manifest::Index {
+                    media_type: media_type.clone(),
+                    children: kept.into_iter().cloned().collect(),
+                },
+            ))
+        }
+        Manifest::Image { blobs, .. } => {
+            let Some(config) = blobs.first() else {
+                return Ok(Chosen::All);
+            };
+            let bytes = ctx
+                .registries
+                .read_blob(&pinned.repo(), &config.digest, MAX_CONFIG_BYTES, waiter)
+                .await?;
+            match serde_json::from_slice::<Platform>(&bytes) {
+                Ok(platform) if platforms.take(&platform) => Ok(Chosen::All),
+                Ok(platform) => Ok(Chosen::None(format!(
+                    "a single-platform image for {platform}, not in platforms = [{platforms}]"
+                ))),
+                // An artifact (its config names no platform): kept as it is.
+                Err(_) => Ok(Chosen::All),
+            }
+        }
+    }
 }
 
 /// Pushes `target`'s tag onto content `digest` its repository already holds, read back from
@@ -445,7 +636,7 @@ async fn copy_child_once(
     to: Vec<Repository>,
     child: &Descriptor,
     depth: usize,
-) -> Vec<Result<(String, CopyStats), CopyError>> {
+) -> Vec<Result<(Done, CopyStats), CopyError>> {
     let (digest, declared_type) = (child.digest.as_str(), child.media_type.as_str());
     let registries = &ctx.registries;
     // A registry only stores a manifest whose references it holds: one that has it is done.
@@ -456,11 +647,11 @@ async fn copy_child_once(
             .map(|found| found.is_some())
     }))
     .await;
-    let mut results: Vec<Option<Result<(String, CopyStats), CopyError>>> = Vec::new();
+    let mut results: Vec<Option<Result<(Done, CopyStats), CopyError>>> = Vec::new();
     let mut missing = Vec::new();
     for (i, held) in held.into_iter().enumerate() {
         results.push(match held {
-            Ok(true) => Some(Ok((digest.to_string(), CopyStats::default()))),
+            Ok(true) => Some(Ok((Done::Stored(digest.to_string()), CopyStats::default()))),
             Ok(false) => {
                 missing.push(i);
                 None
@@ -518,7 +709,7 @@ async fn copy_child_once(
             }
         };
         for (&i, copied) in missing.iter().zip(copied) {
-            results[i] = Some(copied.map(|stats| (digest.to_string(), stats)));
+            results[i] = Some(copied.map(|stats| (Done::Stored(digest.to_string()), stats)));
         }
     }
     results

@@ -196,6 +196,9 @@ impl Metrics {
                     self.images.get_or_create(&image("unchanged")).inc();
                 }
                 Ok(Outcome::WouldCopy { .. }) => {}
+                Ok(Outcome::Skipped { .. }) => {
+                    self.images.get_or_create(&image("skipped")).inc();
+                }
                 Err(_) => {
                     self.images.get_or_create(&image("failed")).inc();
                 }

@@ -22,7 +22,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 
 use super::error::StreamAbort;
-use super::limits::{error_body, human_bytes, stalled};
+use super::limits::{error_body, human_bytes, read_body, stalled};
 use super::{Failure, Registries, RegistryError};
 use crate::digest::{self, Digester};
 use crate::reference::{api_host, Repository};
@@ -53,6 +53,49 @@ impl Registries {
             };
             let head = |http: &reqwest::Client| http.head(&url);
             self.exchange("HEAD blob", subject, &reference, Pull, head, answer)
+        })
+        .await
+    }
+
+    /// Reads a small blob whole (an image's config), at most `cap` bytes, checked against its
+    /// digest. Not a pull: blob GETs are free on Docker Hub.
+    pub async fn read_blob(
+        &self,
+        repository: &Repository,
+        digest: &str,
+        cap: usize,
+        waiter: &Waiter,
+    ) -> Result<Bytes, RegistryError> {
+        let reference = blob_reference(repository, digest);
+        let subject = format!("{repository}@{digest}");
+        let url = self.blob_url(repository, digest);
+        let subject = &subject;
+        let algorithm = digest::parse(digest).map_err(|e| {
+            RegistryError::with("pull blob", subject, Failure::Protocol(e.to_string()))
+        })?;
+        retrying(waiter, || {
+            let answer = move |response: reqwest::Response| async move {
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(self
+                        .refusal("pull blob", subject, repository, status, response)
+                        .await);
+                }
+                let body = read_body(response, cap, "a config blob")
+                    .await
+                    .map_err(|failure| RegistryError::with("pull blob", subject, failure))?;
+                let got = digest::of(algorithm, &body);
+                if got != digest {
+                    return Err(RegistryError::with(
+                        "pull blob",
+                        subject,
+                        Failure::DigestMismatch(format!("expected {digest}, got {got}")),
+                    ));
+                }
+                Ok(body)
+            };
+            let get = |http: &reqwest::Client| http.get(&url);
+            self.exchange("pull blob", subject, &reference, Pull, get, answer)
         })
         .await
     }

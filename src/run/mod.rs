@@ -118,6 +118,7 @@ impl Runner {
                 let (ctx, slots, stop) = (ctx.clone(), self.slots.clone(), self.stop.clone());
                 let max_wait = self.max_wait;
                 let source = jobs[group[0]].source.clone();
+                let choice = jobs[group[0]].choice.clone();
                 let targets: Vec<ImageRef> =
                     group.iter().map(|&i| jobs[i].target.clone()).collect();
                 let span = match targets.as_slice() {
@@ -134,7 +135,8 @@ impl Runner {
                             }
                         };
                         let image_started = Instant::now();
-                        let outcomes = copy::mirror(&ctx, &source, &targets, &waiter).await;
+                        let outcomes =
+                            copy::mirror(&ctx, &source, &targets, &choice, &waiter).await;
                         let took = image_started.elapsed();
                         for (target, outcome) in targets.iter().zip(&outcomes) {
                             log_outcome(target, targets.len() > 1, outcome, took);
@@ -245,8 +247,14 @@ fn groups(jobs: &[Job]) -> Vec<Vec<usize>> {
     let mut by_source: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (index, job) in jobs.iter().enumerate() {
-        // By the canonical name: `nginx:1` and `docker.io/library/nginx:1` are one image.
-        let source = job.source.to_string();
+        // By the canonical name: `nginx:1` and `docker.io/library/nginx:1` are one image;
+        // copied with one choice of platforms and referrers.
+        let source = format!(
+            "{} {:?} {}",
+            job.source,
+            job.choice.platforms.as_ref().map(ToString::to_string),
+            job.choice.referrers
+        );
         match by_source.get(&source) {
             Some(&group) => groups[group].push(index),
             None => {
@@ -283,6 +291,7 @@ fn log_outcome(
             bytes = stats.bytes_copied,
             "mirrored"
         ),
+        Ok(Outcome::Skipped { reason }) => info!(reason = %reason, "skipped"),
         Err(e) => warn!(error = %e, secs, "failed"),
     }
 }

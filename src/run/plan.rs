@@ -127,7 +127,7 @@ fn select(
     let mut invalid = Vec::new();
     let mut tags_selected = Vec::new();
     for tag in &chosen {
-        match selection.jobs(tag, index, mirror.line) {
+        match selection.jobs(tag, index, mirror.line, &mirror.choice) {
             Ok(tag_jobs) => {
                 jobs.extend(tag_jobs);
                 tags_selected.push(tag.to_string());
@@ -289,6 +289,7 @@ mod tests {
             run_on_start: true,
             line,
             selection: None,
+            choice: Default::default(),
         }
     }
 
@@ -299,6 +300,7 @@ mod tests {
             line,
             listed_in: None,
             mirror,
+            choice: Default::default(),
         }
     }
 

@@ -72,7 +72,7 @@ impl Report {
                 counts.entry(r.job.target.registry.as_str()).or_default();
             match &r.outcome {
                 Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. }) => entry.0 += 1,
-                Ok(Outcome::Unchanged { .. }) => entry.1 += 1,
+                Ok(Outcome::Unchanged { .. } | Outcome::Skipped { .. }) => entry.1 += 1,
                 Err(_) => entry.2 += 1,
             }
         }
@@ -95,7 +95,7 @@ impl Report {
         for problem in &self.problems {
             let _ = writeln!(out, "FAILED      {problem}");
         }
-        let (mut changed, mut unchanged) = (0, 0);
+        let (mut changed, mut unchanged, mut skipped) = (0, 0, 0);
         for r in &self.results {
             let (source, target) = (&r.job.source, &r.job.target);
             match &r.outcome {
@@ -117,6 +117,10 @@ impl Report {
                     );
                 }
                 Ok(Outcome::Mirrored { .. }) => changed += 1,
+                Ok(Outcome::Skipped { reason }) => {
+                    skipped += 1;
+                    let _ = writeln!(out, "skipped     {source} → {target}: {reason}");
+                }
                 Err(reason) => {
                     let _ = writeln!(
                         out,
@@ -161,9 +165,13 @@ impl Report {
                 );
             }
         }
+        let skipped = match skipped {
+            0 => String::new(),
+            n => format!(", skipped {n}"),
+        };
         let _ = write!(
             out,
-            "{verb} {changed}, unchanged {unchanged}, failed {} in {:.1} s",
+            "{verb} {changed}, unchanged {unchanged}{skipped}, failed {} in {:.1} s",
             self.failed(),
             self.elapsed.as_secs_f64()
         );

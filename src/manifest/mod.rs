@@ -10,7 +10,13 @@
 //! parsed (the body itself is capped before it gets here, see `registry::limits`).
 
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+pub mod platform;
+
+pub use platform::{Platform, Platforms};
 
 use crate::digest;
 
@@ -50,6 +56,14 @@ pub struct Descriptor {
     /// Set on foreign (non-distributable) layers, which live outside the registry.
     #[serde(default)]
     pub urls: Vec<String>,
+    /// An index's child: the platform it runs on.
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// An artifact's type, as the referrers API lists it.
+    #[serde(rename = "artifactType", default)]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
