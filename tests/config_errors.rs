@@ -349,6 +349,18 @@ fn cases() -> Vec<Case> {
             Some((3, 32, "\"r.io/m/\"")),
             &["defaults.targets lists r.io/m twice"],
         ),
+        case(
+            "platforms: not os/architecture",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\nplatforms = [\"linux/amd64\", \"amd64\"]\n",
+            Some((4, 29, "\"amd64\"")),
+            &["defaults.platforms: \"amd64\" is not a platform"],
+        ),
+        case(
+            "platforms: an empty list",
+            "[[mirror]]\nsource = \"ghcr.io/org/tool:v1\"\ntarget = \"r.io/t\"\nplatforms = []\n",
+            Some((4, 13, "[]")),
+            &["mirror.platforms is empty"],
+        ),
         case("nothing to mirror: empty file", "", None, &["nothing to mirror"]),
         case(
             "nothing to mirror: only [defaults]",

@@ -217,6 +217,10 @@ pub struct ImageBuilder {
     layer_size: usize,
     /// Layers put first in every platform manifest (like a shared base image).
     shared: Vec<Layer>,
+    /// The platform of a single-manifest image (`linux/amd64` unless set).
+    single: String,
+    /// Add an attestation manifest per platform, as BuildKit does (`unknown/unknown`).
+    attestations: bool,
 }
 
 impl ImageBuilder {
@@ -228,7 +232,22 @@ impl ImageBuilder {
             layers: 1,
             layer_size: 1024,
             shared: Vec::new(),
+            single: "linux/amd64".to_owned(),
+            attestations: false,
         }
+    }
+
+    /// A single-manifest image for `platform` (its config says so).
+    pub fn single_platform(mut self, platform: &str) -> ImageBuilder {
+        self.single = platform.to_owned();
+        self
+    }
+
+    /// With an attestation manifest per platform in the index, as BuildKit pushes them:
+    /// platform `unknown/unknown`, annotated with the digest of the image it attests.
+    pub fn with_attestations(mut self) -> ImageBuilder {
+        self.attestations = true;
+        self
     }
 
     /// Makes a multi-arch image: an index over one manifest per `os/arch[/variant]`.
@@ -253,19 +272,19 @@ impl ImageBuilder {
     pub fn build(self) -> Image {
         let mut blobs = Vec::new();
         if self.platforms.is_empty() {
-            let top = self.platform_manifest("linux/amd64", None, &mut blobs);
+            let top = self.platform_manifest(&self.single.clone(), None, &mut blobs);
             return Image {
                 top,
                 children: Vec::new(),
                 blobs,
             };
         }
-        let children: Vec<Manifest> = self
+        let mut children: Vec<Manifest> = self
             .platforms
             .iter()
             .map(|platform| self.platform_manifest(platform, Some(platform.clone()), &mut blobs))
             .collect();
-        let entries: Vec<Value> = children
+        let mut entries: Vec<Value> = children
             .iter()
             .map(|child| {
                 let mut entry = child.descriptor();
@@ -273,6 +292,20 @@ impl ImageBuilder {
                 entry
             })
             .collect();
+        if self.attestations {
+            let attested: Vec<String> = children.iter().map(|c| c.digest.clone()).collect();
+            for digest in attested {
+                let attestation = self.platform_manifest("unknown/unknown", None, &mut blobs);
+                let mut entry = attestation.descriptor();
+                entry["platform"] = platform_json("unknown/unknown");
+                entry["annotations"] = json!({
+                    "vnd.docker.reference.type": "attestation-manifest",
+                    "vnd.docker.reference.digest": digest,
+                });
+                entries.push(entry);
+                children.push(attestation);
+            }
+        }
         let index_type = self.flavor.index_type();
         let top = Manifest::new(
             index_type,
