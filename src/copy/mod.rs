@@ -29,6 +29,7 @@ use futures_util::{stream, FutureExt, StreamExt};
 pub mod blobs;
 mod ledger;
 pub mod manifests;
+mod referrers;
 
 use self::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
 use self::manifests::{Done, ManifestLedger, Turn};
@@ -53,6 +54,8 @@ pub struct PassContext {
     pub ledger: Arc<BlobLedger>,
     /// Manifests pushed so far, so each goes once into each target repository.
     pub manifests: Arc<ManifestLedger>,
+    /// Source repositories' tags, listed once per pass, where referrers are mirrored.
+    pub listings: Arc<referrers::TagListings>,
     /// Compare only: report what would be copied and copy nothing.
     pub dry_run: bool,
 }
@@ -84,6 +87,8 @@ pub struct CopyStats {
     pub blobs_mounted: u64,
     pub blobs_present: u64,
     pub bytes_copied: u64,
+    /// Signatures, attestations and SBOMs copied (tags and manifests).
+    pub referrers: u64,
 }
 
 impl std::ops::AddAssign for CopyStats {
@@ -94,6 +99,7 @@ impl std::ops::AddAssign for CopyStats {
         self.blobs_mounted += o.blobs_mounted;
         self.blobs_present += o.blobs_present;
         self.bytes_copied += o.bytes_copied;
+        self.referrers += o.referrers;
     }
 }
 
@@ -119,6 +125,9 @@ pub enum CopyError {
         "{image} is an index nested more than {MAX_INDEX_DEPTH} levels deep, regmirror's limit"
     )]
     NestedTooDeep { image: String },
+    /// What refers to the image (signatures, attestations, SBOMs) could not be mirrored.
+    #[error("referrers: {0}")]
+    Referrers(String),
 }
 
 /// Mirrors `source` into every image of `targets` (each a tag or digest in a target
@@ -211,11 +220,19 @@ pub async fn mirror(
         .await;
     // Tags are pushed once the content is settled in each repository: by this image (its
     // tag already pushed), or by another, whose stored content this tag is pointed at.
+    let subjects_of_children = std::sync::Mutex::new(Vec::new());
+    let subjects_of_children = &subjects_of_children;
     let source_digest = &source_digest;
     let tagging = ready.iter().zip(settled).map(|(&i, settled)| async move {
         let target = &targets[i];
         let (stored, stats) = match settled? {
-            Turn::Mine(Copied::Pushed(stored, stats)) => (stored, stats),
+            Turn::Mine(Copied::Pushed(stored, stats, children)) => {
+                subjects_of_children
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(children);
+                (stored, stats)
+            }
             Turn::Mine(Copied::Held) => (
                 source_digest.clone(),
                 retag(ctx, waiter, target, source_digest).await?,
@@ -236,7 +253,63 @@ pub async fn mirror(
     for (&i, outcome) in ready.iter().zip(join_all(tagging).await) {
         outcomes[i] = Some(outcome);
     }
+    if choice.referrers {
+        let mut subjects = vec![source_digest.clone()];
+        let mut children = subjects_of_children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        children.sort();
+        children.dedup();
+        subjects.extend(children);
+        with_referrers(ctx, waiter, source, targets, &subjects, &mut outcomes).await;
+    }
     finished(outcomes)
+}
+
+/// Mirrors what refers to `subjects` into every target whose image is in place (mirrored or
+/// unchanged); a target that receives some counts as mirrored, one that cannot fails.
+async fn with_referrers(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    source: &ImageRef,
+    targets: &[ImageRef],
+    subjects: &[String],
+    outcomes: &mut [Option<Result<Outcome, CopyError>>],
+) {
+    let placed: Vec<usize> = (0..targets.len())
+        .filter(|&i| {
+            matches!(
+                outcomes[i],
+                Some(Ok(Outcome::Mirrored { .. } | Outcome::Unchanged { .. }))
+            )
+        })
+        .collect();
+    if placed.is_empty() {
+        return;
+    }
+    let repositories: Vec<Repository> = placed.iter().map(|&i| targets[i].repo()).collect();
+    let copied =
+        referrers::mirror_referrers(ctx, waiter, &source.repo(), &repositories, subjects).await;
+    for (&i, copied) in placed.iter().zip(copied) {
+        let outcome = outcomes[i].take().expect("placed targets have an outcome");
+        outcomes[i] = Some(match (outcome, copied) {
+            (_, Err(e)) => Err(e),
+            (outcome, Ok(0)) => outcome,
+            (Ok(Outcome::Unchanged { digest }), Ok(n)) => Ok(Outcome::Mirrored {
+                digest,
+                stats: CopyStats {
+                    referrers: n,
+                    ..CopyStats::default()
+                },
+            }),
+            (Ok(Outcome::Mirrored { digest, mut stats }), Ok(n)) => {
+                stats.referrers += n;
+                Ok(Outcome::Mirrored { digest, stats })
+            }
+            (other, Ok(_)) => other,
+        });
+    }
 }
 
 /// A target against the source, by digest.
@@ -281,8 +354,9 @@ async fn compare(
 /// What storing a content in a target repository came to, for the image that did it.
 #[derive(Debug, Clone)]
 enum Copied {
-    /// Pushed under the tag: the digest stored, and the work done.
-    Pushed(String, CopyStats),
+    /// Pushed under the tag: the digest stored, the work done, and the child manifests it
+    /// references (their referrers are mirrored too).
+    Pushed(String, CopyStats, Vec<String>),
     /// The repository held the content already, under another name: only the tag is to be
     /// pushed ([`retag`]).
     Held,
@@ -342,7 +416,7 @@ async fn copy_tagged(
         let copied = copy_manifest(ctx, waiter, source, digest, choice, &repositories).await;
         for (&i, copied) in fresh.iter().zip(copied) {
             results[i] = Some(copied.map(|copied| match &copied {
-                Copied::Pushed(stored, _) => (Done::Stored(stored.clone()), copied),
+                Copied::Pushed(stored, ..) => (Done::Stored(stored.clone()), copied),
                 Copied::Skipped(reason) => (Done::Skipped(reason.clone()), copied),
                 Copied::Held => (Done::Stored(digest.to_string()), copied),
             }));
@@ -402,6 +476,10 @@ async fn copy_manifest(
     } else {
         stored
     };
+    let children: Vec<String> = match &manifest {
+        Manifest::Index { children, .. } => children.iter().map(|c| c.digest.clone()).collect(),
+        Manifest::Image { .. } => Vec::new(),
+    };
     let references = copy_references(ctx, waiter, &source.repo(), to, &manifest, 0).await;
     let pushes = to
         .iter()
@@ -411,6 +489,7 @@ async fn copy_manifest(
             let body = body.clone();
             let manifest = &manifest;
             let stored = stored.clone();
+            let children = children.clone();
             async move {
                 let mut stats = copied?;
                 // The source pulled once, counted against the first target.
@@ -420,7 +499,7 @@ async fn copy_manifest(
                     .push_manifest(&named, body, manifest.media_type(), waiter)
                     .await?;
                 stats.manifests_pushed += 1;
-                Ok(Copied::Pushed(stored, stats))
+                Ok(Copied::Pushed(stored, stats, children))
             }
         });
     join_all(pushes).await

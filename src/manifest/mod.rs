@@ -12,7 +12,7 @@
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub mod platform;
 
@@ -47,22 +47,26 @@ pub enum ManifestError {
 }
 
 /// A blob or manifest a manifest points at.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
     pub digest: String,
     pub size: u64,
     /// Set on foreign (non-distributable) layers, which live outside the registry.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
     /// An index's child: the platform it runs on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// An artifact's type, as the referrers API lists it.
-    #[serde(rename = "artifactType", default)]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifact_type: Option<String>,
 }
 

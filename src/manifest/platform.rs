@@ -30,11 +30,11 @@ const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 
 /// A platform as an index's child names it, or as `platforms` chooses it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 pub struct Platform {
     pub os: String,
     pub architecture: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 

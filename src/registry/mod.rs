@@ -24,6 +24,7 @@ mod fanout;
 pub mod limits;
 mod manifests;
 pub mod ratelimit;
+mod referrers;
 pub mod retry;
 pub mod tags;
 mod token;
@@ -69,6 +70,8 @@ pub struct Registries {
     deadlines: Deadlines,
     /// Where each API host with an `endpoint` is reached instead.
     endpoints: BTreeMap<String, Endpoint>,
+    /// Registries that answered the referrers API with 404.
+    without_referrers: referrers::WithoutReferrers,
     /// [`HEADS_PER_REGISTRY`] permits per API host.
     heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -142,6 +145,7 @@ impl Registries {
             deadlines: Deadlines::for_max_wait(config.rate_limit.max_wait),
             heads: std::sync::Mutex::default(),
             endpoints,
+            without_referrers: std::sync::Mutex::default(),
         })
     }
 

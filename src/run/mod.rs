@@ -101,6 +101,7 @@ impl Runner {
             registries: self.registries.clone(),
             ledger: Arc::new(BlobLedger::default()),
             manifests: Arc::default(),
+            listings: Arc::default(),
             dry_run,
         };
         let mut tasks = JoinSet::new();
@@ -289,6 +290,7 @@ fn log_outcome(
             blobs_mounted = stats.blobs_mounted,
             blobs_present = stats.blobs_present,
             bytes = stats.bytes_copied,
+            referrers = stats.referrers,
             "mirrored"
         ),
         Ok(Outcome::Skipped { reason }) => info!(reason = %reason, "skipped"),

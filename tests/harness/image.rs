@@ -237,6 +237,28 @@ impl ImageBuilder {
         }
     }
 
+    /// An OCI index over `manifests` (their descriptors as a referrers index lists them, with
+    /// `artifactType`): the OCI referrers fallback index, for instance.
+    pub fn index_of(manifests: &[&Image]) -> Image {
+        let entries: Vec<Value> = manifests.iter().map(|m| m.descriptor()).collect();
+        let top = Manifest::new(
+            OCI_INDEX,
+            &json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries }),
+            None,
+        );
+        let mut blobs = Vec::new();
+        for manifest in manifests {
+            for blob in &manifest.blobs {
+                add_blob(&mut blobs, blob.digest.clone(), blob.data.clone());
+            }
+        }
+        Image {
+            top,
+            children: manifests.iter().map(|m| m.top.clone()).collect(),
+            blobs,
+        }
+    }
+
     /// A single-manifest image for `platform` (its config says so).
     pub fn single_platform(mut self, platform: &str) -> ImageBuilder {
         self.single = platform.to_owned();
@@ -446,6 +468,73 @@ impl Image {
             children: Vec::new(),
             blobs,
         }
+    }
+
+    /// An OCI 1.1 artifact that refers to `subject` (its top manifest, or `child` of it): a
+    /// signature, SBOM or attestation of type `artifact_type`, as cosign 3 and oras push them.
+    pub fn referrer(subject: &Image, child: Option<&str>, artifact_type: &str) -> Image {
+        let data = Bytes::from(random_bytes(256));
+        let empty = Bytes::from_static(b"{}");
+        let subject = match child {
+            Some(digest) => subject
+                .children
+                .iter()
+                .find(|c| c.digest == digest)
+                .expect("a child of the subject")
+                .descriptor(),
+            None => subject.top.descriptor(),
+        };
+        let value = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": sha256_digest(&empty),
+                "size": empty.len(),
+            },
+            "layers": [{
+                "mediaType": ARTIFACT_LAYER,
+                "digest": sha256_digest(&data),
+                "size": data.len(),
+            }],
+            "subject": subject,
+        });
+        let blobs = vec![
+            Blob {
+                digest: sha256_digest(&empty),
+                data: empty,
+            },
+            Blob {
+                digest: sha256_digest(&data),
+                data,
+            },
+        ];
+        Image {
+            top: Manifest::new(OCI_MANIFEST, &value, None),
+            children: Vec::new(),
+            blobs,
+        }
+    }
+
+    /// The descriptor of the top manifest, with `artifactType` when it has one: what a
+    /// referrers index lists.
+    pub fn descriptor(&self) -> Value {
+        let mut descriptor = self.top.descriptor();
+        let value: Value = serde_json::from_slice(&self.top.bytes).expect("JSON manifest");
+        if let Some(kind) = value.get("artifactType") {
+            descriptor["artifactType"] = kind.clone();
+        }
+        descriptor
+    }
+
+    /// Pushes blobs and the manifest by digest, with no tag (as a referrer is pushed).
+    pub fn push_by_digest(&self, remote: impl Into<Remote>, repo: &str) {
+        let remote = remote.into();
+        for blob in &self.blobs {
+            upload_blob(&remote, repo, &blob.digest, blob.data.clone());
+        }
+        put_manifest(&remote, repo, &self.top.digest, &self.top);
     }
 
     /// Digest of the top manifest (what a tag points at).
