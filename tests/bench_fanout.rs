@@ -1,0 +1,335 @@
+//! Benchmark, scenarios 8 and 9: what a copy is, beyond one source and one target.
+//!
+//! 8. Fan-out: the same images copied into one target and into two at once (`targets`):
+//!    wall time, and the source's pulls and blob reads. Target: two targets cost at most
+//!    1.25 × the time of one, and exactly the pulls of one.
+//! 9. A platform subset: an eight-platform index, all of it against two platforms
+//!    (`platforms = ["linux/amd64", "linux/arm64"]`), beside `skopeo copy --multi-arch all`
+//!    (skopeo cannot copy a subset under a valid index: `--multi-arch system` copies one
+//!    platform and drops the index, so it is shown too). Pulls, bytes moved, wall time.
+//!
+//! Every copy goes into fresh target registries; one counted round through proxies gives the
+//! request counts, timed rounds talk to the registries directly.
+//!
+//! Ignored by default: `scripts/bench fanout` runs it in release mode.
+
+mod bench;
+mod harness;
+
+use std::fmt::Write as _;
+
+use bench::measure::{measure, regmirror_in, require_tools, skopeo, strings, Measured};
+use bench::report::{
+    exits, fmt_bytes, fmt_list, fmt_median_secs, fmt_mib, fmt_secs, median, publish, render_rows,
+    rss_mib, secs, Row,
+};
+use bench::{Settings, MIB};
+use harness::*;
+
+const EIGHT: &[&str] = &[
+    "linux/amd64",
+    "linux/arm64/v8",
+    "linux/arm/v7",
+    "linux/arm/v6",
+    "linux/386",
+    "linux/ppc64le",
+    "linux/s390x",
+    "linux/riscv64",
+];
+
+/// Source requests of one run: pulls, blob GETs, bytes of blobs served.
+#[derive(Debug, Default, Clone, Copy)]
+struct Read {
+    pulls: usize,
+    blob_gets: usize,
+}
+
+fn read(proxy: &Proxy) -> Read {
+    Read {
+        pulls: proxy.manifest_gets(),
+        blob_gets: proxy.blob_gets(),
+    }
+}
+
+/// The fan-out corpus: `images` two-platform images of three 1 MiB layers each.
+fn fan_corpus(settings: &Settings) -> (Registry, Vec<String>) {
+    let source = Registry::start();
+    let count = if settings.quick { 4 } else { 20 };
+    let size = if settings.quick { 64 * 1024 } else { MIB };
+    let mut refs = Vec::new();
+    for n in 0..count {
+        let image = Image::multi_arch(Flavor::Oci, &["linux/amd64", "linux/arm64"], 3, size);
+        let repo = format!("bench/fan{n:02}");
+        image.push(&source, &repo, "1");
+        refs.push(format!("{repo}:1"));
+    }
+    (source, refs)
+}
+
+/// `regmirror --once` copying `refs` from `source` into every target (fresh registries).
+fn fan_run(source: &str, refs: &[String], targets: &[&str]) -> Measured {
+    let sandbox = Sandbox::new();
+    let images: Vec<String> = refs.iter().map(|r| format!("\"{source}/{r}\"")).collect();
+    let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}/mirror\"")).collect();
+    let path = sandbox.write_config(&format!(
+        "images = [{}]\n[defaults]\ntargets = [{}]\n",
+        images.join(", "),
+        targets.join(", ")
+    ));
+    let mut command = regmirror_in(&sandbox);
+    command.arg("--once").arg("--config").arg(path);
+    measure(&command, &sandbox.path().join("time.txt"))
+}
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench"]
+fn scenario_8_two_targets_from_one_pull() {
+    let settings = Settings::from_env();
+    require_tools(false);
+    let (source, refs) = fan_corpus(&settings);
+
+    // Counted round: one target, then two, through a proxy before the source.
+    let proxy = Proxy::start(source.host());
+    let one_target = Registry::start();
+    let counted_one = fan_run(proxy.host(), &refs, &[one_target.host()]);
+    let one = read(&proxy);
+    proxy.clear();
+    let (a, b) = (Registry::start(), Registry::start());
+    let counted_two = fan_run(proxy.host(), &refs, &[a.host(), b.host()]);
+    let two = read(&proxy);
+    let complete = refs.iter().all(|r| {
+        let (repo, tag) = r.split_once(':').unwrap();
+        let repo = format!("mirror/{repo}");
+        check_complete(&a, &repo, tag).is_ok() && check_complete(&b, &repo, tag).is_ok()
+    });
+
+    let (mut ones, mut twos) = (Vec::new(), Vec::new());
+    for round in 0..settings.rounds {
+        let run_one = || {
+            let t = Registry::start();
+            fan_run(source.host(), &refs, &[t.host()])
+        };
+        let run_two = || {
+            let (x, y) = (Registry::start(), Registry::start());
+            fan_run(source.host(), &refs, &[x.host(), y.host()])
+        };
+        if round % 2 == 0 {
+            ones.push(run_one());
+            twos.push(run_two());
+        } else {
+            twos.push(run_two());
+            ones.push(run_one());
+        }
+    }
+    let (t1, t2) = (secs(&ones), secs(&twos));
+    let ratio = median(&t2).zip(median(&t1)).map(|(two, one)| two / one);
+    let all_ok = counted_one.ok()
+        && counted_two.ok()
+        && complete
+        && ones.iter().chain(&twos).all(Measured::ok);
+    let title = format!("8. {} two-platform images into two targets", refs.len());
+    let rows = vec![
+        Row {
+            scenario: &title,
+            tool: "regmirror --once, one target",
+            median: format!("{} wall", fmt_median_secs(&t1)),
+            rounds: fmt_list(&t1, fmt_secs),
+            ratio: "1".to_owned(),
+            target: "",
+            met: None,
+        },
+        Row {
+            scenario: &title,
+            tool: "regmirror --once, two targets",
+            median: format!("{} wall", fmt_median_secs(&t2)),
+            rounds: fmt_list(&t2, fmt_secs),
+            ratio: ratio.map_or("–".to_owned(), |r| format!("{r:.2} × one target")),
+            target: "≤ 1.25 × one target",
+            met: Some(all_ok && ratio.is_some_and(|r| r <= 1.25)),
+        },
+        Row {
+            scenario: &title,
+            tool: "regmirror --once, two targets",
+            median: format!(
+                "{} pulls, {} blob reads (one target: {}, {})",
+                two.pulls, two.blob_gets, one.pulls, one.blob_gets
+            ),
+            rounds: "counted round".to_owned(),
+            ratio: "–".to_owned(),
+            target: "the pulls of one target",
+            met: Some(two.pulls == one.pulls && two.blob_gets == one.blob_gets),
+        },
+    ];
+    let mut section = format!(
+        "## 8. Two targets from one pull\n\n{} images, each an index over two platforms with \
+         three layers of {} (random), copied into one fresh target, then into two fresh targets \
+         at once (`targets = [a, b]`). {} timed rounds after one counted round through a proxy \
+         before the source.\n\n",
+        refs.len(),
+        fmt_bytes(if settings.quick { 64 * 1024 } else { MIB as u64 }),
+        settings.rounds
+    );
+    section.push_str(&render_rows(&rows));
+    writeln!(
+        section,
+        "\nPeak RSS (median): one target {}, two targets {}; exit codes: {}, {}.\n",
+        median(&rss_mib(&ones)).map_or("–".to_owned(), fmt_mib),
+        median(&rss_mib(&twos)).map_or("–".to_owned(), fmt_mib),
+        exits(&ones),
+        exits(&twos)
+    )
+    .unwrap();
+    if settings.quick {
+        section.push_str("(BENCH_QUICK: reduced sizes.)\n");
+    }
+    publish(&section, &rows);
+}
+
+/// One way of copying the eight-platform index, measured.
+struct Subset {
+    tool: &'static str,
+    runs: Vec<Measured>,
+    read: Read,
+    bytes: u64,
+}
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench"]
+fn scenario_9_two_of_eight_platforms() {
+    let settings = Settings::from_env();
+    let skopeo_version = require_tools(true).unwrap_or_default();
+    let source = Registry::start();
+    let size = if settings.quick { 64 * 1024 } else { MIB };
+    let image = ImageBuilder::new(Flavor::Oci)
+        .platforms(EIGHT)
+        .layers(2, size)
+        .build();
+    image.push(&source, "bench/eight", "1");
+    let per_platform = |platforms: &[&str]| -> u64 {
+        image
+            .blobs()
+            .iter()
+            .map(|(_, size)| *size)
+            .sum::<u64>()
+            * platforms.len() as u64
+            / EIGHT.len() as u64
+    };
+
+    let regmirror = |platforms: Option<&str>, source_host: &str, target: &str| {
+        let sandbox = Sandbox::new();
+        let choice = platforms.map_or(String::new(), |p| format!("platforms = [{p}]\n"));
+        let path = sandbox.write_config(&format!(
+            "[[mirror]]\nsource = \"{source_host}/bench/eight:1\"\ntarget = \"{target}/eight\"\n{choice}"
+        ));
+        let mut command = regmirror_in(&sandbox);
+        command.arg("--once").arg("--config").arg(path);
+        measure(&command, &sandbox.path().join("time.txt"))
+    };
+    let skopeo_copy = |multi_arch: &str, source_host: &str, target: &str| {
+        let sandbox = Sandbox::new();
+        let command = skopeo(
+            &sandbox,
+            &strings(&[
+                "copy",
+                &format!("--multi-arch={multi_arch}"),
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{source_host}/bench/eight:1"),
+                &format!("docker://{target}/eight:1"),
+            ]),
+        );
+        measure(&command, &sandbox.path().join("time.txt"))
+    };
+    type Way<'a> = (&'static str, Box<dyn Fn(&str, &str) -> Measured + 'a>, u64);
+    let two = "\"linux/amd64\", \"linux/arm64\"";
+    let ways: Vec<Way> = vec![
+        (
+            "regmirror, platforms = [linux/amd64, linux/arm64]",
+            Box::new(|s, t| regmirror(Some(two), s, t)),
+            per_platform(&["amd64", "arm64"]),
+        ),
+        (
+            "regmirror, every platform",
+            Box::new(|s, t| regmirror(None, s, t)),
+            per_platform(EIGHT),
+        ),
+        (
+            "skopeo copy --multi-arch=all",
+            Box::new(|s, t| skopeo_copy("all", s, t)),
+            per_platform(EIGHT),
+        ),
+        (
+            "skopeo copy --multi-arch=system (one platform, no index)",
+            Box::new(|s, t| skopeo_copy("system", s, t)),
+            per_platform(&["amd64"]),
+        ),
+    ];
+    let mut measured = Vec::new();
+    for (tool, way, bytes) in &ways {
+        let proxy = Proxy::start(source.host());
+        let counted_target = Registry::start();
+        let counted = way(proxy.host(), counted_target.host());
+        let read = read(&proxy);
+        let mut runs = vec![];
+        for _ in 0..settings.rounds {
+            let t = Registry::start();
+            runs.push(way(source.host(), t.host()));
+        }
+        runs.push(counted);
+        measured.push(Subset {
+            tool,
+            runs,
+            read,
+            bytes: *bytes,
+        });
+    }
+    let title = "9. two of eight platforms";
+    let mut rows = Vec::new();
+    let timed = |subset: &Subset| secs(&subset.runs[..subset.runs.len() - 1]);
+    let all = timed(&measured[1]);
+    for subset in &measured {
+        let times = timed(subset);
+        rows.push(Row {
+            scenario: title,
+            tool: subset.tool,
+            median: format!(
+                "{} wall; {} pulls, {} blob reads, {} of blobs",
+                fmt_median_secs(&times),
+                subset.read.pulls,
+                subset.read.blob_gets,
+                fmt_bytes(subset.bytes)
+            ),
+            rounds: fmt_list(&times, fmt_secs),
+            ratio: median(&times)
+                .zip(median(&all))
+                .map_or("–".to_owned(), |(t, a)| format!("{:.2} × every platform", t / a)),
+            target: "",
+            met: None,
+        });
+    }
+    let subset = &measured[0];
+    rows[0].target = "3 pulls, a quarter of the bytes";
+    rows[0].met = Some(
+        subset.read.pulls == 3
+            && subset.read.blob_gets * 4 == measured[1].read.blob_gets
+            && subset.runs.iter().all(Measured::ok),
+    );
+    let mut section = format!(
+        "## 9. Two of eight platforms\n\nOne index over eight platforms, each image two layers \
+         of {} (random). Each way copies it into a fresh target; {} timed rounds, then one \
+         counted through a proxy before the source. {skopeo_version}.\n\n",
+        fmt_bytes(size as u64),
+        settings.rounds
+    );
+    section.push_str(&render_rows(&rows));
+    let exit_codes: Vec<String> = measured
+        .iter()
+        .map(|m| format!("{}: {}", m.tool, exits(&m.runs)))
+        .collect();
+    writeln!(section, "\nExit codes: {}.\n", exit_codes.join("; ")).unwrap();
+    if settings.quick {
+        section.push_str("(BENCH_QUICK: reduced sizes.)\n");
+    }
+    publish(&section, &rows);
+}
