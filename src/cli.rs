@@ -1,12 +1,12 @@
 //! The command line: what users type, and what each command does with the library.
 
 use std::path::{Path, PathBuf};
-
-use clap::{Parser, Subcommand};
-
 use std::sync::Arc;
 
+use clap::{Parser, Subcommand};
+use indicatif::ProgressBar;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::aws::ssm;
 use crate::config::{Config, Job, Overrides};
@@ -14,9 +14,9 @@ use crate::daemon;
 use crate::daemon::signals;
 use crate::exit::Exit;
 use crate::logging::LogFormat;
-use crate::run::{Claims, Runner};
+use crate::progress;
+use crate::run::{Claims, Runner, Tally};
 use crate::shard::{Shard, ShardError};
-use tracing::info;
 
 /// The config file read when neither `--config` nor `REGMIRROR_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "mirrors.toml";
@@ -93,6 +93,11 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// No status lines at the bottom of the terminal during --once (they are shown only when
+    /// stderr is a terminal and logs are text).
+    #[arg(long)]
+    pub no_progress: bool,
+
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -124,6 +129,14 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Whether a `--once` pass may show its status lines, should stderr be a terminal.
+    pub fn wants_progress(&self) -> bool {
+        self.command.is_none()
+            && (self.once || self.dry_run)
+            && self.log_format == LogFormat::Text
+            && !self.no_progress
+    }
+
     pub fn verbosity(&self) -> i8 {
         self.verbose.min(4) as i8 - self.quiet.min(4) as i8
     }
@@ -143,7 +156,8 @@ impl Cli {
 }
 
 /// Runs what the command line asks for. Reports go to stdout, errors and logs to stderr.
-pub async fn execute(cli: Cli) -> Exit {
+/// Runs what `cli` asks; `view` is the terminal's status lines for a `--once` pass.
+pub async fn execute(cli: Cli, view: Option<ProgressBar>) -> Exit {
     let shard = match cli.shard() {
         Ok(shard) => shard,
         Err(e) => {
@@ -201,7 +215,7 @@ pub async fn execute(cli: Cli) -> Exit {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return Exit::SomeFailed;
             }
-            once(config, shard, cli.dry_run, stop).await
+            once(config, shard, cli.dry_run, stop, view).await
         }
         None => daemon::run(config, overrides, shard).await,
     }
@@ -213,6 +227,7 @@ async fn once(
     shard: Option<Shard>,
     dry_run: bool,
     stop: CancellationToken,
+    view: Option<ProgressBar>,
 ) -> Exit {
     // A parameter that cannot be read, or entries that are not images, fail the run (exit 1)
     // but not the file's own images.
@@ -241,7 +256,7 @@ async fn once(
         },
         None => config,
     };
-    let runner = match Runner::new(&config, Arc::default(), stop) {
+    let mut runner = match Runner::new(&config, Arc::default(), stop) {
         Ok(runner) => runner,
         Err(e) => {
             eprintln!("error: {}: {e}", config.path.display());
@@ -253,9 +268,18 @@ async fn once(
     }
     let every_mirror: Vec<usize> = (0..config.mirrors.len()).collect();
     let in_shard = |job: &Job| shard.is_none_or(|s| s.includes(&job.target.to_string()));
+    let watching = view.map(|bar| {
+        let tally = Arc::new(Tally::default());
+        runner.tally = Some(tally.clone());
+        (bar.clone(), progress::watch(bar, &runner, tally))
+    });
     let (mut report, _) = runner
         .run(&config, &every_mirror, &Claims::new(), &in_shard, dry_run)
         .await;
+    if let Some((bar, redraw)) = watching {
+        redraw.abort();
+        bar.finish_and_clear();
+    }
     problems.append(&mut report.problems);
     report.problems = problems;
     println!("{}", report.render());

@@ -2,8 +2,9 @@
 //!
 //! How a run flows through the modules: config → selection → plan → copy → report.
 //!
-//! - [`cli`] parses the command line and dispatches; [`logging`] sets up tracing; [`exit`]
-//!   holds the exit codes every layer reports in.
+//! - [`cli`] parses the command line and dispatches; [`logging`] sets up tracing, and
+//!   [`progress`] the live status lines of a `--once` at a terminal; [`exit`] holds the exit
+//!   codes every layer reports in.
 //! - [`config`] reads mirrors.toml in two stages into a validated [`config::Config`]: jobs
 //!   (source → target, named by [`reference`]), schedules ([`schedule`]) and the settings of
 //!   each registry ([`credentials`], ECR's in [`aws`]). Tag rules are [`selection`]'s.
@@ -28,9 +29,10 @@
 //! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,
 //!   [`aws::ecr`] gets ECR tokens and creates repositories.
 //!
-//! Imports between these top-level modules never go in a circle: `cli` on top; `daemon`,
-//! `run`, `copy`, `registry` and `config` below it in that order; `aws`, `credentials`,
-//! `reference`, `schedule`, `selection`, `shard`, `manifest`, `digest` and `exit` at the bottom.
+//! Imports between these top-level modules never go in a circle: `cli` on top; `logging` and
+//! `progress` under it; then `daemon`, `run`, `copy`, `registry` and `config` in that order;
+//! `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`, `digest`
+//! and `exit` at the bottom.
 
 pub mod aws;
 pub mod cli;
@@ -43,6 +45,7 @@ pub mod digest;
 pub mod exit;
 pub mod logging;
 pub mod manifest;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod run;

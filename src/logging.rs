@@ -7,7 +7,11 @@
 
 use std::io::IsTerminal;
 
+use indicatif::ProgressBar;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
+
+use crate::progress::LogWriter;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,8 +20,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `verbosity` is `-v` count minus `-q` count.
-pub fn init(format: LogFormat, verbosity: i8) {
+/// Installs the global subscriber. `verbosity` is `-v` count minus `-q` count; with `view`,
+/// the terminal's status lines, each log line is printed above them.
+pub fn init(format: LogFormat, verbosity: i8, view: Option<ProgressBar>) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
         _ => EnvFilter::new(match verbosity {
@@ -30,10 +35,14 @@ pub fn init(format: LogFormat, verbosity: i8) {
     };
     // Colour only for a person at a terminal: journald and log files get plain text.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let writer = match view {
+        Some(bar) => BoxMakeWriter::new(LogWriter(bar)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
         // No module path in JSON: its key, `target`, would read as the image's target.

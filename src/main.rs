@@ -2,10 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use regmirror::cli::{self, Cli};
+use regmirror::progress;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    regmirror::logging::init(cli.log_format, cli.verbosity());
+    let view = cli.wants_progress().then(progress::for_terminal).flatten();
+    regmirror::logging::init(cli.log_format, cli.verbosity(), view.clone());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -13,5 +15,5 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    ExitCode::from(runtime.block_on(cli::execute(cli)) as u8)
+    ExitCode::from(runtime.block_on(cli::execute(cli, view)) as u8)
 }

@@ -166,7 +166,11 @@ fn scenario_8_two_targets_from_one_pull() {
          at once (`targets = [a, b]`). {} timed rounds after one counted round through a proxy \
          before the source.\n\n",
         refs.len(),
-        fmt_bytes(if settings.quick { 64 * 1024 } else { MIB as u64 }),
+        fmt_bytes(if settings.quick {
+            64 * 1024
+        } else {
+            MIB as u64
+        }),
         settings.rounds
     );
     section.push_str(&render_rows(&rows));
@@ -206,12 +210,7 @@ fn scenario_9_two_of_eight_platforms() {
         .build();
     image.push(&source, "bench/eight", "1");
     let per_platform = |platforms: &[&str]| -> u64 {
-        image
-            .blobs()
-            .iter()
-            .map(|(_, size)| *size)
-            .sum::<u64>()
-            * platforms.len() as u64
+        image.blobs().iter().map(|(_, size)| *size).sum::<u64>() * platforms.len() as u64
             / EIGHT.len() as u64
     };
 
@@ -303,7 +302,9 @@ fn scenario_9_two_of_eight_platforms() {
             rounds: fmt_list(&times, fmt_secs),
             ratio: median(&times)
                 .zip(median(&all))
-                .map_or("–".to_owned(), |(t, a)| format!("{:.2} × every platform", t / a)),
+                .map_or("–".to_owned(), |(t, a)| {
+                    format!("{:.2} × every platform", t / a)
+                }),
             target: "",
             met: None,
         });

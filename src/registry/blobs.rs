@@ -233,6 +233,7 @@ impl Registries {
             size,
             seen: 0,
             moved,
+            total: self.transferred.clone(),
         }))
     }
 
@@ -365,6 +366,8 @@ pub(super) struct Verified {
     seen: u64,
     /// Bytes handed on, shared with the stall watch.
     moved: Arc<AtomicU64>,
+    /// Bytes handed on by every transfer of the process, for a person watching.
+    total: Arc<AtomicU64>,
 }
 
 impl Stream for Verified {
@@ -389,6 +392,7 @@ impl Stream for Verified {
                 }
                 digester.update(&chunk);
                 this.moved.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                this.total.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -72,6 +72,8 @@ pub struct Registries {
     endpoints: BTreeMap<String, Endpoint>,
     /// Registries that answered the referrers API with 404.
     without_referrers: referrers::WithoutReferrers,
+    /// Blob bytes streamed so far, by every transfer.
+    transferred: Arc<std::sync::atomic::AtomicU64>,
     /// [`HEADS_PER_REGISTRY`] permits per API host.
     heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -146,6 +148,7 @@ impl Registries {
             heads: std::sync::Mutex::default(),
             endpoints,
             without_referrers: std::sync::Mutex::default(),
+            transferred: Arc::default(),
         })
     }
 
@@ -212,6 +215,16 @@ impl Registries {
             .ensure_repository(host, &repository.repository)
             .await
             .map_err(|e| RegistryError::with("create", repository, Failure::Aws(e.to_string())))
+    }
+
+    /// Blob bytes streamed from sources so far (a blob sent to several targets counts once).
+    pub fn bytes_transferred(&self) -> u64 {
+        self.transferred.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Registries whose pulls wait for their budget now.
+    pub fn pauses(&self) -> Vec<crate::registry::ratelimit::Pause> {
+        self.budgets.pauses()
     }
 
     /// What was spent so far at each registry pulled from, waited for or listed.

@@ -260,7 +260,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err.failure, Failure::GaveUp(_)), "{err}");
         assert!(
-            err.to_string().contains("would pass max_wait (1 min 0 s)"),
+            err.to_string().contains("would pass max_wait (1 min)"),
             "{err}"
         );
 

@@ -154,6 +154,7 @@ pub fn secs(d: Duration) -> String {
     let total = d.as_secs();
     match total {
         0..=59 => format!("{:.1} s", d.as_secs_f64()),
+        60..=3599 if total % 60 == 0 => format!("{} min", total / 60),
         60..=3599 => format!("{} min {} s", total / 60, total % 60),
         _ if total % 3600 == 0 => format!("{} h", total / 3600),
         _ => format!("{} h {} min", total / 3600, (total % 3600) / 60),

@@ -14,6 +14,7 @@ pub use plan::{Claim, Claims, Plan};
 pub use report::{ImageResult, Report, Selected};
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,36 @@ use crate::registry::ratelimit::{Budgets, RegistryUsage};
 use crate::registry::waiting::{secs, Waiter};
 use crate::registry::Registries;
 
+/// What a person watching a pass sees counted: images planned, and done by outcome.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub planned: AtomicUsize,
+    pub mirrored: AtomicUsize,
+    pub unchanged: AtomicUsize,
+    pub skipped: AtomicUsize,
+    pub failed: AtomicUsize,
+}
+
+impl Tally {
+    fn record(&self, outcome: &Result<Outcome, String>) {
+        let counter = match outcome {
+            Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. }) => &self.mirrored,
+            Ok(Outcome::Unchanged { .. }) => &self.unchanged,
+            Ok(Outcome::Skipped { .. }) => &self.skipped,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Images done, by any outcome.
+    pub fn done(&self) -> usize {
+        [&self.mirrored, &self.unchanged, &self.skipped, &self.failed]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// Images under way at once, comparing or copying (copies are further held to
 /// `defaults.concurrency`): enough to keep [`crate::registry::HEADS_PER_REGISTRY`] HEADs in
 /// flight to a few registries, few enough that a pass over 100,000 tags holds little memory.
@@ -42,11 +73,15 @@ pub struct Runner {
     pub registries: Arc<Registries>,
     /// `defaults.concurrency` slots, shared by passes that run at the same time.
     pub slots: Arc<Semaphore>,
+    /// The number of `slots`: copies under way are `concurrency` less those available.
+    pub concurrency: usize,
     pub max_wait: Duration,
     /// Cancelled on SIGTERM/SIGINT: no image starts after it, waits end, and copies under way
     /// get `grace` to finish before they are abandoned.
     pub stop: CancellationToken,
     pub grace: Duration,
+    /// Counted as images finish, when someone watches (the terminal's progress view).
+    pub tally: Option<Arc<Tally>>,
 }
 
 impl Runner {
@@ -60,9 +95,11 @@ impl Runner {
         Ok(Runner {
             registries: Arc::new(Registries::new(config, budgets)?),
             slots: Arc::new(Semaphore::new(config.concurrency)),
+            concurrency: config.concurrency,
             max_wait: config.rate_limit.max_wait,
             stop,
             grace: config.shutdown_grace,
+            tally: None,
         })
     }
 
@@ -82,6 +119,9 @@ impl Runner {
         let plan = self.plan(config, mirrors, others).await;
         let planned = plan.jobs.len();
         let jobs: Vec<Job> = plan.jobs.into_iter().filter(|job| keep(job)).collect();
+        if let Some(tally) = &self.tally {
+            tally.planned.fetch_add(jobs.len(), Ordering::Relaxed);
+        }
         if jobs.len() < planned {
             info!(images = jobs.len(), of = planned, "this shard's share");
         }
@@ -192,6 +232,9 @@ impl Runner {
             };
             if let Some(group) = task_index.get(&id) {
                 for (&index, outcome) in group.iter().zip(group_outcomes) {
+                    if let (Some(tally), Some(outcome)) = (&self.tally, &outcome) {
+                        tally.record(outcome);
+                    }
                     outcomes[index] = outcome;
                 }
             }

@@ -143,6 +143,31 @@ impl Budgets {
         usage.sort_by(|a, b| a.registry.cmp(&b.registry));
         usage
     }
+
+    /// Registries whose pulls are paused now, and when each expects to go on: for a person
+    /// watching the pass.
+    pub fn pauses(&self) -> Vec<Pause> {
+        let by_host = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pauses: Vec<Pause> = by_host.values().filter_map(|b| b.pause()).collect();
+        pauses.sort_by(|a, b| a.registry.cmp(&b.registry));
+        pauses
+    }
+}
+
+/// A registry whose pulls wait for its budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub registry: String,
+    /// How long the pulls have waited so far.
+    pub paused_for: Duration,
+    /// How long until the registry said its budget resets; `None` when it did not say (the
+    /// pulls wait for free HEAD probes to show budget).
+    pub resumes_in: Option<Duration>,
+    /// Without a reset time but with a window (Docker Hub's sliding 6 h): every pull counted
+    /// now has left the window by then, so the budget is back at the latest.
+    pub at_the_latest_in: Option<Duration>,
+    /// How often a free HEAD checks for budget when no reset time is known.
+    pub checked_every: Duration,
 }
 
 /// One registry's budget.
@@ -315,6 +340,21 @@ impl Budget {
         )
     }
 
+    /// Whether this registry's pulls are paused now, and until when.
+    fn pause(&self) -> Option<Pause> {
+        let s = self.state();
+        let since = s.paused_since?;
+        let now = Instant::now();
+        let paused_for = now.saturating_duration_since(since);
+        Some(Pause {
+            registry: self.host.clone(),
+            paused_for,
+            resumes_in: s.resets_at.map(|at| at.saturating_duration_since(now)),
+            at_the_latest_in: s.window.map(|w| w.saturating_sub(paused_for)),
+            checked_every: probe_interval_base(s.window),
+        })
+    }
+
     /// Counts one tag-list request to this registry.
     pub fn count_tag_list(&self) {
         self.state().tag_lists += 1;
@@ -398,6 +438,30 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(b.usage().pulls, 2);
+    }
+
+    #[test]
+    fn a_pause_says_when_the_budget_is_back_as_well_as_the_registry_said() {
+        let b = Budget::new("r.io", 0);
+        assert_eq!(b.pause(), None);
+        b.observe(&said(0, 600), b.ticket());
+        assert!(matches!(b.try_take(), Gate::Wait(_)));
+        let pause = b.pause().expect("paused");
+        assert_eq!(pause.resumes_in, None, "no reset time was said");
+        let latest = pause.at_the_latest_in.expect("the window bounds the wait");
+        assert!(latest <= Duration::from_secs(600) && latest > Duration::from_secs(590));
+        assert_eq!(pause.checked_every, Duration::from_secs(60));
+
+        b.observe(
+            &RateLimitInfo {
+                reset: Some(Duration::from_secs(30)),
+                ..said(0, 600)
+            },
+            b.ticket(),
+        );
+        let pause = b.pause().expect("still paused");
+        let resumes = pause.resumes_in.expect("a reset time was said");
+        assert!(resumes <= Duration::from_secs(30) && resumes > Duration::from_secs(25));
     }
 
     #[test]

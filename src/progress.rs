@@ -1,0 +1,256 @@
+//! A live view of a pass for a person at a terminal.
+//!
+//! A first `--once` over fifty images, or one 2 GB image, would otherwise show nothing but log
+//! lines until it ends. When stderr is a terminal and logs are text, the last lines of the
+//! screen say where the pass is, redrawn a few times a second: images done of those planned,
+//! by outcome; the copies under way with the bytes streamed and their rate; and, per registry
+//! whose pulls wait for its budget, when the next pull goes, said plainly. Log lines are still
+//! printed, above it ([`LogWriter`]). None of this reaches a file, a pipe or the journal: the
+//! view exists only for a terminal, and never with `--log-format json`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::task::JoinHandle;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::registry::limits::human_bytes;
+use crate::registry::ratelimit::Pause;
+use crate::registry::waiting::secs;
+use crate::run::{Runner, Tally};
+
+/// How often the view is redrawn.
+const REDRAW: Duration = Duration::from_millis(250);
+/// The span the transfer rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// The status lines below the log, or `None` where nobody watches: stderr not a terminal.
+pub fn for_terminal() -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+    bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+    Some(bar)
+}
+
+/// Log lines written above the status lines: the view steps aside for each.
+#[derive(Debug, Clone)]
+pub struct LogWriter(pub ProgressBar);
+
+/// One log line on its way to stderr.
+#[derive(Debug)]
+pub struct Line(ProgressBar);
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line(self.0.clone())
+    }
+}
+
+/// Redraws `bar` from `runner`'s pass until aborted, counting from `tally`.
+pub fn watch(bar: ProgressBar, runner: &Runner, tally: Arc<Tally>) -> JoinHandle<()> {
+    let registries = runner.registries.clone();
+    let slots = runner.slots.clone();
+    let concurrency = runner.concurrency;
+    tokio::spawn(async move {
+        let mut samples: Vec<(Instant, u64)> = Vec::new();
+        let mut shown = String::new();
+        loop {
+            let now = Instant::now();
+            let bytes = registries.bytes_transferred();
+            samples.push((now, bytes));
+            samples.retain(|(at, _)| now.duration_since(*at) <= RATE_WINDOW);
+            let rate = match samples.first() {
+                Some((since, then)) if now > *since => {
+                    (bytes - then) as f64 / now.duration_since(*since).as_secs_f64()
+                }
+                _ => 0.0,
+            };
+            let copying = concurrency.saturating_sub(slots.available_permits());
+            let pass = Pass {
+                copying,
+                bytes,
+                rate,
+            };
+            let status = status(&tally, &pass, &registries.pauses(), chrono::Local::now());
+            // Redrawn only when it changed: a terminal over SSH gets a line now and then, not
+            // a stream.
+            if status != shown {
+                bar.set_message(status.clone());
+                shown = status;
+            }
+            tokio::time::sleep(REDRAW).await;
+        }
+    })
+}
+
+/// The copies of a pass, as the status line shows them.
+struct Pass {
+    /// Copies holding a concurrency slot.
+    copying: usize,
+    /// Bytes streamed so far.
+    bytes: u64,
+    /// Bytes per second over the last [`RATE_WINDOW`].
+    rate: f64,
+}
+
+/// The status lines: the pass, then one per registry whose pulls wait.
+fn status(tally: &Tally, pass: &Pass, pauses: &[Pause], now: DateTime<Local>) -> String {
+    let planned = tally.planned.load(Ordering::Relaxed);
+    let mut line = if planned == 0 {
+        "planning: listing tags and reading the image list…".to_string()
+    } else {
+        let mut parts = Vec::new();
+        for (count, what) in [
+            (&tally.mirrored, "mirrored"),
+            (&tally.unchanged, "unchanged"),
+            (&tally.skipped, "skipped"),
+            (&tally.failed, "failed"),
+        ] {
+            let count = count.load(Ordering::Relaxed);
+            if count > 0 {
+                parts.push(format!("{count} {what}"));
+            }
+        }
+        let outcomes = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.join(", "))
+        };
+        format!("images {} of {planned}{outcomes}", tally.done())
+    };
+    if pass.copying > 0 {
+        line.push_str(&format!(" · copying {}", pass.copying));
+    }
+    if pass.bytes > 0 {
+        line.push_str(&format!(" · {} streamed", human_bytes(pass.bytes)));
+        if pass.rate >= 1.0 {
+            line.push_str(&format!(" at {}/s", human_bytes(pass.rate as u64)));
+        }
+    }
+    for pause in pauses {
+        line.push('\n');
+        line.push_str(&waiting(pause, now));
+    }
+    line
+}
+
+/// One paused registry, said plainly:
+/// `registry-1.docker.io: pull budget spent, next pull at 14:05 (in 2 h 11 min)`.
+fn waiting(pause: &Pause, now: DateTime<Local>) -> String {
+    let at = |wait: Duration| {
+        let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        // Seconds matter only when the wait is short.
+        if wait < Duration::from_secs(600) {
+            at.format("%H:%M:%S").to_string()
+        } else {
+            at.format("%H:%M").to_string()
+        }
+    };
+    let registry = &pause.registry;
+    match (pause.resumes_in, pause.at_the_latest_in) {
+        (Some(wait), _) => format!(
+            "{registry}: pull budget spent, next pull at {} (in {})",
+            at(wait),
+            secs(wait)
+        ),
+        (None, Some(wait)) => format!(
+            "{registry}: pull budget spent, next pull at {} at the latest (in {}), sooner if a \
+             free check (every {}) finds budget",
+            at(wait),
+            secs(wait),
+            secs(pause.checked_every)
+        ),
+        (None, None) => format!(
+            "{registry}: pull budget spent {} ago, next pull when a free check (every {}) finds \
+             budget",
+            secs(pause.paused_for),
+            secs(pause.checked_every)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn pause(resumes_in: Option<u64>, at_the_latest_in: Option<u64>) -> Pause {
+        Pause {
+            registry: "registry-1.docker.io".into(),
+            paused_for: Duration::from_secs(125),
+            resumes_in: resumes_in.map(Duration::from_secs),
+            at_the_latest_in: at_the_latest_in.map(Duration::from_secs),
+            checked_every: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn the_status_says_where_the_pass_is() {
+        let noon = Local.with_ymd_and_hms(2026, 11, 26, 11, 54, 0).unwrap();
+        let tally = Tally::default();
+        let idle = Pass {
+            copying: 0,
+            bytes: 0,
+            rate: 0.0,
+        };
+        assert_eq!(
+            status(&tally, &idle, &[], noon),
+            "planning: listing tags and reading the image list…"
+        );
+        tally.planned.store(50, Ordering::Relaxed);
+        tally.mirrored.store(5, Ordering::Relaxed);
+        tally.unchanged.store(17, Ordering::Relaxed);
+        tally.failed.store(1, Ordering::Relaxed);
+        let busy = Pass {
+            copying: 3,
+            bytes: 412 << 20,
+            rate: 38.0 * (1 << 20) as f64,
+        };
+        let shown = status(&tally, &busy, &[pause(Some(7860), None)], noon);
+        assert_eq!(
+            shown,
+            "images 23 of 50: 5 mirrored, 17 unchanged, 1 failed · copying 3 · 412 MiB streamed \
+             at 38 MiB/s\n\
+             registry-1.docker.io: pull budget spent, next pull at 14:05 (in 2 h 11 min)"
+        );
+    }
+
+    #[test]
+    fn a_wait_says_when_the_next_pull_goes_as_well_as_it_is_known() {
+        let noon = Local.with_ymd_and_hms(2026, 11, 26, 11, 54, 0).unwrap();
+        assert_eq!(
+            waiting(&pause(Some(95), Some(20_000)), noon),
+            "registry-1.docker.io: pull budget spent, next pull at 11:55:35 (in 1 min 35 s)"
+        );
+        assert_eq!(
+            waiting(&pause(None, Some(7860)), noon),
+            "registry-1.docker.io: pull budget spent, next pull at 14:05 at the latest \
+             (in 2 h 11 min), sooner if a free check (every 10 min) finds budget"
+        );
+        assert_eq!(
+            waiting(&pause(None, None), noon),
+            "registry-1.docker.io: pull budget spent 2 min 5 s ago, next pull when a free check \
+             (every 10 min) finds budget"
+        );
+    }
+}
