@@ -7,23 +7,24 @@
 //!   codes every layer reports in.
 //! - [`config`] reads mirrors.toml in two stages into a validated [`config::Config`]: jobs
 //!   (source → target, named by [`reference`]), schedules ([`schedule`]) and the settings of
-//!   each registry ([`credentials`], ECR's in [`aws`]). Tag rules are [`selection`]'s.
-//!   [`shard`] picks one task's share.
+//!   each registry ([`credentials`], with Docker's credential helpers; ECR's in [`aws`]).
+//!   Tag rules are [`selection`]'s. [`shard`] picks one task's share.
 //! - [`run`] runs one pass: its plan (repositories with tag rules listed, their tags
 //!   selected), then every job compared and, when changed, copied through [`copy`] a bounded
 //!   number at once, into a [`run::Report`].
 //! - [`copy`] mirrors one image: HEAD both sides, then blobs → child manifests → the tag,
 //!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses, its digests
-//!   checked by [`digest`]) and placing
-//!   blobs through [`copy::blobs`] (exists, mount, or stream, each blob moved once per pass).
-//! - [`registry`] speaks the distribution protocol, every request bounded, with typed errors, and
-//!   keeps the manners of a careful client: [`registry::ratelimit`] one pull budget per
-//!   registry, [`registry::retry`] the one backoff policy, [`registry::waiting`] waiting
-//!   within `max_wait` without holding a concurrency slot.
+//!   checked by [`digest`]) and placing blobs through [`copy::blobs`] (exists, mount, or
+//!   stream, each blob moved once per pass).
+//! - [`registry`] speaks the distribution protocol itself, with typed errors, every read
+//!   bounded in size and time ([`registry::limits`]), and keeps the manners of a careful
+//!   client: [`registry::ratelimit`] one pull budget per registry, [`registry::retry`] the one
+//!   backoff policy, [`registry::waiting`] waiting within `max_wait` without holding a
+//!   concurrency slot.
 //! - [`daemon`] is the long-running mode: each mirror on its [`schedule`], the config reloaded
 //!   live ([`daemon::watch`], SIGHUP via [`daemon::signals`]), [`daemon::systemd`] told of
 //!   each step, and [`daemon::server`] answering `/healthz`, `/metrics` ([`daemon::metrics`])
-//!   and `POST /sync`.
+//!   and `POST /sync` over connections bounded by [`daemon::http`].
 //! - [`clients`] writes the settings that send container runtimes' pulls to the mirror
 //!   (`regmirror clients`).
 //! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,

@@ -1,11 +1,16 @@
 //! Benchmark: regmirror against `skopeo sync` behind a Docker Hub pull limit.
 //!
-//! The scenario of `tests/ratelimit.rs`'s eighteen-pull test: six two-platform images (an index
-//! and two children, so three manifest GETs each: 18 pulls) behind a budget of 5 pulls per
-//! 10 s window, with Docker Hub's `ratelimit-limit`/`ratelimit-remaining: N;w=10` headers and
-//! no `Retry-After`. Each tool gets a fresh simulator, source and target (a whole budget), and
-//! the table shows what each spent and how long it took. 18 pulls at 5 per window need four
-//! windows, so no tool can finish correctly in less than 30 s.
+//! Scenario 4, the one of `tests/ratelimit.rs`'s eighteen-pull test: six two-platform images
+//! (an index and two children, so three manifest GETs each: 18 pulls) behind a budget of 5
+//! pulls per 10 s window, with Docker Hub's `ratelimit-limit`/`ratelimit-remaining: N;w=10`
+//! headers and no `Retry-After`. Each tool gets a fresh simulator, source and target (a whole
+//! budget), and the table shows what each spent and how long it took. 18 pulls at 5 per window
+//! need four windows, so no tool can finish correctly in less than 30 s.
+//!
+//! Scenario 4b, its two-shard test: twelve such images (36 pulls, eight windows: 70 s at
+//! least) split between two processes started together on the one budget, as two scheduled
+//! tasks with `--shard 1/2` and `--shard 2/2` would run them; skopeo runs as two processes
+//! with half the list each.
 //!
 //! Each tool runs once, timed from spawn to exit (`bench::measure::run_timed`), without GNU
 //! time: the pacing is what is measured here, not memory. Like the other scenarios it runs
@@ -21,21 +26,39 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
-use bench::measure::{regmirror_in, run_timed, skopeo, skopeo_version, strings};
+use bench::measure::{regmirror_in, run_timed_together, skopeo, skopeo_version, strings};
 use bench::report::append_env_file;
 use harness::hub::{HeaderStyle, PullLimit, PullLimitOptions, PullLog};
 use harness::*;
 
 const PLATFORMS: &[&str] = &["linux/amd64", "linux/arm64"];
-const IMAGES: usize = 6;
+/// Manifest GETs per image: the index and its two children.
+const PULLS_PER_IMAGE: usize = 3;
 const LIMIT: u32 = 5;
 const WINDOW: Duration = Duration::from_secs(10);
-/// The 16th pull cannot start before the fourth window opens, 3 × 10 s after the first pull.
-const PACING_MINIMUM: Duration = Duration::from_secs(30);
 /// How long a tool may take before it is killed and reported as timed out.
 const TIMEOUT: Duration = Duration::from_secs(240);
 /// Retries asked of skopeo (its `--retry-times`).
 const SKOPEO_RETRIES: u32 = 5;
+
+/// The images and how many processes share them.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    images: usize,
+    processes: usize,
+}
+
+impl Setup {
+    fn pulls(self) -> usize {
+        self.images * PULLS_PER_IMAGE
+    }
+
+    /// The last pull cannot start before the window it falls in opens.
+    fn pacing_minimum(self) -> Duration {
+        let windows = self.pulls().div_ceil(LIMIT as usize);
+        WINDOW * (windows as u32 - 1)
+    }
+}
 
 /// A fresh source behind a pull-limit simulator, seeded, and an empty target.
 struct Scenario {
@@ -47,7 +70,7 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn start() -> Scenario {
+    fn start(setup: Setup) -> Scenario {
         let upstream = Registry::start();
         let proxy = Proxy::start(upstream.host());
         let (rule, log) = PullLimit::new(PullLimitOptions {
@@ -57,7 +80,7 @@ impl Scenario {
             ..PullLimitOptions::default()
         });
         proxy.add_rule(rule);
-        let repos = (0..IMAGES)
+        let repos = (0..setup.images)
             .map(|i| {
                 let repo = format!("lib/app{i}");
                 Image::multi_arch(Flavor::Docker, PLATFORMS, 1, 1024).push(&upstream, &repo, "1");
@@ -92,15 +115,23 @@ struct Outcome {
     output: String,
 }
 
-/// Measures one tool on a fresh scenario (killed after [`TIMEOUT`]); `target_repo` maps a
-/// source repo to where the tool puts it in the target.
+/// Measures one tool, as one process or several started together, on a fresh scenario
+/// (killed after [`TIMEOUT`]); `target_repo` maps a source repo to where the tool puts it in
+/// the target.
 fn measure(
     tool: &str,
     scenario: &Scenario,
-    command: &mut Command,
+    commands: &mut [Command],
     target_repo: impl Fn(&str) -> String,
 ) -> Outcome {
-    let (run, took, timed_out) = run_timed(command, TIMEOUT);
+    let mut commands: Vec<&mut Command> = commands.iter_mut().collect();
+    let (runs, took, timed_out) = run_timed_together(&mut commands, TIMEOUT);
+    // The worst exit code stands for them all.
+    let code = runs
+        .iter()
+        .map(|r| r.code)
+        .max_by_key(|c| c.map_or(i32::MAX, |c| c));
+    let output = runs.iter().map(Run::output).collect::<Vec<_>>().join("\n");
     let mut complete = 0;
     let mut problem = None;
     for repo in &scenario.repos {
@@ -113,7 +144,7 @@ fn measure(
     }
     Outcome {
         tool: tool.to_owned(),
-        code: run.code,
+        code: code.flatten(),
         timed_out,
         refused: scenario.log.refused().total(),
         retry_gaps: scenario.log.retry_gaps(),
@@ -121,12 +152,12 @@ fn measure(
         took,
         complete,
         problem,
-        output: run.output(),
+        output,
     }
 }
 
-fn bench_regmirror() -> Outcome {
-    let scenario = Scenario::start();
+fn bench_regmirror(setup: Setup) -> Outcome {
+    let scenario = Scenario::start(setup);
     let images: Vec<String> = scenario
         .repos
         .iter()
@@ -138,9 +169,21 @@ fn bench_regmirror() -> Outcome {
         images.join(", "),
         scenario.target.host()
     ));
-    let mut command = regmirror_in(&sandbox);
-    command.arg("--once");
-    measure("regmirror --once", &scenario, &mut command, str::to_owned)
+    let mut commands: Vec<Command> = (1..=setup.processes)
+        .map(|shard| {
+            let mut command = regmirror_in(&sandbox);
+            command.arg("--once");
+            if setup.processes > 1 {
+                command.args(["--shard", &format!("{shard}/{}", setup.processes)]);
+            }
+            command
+        })
+        .collect();
+    let tool = match setup.processes {
+        1 => "regmirror --once".to_string(),
+        n => format!("regmirror --once --shard i/{n}, {n} processes"),
+    };
+    measure(&tool, &scenario, &mut commands, str::to_owned)
 }
 
 /// The `skopeo sync` arguments after `skopeo --policy <policy.json>`, for a YAML source file
@@ -161,37 +204,45 @@ fn skopeo_sync_args(yaml: &str, target: &str) -> Vec<String> {
     ])
 }
 
-fn bench_skopeo() -> (Outcome, String) {
+fn bench_skopeo(setup: Setup) -> (Outcome, String) {
     let version = skopeo_version();
-    let scenario = Scenario::start();
+    let scenario = Scenario::start(setup);
     let sandbox = Sandbox::new();
-    // The YAML source: plain HTTP on loopback, one tag per repository.
-    let mut yaml = format!(
-        "\"{}\":\n  tls-verify: false\n  images:\n",
-        scenario.proxy.host()
-    );
-    for repo in &scenario.repos {
-        writeln!(yaml, "    {repo}: [\"1\"]").unwrap();
+    // One YAML source per process, each with its share of the repositories: plain HTTP on
+    // loopback, one tag per repository.
+    let mut yamls = Vec::new();
+    let mut commands = Vec::new();
+    for process in 0..setup.processes {
+        let mut yaml = format!(
+            "\"{}\":\n  tls-verify: false\n  images:\n",
+            scenario.proxy.host()
+        );
+        for repo in scenario.repos.iter().skip(process).step_by(setup.processes) {
+            writeln!(yaml, "    {repo}: [\"1\"]").unwrap();
+        }
+        let yaml_path = sandbox.write_file(&format!("sync-{process}.yaml"), &yaml);
+        // A clean environment like regmirror's: private HOME, no proxies or auth files.
+        commands.push(skopeo(
+            &sandbox,
+            &skopeo_sync_args(&yaml_path.to_string_lossy(), scenario.target.host()),
+        ));
+        yamls.push(yaml);
     }
-    let yaml_path = sandbox.write_file("sync.yaml", &yaml);
-    // A clean environment like regmirror's: private HOME, no proxies or auth files.
-    let mut command = skopeo(
-        &sandbox,
-        &skopeo_sync_args(&yaml_path.to_string_lossy(), scenario.target.host()),
-    );
+    let tool = match setup.processes {
+        1 => format!("{version} sync"),
+        n => format!("{version} sync, {n} processes"),
+    };
     // Without --scoped, `skopeo sync` keeps only the last path component: `lib/app0` lands
     // as `app0` in the target.
-    let outcome = measure(
-        &format!("{version} sync"),
-        &scenario,
-        &mut command,
-        |repo| repo.rsplit('/').next().unwrap_or(repo).to_owned(),
-    );
+    let outcome = measure(&tool, &scenario, &mut commands, |repo| {
+        repo.rsplit('/').next().unwrap_or(repo).to_owned()
+    });
     let shown = format!(
         "skopeo --policy <policy.json> {}",
         skopeo_sync_args("<sync.yaml>", "<target>").join(" ")
     );
-    (outcome, format!("{shown}\n\nsync.yaml:\n\n{yaml}"))
+    let yamls = yamls.join("\n");
+    (outcome, format!("{shown}\n\nsync.yaml:\n\n{yamls}"))
 }
 
 /// One decimal, as this table always showed it (not the other scenarios' `fmt_secs`).
@@ -199,22 +250,27 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-fn table(outcomes: &[Outcome], skopeo_command: &str) -> String {
+fn table(setup: Setup, outcomes: &[Outcome], skopeo_command: &str) -> String {
     let mut out = String::new();
+    let shared = match setup.processes {
+        1 => String::new(),
+        n => format!(", split between {n} processes on one budget"),
+    };
     writeln!(
         out,
-        "## Rate limit: {} two-platform images ({} pulls) behind {LIMIT} pulls per {} s\n",
-        IMAGES,
-        IMAGES * 3,
+        "## Rate limit: {} two-platform images ({} pulls){shared} behind {LIMIT} pulls per {} s\n",
+        setup.images,
+        setup.pulls(),
         WINDOW.as_secs()
     )
     .unwrap();
+    let windows = setup.pulls().div_ceil(LIMIT as usize);
     writeln!(
         out,
         "Docker Hub headers (`ratelimit-remaining: N;w={}`), no `Retry-After`. Pacing minimum: \
-         {} (the 16th pull waits for the 4th window).\n",
+         {} (the last pull waits for window {windows}).\n",
         WINDOW.as_secs(),
-        secs(PACING_MINIMUM)
+        secs(setup.pacing_minimum())
     )
     .unwrap();
     writeln!(
@@ -241,14 +297,15 @@ fn table(outcomes: &[Outcome], skopeo_command: &str) -> String {
         };
         writeln!(
             out,
-            "| {} | {exit} | {} | {retries} | {} / {} | {} | {:+.1} s | {} / {IMAGES} |",
+            "| {} | {exit} | {} | {retries} | {} / {} | {} | {:+.1} s | {} / {} |",
             o.tool,
             o.refused,
             o.pulls,
-            IMAGES * 3,
+            setup.pulls(),
             secs(o.took),
-            o.took.as_secs_f64() - PACING_MINIMUM.as_secs_f64(),
-            o.complete
+            o.took.as_secs_f64() - setup.pacing_minimum().as_secs_f64(),
+            o.complete,
+            setup.images
         )
         .unwrap();
     }
@@ -261,16 +318,33 @@ fn table(outcomes: &[Outcome], skopeo_command: &str) -> String {
     out
 }
 
-#[test]
-#[ignore = "benchmark: run by scripts/bench"]
-fn eighteen_pulls_behind_five_per_ten_seconds_regmirror_vs_skopeo() {
-    let regmirror = bench_regmirror();
-    let (skopeo, skopeo_command) = bench_skopeo();
+/// Runs regmirror, then skopeo, on fresh scenarios, and reports the table.
+fn bench(setup: Setup) {
+    let regmirror = bench_regmirror(setup);
+    let (skopeo, skopeo_command) = bench_skopeo(setup);
     let outcomes = [regmirror, skopeo];
     for o in &outcomes {
         eprintln!("===== {} =====\n{}\n", o.tool, o.output);
     }
-    let table = table(&outcomes, &skopeo_command);
+    let table = table(setup, &outcomes, &skopeo_command);
     println!("{table}");
     append_env_file("BENCH_OUT", &table);
+}
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench"]
+fn eighteen_pulls_behind_five_per_ten_seconds_regmirror_vs_skopeo() {
+    bench(Setup {
+        images: 6,
+        processes: 1,
+    });
+}
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench"]
+fn thirty_six_pulls_in_two_shards_behind_five_per_ten_seconds_regmirror_vs_skopeo() {
+    bench(Setup {
+        images: 12,
+        processes: 2,
+    });
 }

@@ -32,9 +32,14 @@ impl Hub {
 
     /// Pushes `count` two-platform images (three pulls each: the index and two children).
     fn seed(&self, count: usize) -> Vec<(String, Image)> {
+        self.seed_with(count, PLATFORMS)
+    }
+
+    /// Pushes `count` images of `platforms` (one pull for the index, one per platform).
+    fn seed_with(&self, count: usize, platforms: &[&str]) -> Vec<(String, Image)> {
         (0..count)
             .map(|i| {
-                let image = Image::multi_arch(Flavor::Docker, PLATFORMS, 1, 1024);
+                let image = Image::multi_arch(Flavor::Docker, platforms, 1, 1024);
                 let repo = format!("lib/app{i}");
                 image.push(&self.upstream, &repo, "1");
                 (repo, image)
@@ -44,6 +49,21 @@ impl Hub {
 
     fn reference(&self, repo: &str) -> String {
         format!("\"{}/{repo}:1\"", self.proxy.host())
+    }
+
+    /// A sandbox whose mirrors.toml lists `images` from the hub under `target` (a registry
+    /// host and optional prefix), with `extra` after `[defaults] target`.
+    fn sandbox(&self, images: &[(String, Image)], target: &str, extra: &str) -> Sandbox {
+        let list: Vec<String> = images
+            .iter()
+            .map(|(repo, _)| self.reference(repo))
+            .collect();
+        let sandbox = Sandbox::new();
+        sandbox.write_config(&format!(
+            "images = [{}]\n[defaults]\ntarget = \"{target}\"\n{extra}",
+            list.join(", ")
+        ));
+        sandbox
     }
 }
 
@@ -121,6 +141,91 @@ fn eighteen_pulls_behind_five_per_ten_seconds_complete_without_a_single_429() {
     );
 }
 
+/// Another client spends from the same budget after every pull regmirror makes, so the count
+/// regmirror keeps is always one too high. Images are copied one at a time, each with four
+/// pulls, against a budget of six per window of which the other client takes half: the fourth
+/// pull of each image would be sent on a count of one that is really none. Near the bottom a
+/// free HEAD before each pull finds the real count, and no pull is refused.
+#[test]
+fn a_budget_spent_by_another_client_meanwhile_is_refreshed_before_each_pull() {
+    let hub = Hub::start(PullLimitOptions {
+        limit: 6,
+        window: Duration::from_secs(6),
+        headers: HeaderStyle::DockerHub,
+        other_client_pulls: 1,
+        ..PullLimitOptions::default()
+    });
+    let images = hub.seed_with(2, &["linux/amd64", "linux/arm64", "linux/s390x"]);
+    let target = Registry::start();
+    let sandbox = hub.sandbox(&images, target.host(), "concurrency = 1\n");
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_success();
+    assert_eq!(hub.log.pulls_served(), 8, "{}", run.output());
+    assert_eq!(hub.log.refused().total(), 0, "{}", run.output());
+    for (repo, image) in &images {
+        assert_eq!(
+            head_manifest(&target, repo, "1").as_deref(),
+            Some(image.digest())
+        );
+    }
+}
+
+/// Two shards of one list, as two scheduled tasks run them, behind one budget of 5 pulls per
+/// 10 s: 12 two-platform images, 36 pulls. Each process's estimate goes stale as the other
+/// pulls; refreshed by a free HEAD before each pull near the bottom, the two collide only in
+/// the moment between one's HEAD and its GET.
+#[test]
+fn two_shards_sharing_one_budget_collide_at_most_once() {
+    let hub = Hub::start(PullLimitOptions {
+        limit: 5,
+        window: Duration::from_secs(10),
+        headers: HeaderStyle::DockerHub,
+        ..PullLimitOptions::default()
+    });
+    let images = hub.seed(12);
+    let target = Registry::start();
+    let sandbox = hub.sandbox(&images, target.host(), "");
+    let started = Instant::now();
+    let shards: Vec<Spawned> = ["1/2", "2/2"]
+        .iter()
+        .map(|shard| {
+            sandbox
+                .regmirror()
+                .args(["--once", "--shard", shard])
+                .start()
+        })
+        .collect();
+    let runs: Vec<Run> = shards
+        .into_iter()
+        .map(|shard| shard.wait(Duration::from_secs(240)))
+        .collect();
+    let took = started.elapsed();
+    for run in &runs {
+        run.assert_success();
+    }
+    let output = || runs.iter().map(Run::output).collect::<Vec<_>>().join("\n");
+    for (repo, image) in &images {
+        assert_eq!(
+            head_manifest(&target, repo, "1").as_deref(),
+            Some(image.digest()),
+            "{repo}"
+        );
+    }
+    assert_eq!(hub.log.pulls_served(), 36, "{}", output());
+    let refused = hub.log.refused().total();
+    assert!(
+        refused <= 1,
+        "{refused} pulls refused (HTTP 429)\n{}",
+        output()
+    );
+    // 36 pulls at 5 per window need eight windows: the last cannot start before 70 s.
+    assert!(
+        took >= Duration::from_secs(69),
+        "faster than the budget allows: {took:?}"
+    );
+    eprintln!("two shards: {refused} × 429 in {took:?}");
+}
+
 #[test]
 fn random_429s_are_outlasted_with_jittered_gaps() {
     let hub = Hub::start(PullLimitOptions {
@@ -137,13 +242,7 @@ fn random_429s_are_outlasted_with_jittered_gaps() {
     });
     let images = hub.seed(4);
     let target = Registry::start();
-    let list: Vec<String> = images.iter().map(|(repo, _)| hub.reference(repo)).collect();
-    let sandbox = Sandbox::new();
-    sandbox.write_config(&format!(
-        "images = [{}]\n[defaults]\ntarget = \"{}/m\"\n",
-        list.join(", "),
-        target.host()
-    ));
+    let sandbox = hub.sandbox(&images, &format!("{}/m", target.host()), "");
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_success();
     for (repo, image) in &images {
@@ -189,13 +288,7 @@ fn retry_after_is_honoured(retry_after: RetryAfter) {
     });
     let images = hub.seed(2);
     let target = Registry::start();
-    let list: Vec<String> = images.iter().map(|(repo, _)| hub.reference(repo)).collect();
-    let sandbox = Sandbox::new();
-    sandbox.write_config(&format!(
-        "images = [{}]\n[defaults]\ntarget = \"{}\"\n",
-        list.join(", "),
-        target.host()
-    ));
+    let sandbox = hub.sandbox(&images, target.host(), "");
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_success();
     let gaps = hub.log.retry_gaps_where(|s| s.path.contains("/manifests/"));
@@ -283,14 +376,11 @@ fn a_registry_reserve_leaves_pulls_unspent() {
     });
     let images = hub.seed(2); // six pulls
     let target = Registry::start();
-    let list: Vec<String> = images.iter().map(|(repo, _)| hub.reference(repo)).collect();
-    let sandbox = Sandbox::new();
-    sandbox.write_config(&format!(
-        "images = [{}]\n[defaults]\ntarget = \"{}\"\n[rate_limit]\nreserve = 0\n[registries.\"{}\"]\nreserve = 3\n",
-        list.join(", "),
-        target.host(),
+    let extra = format!(
+        "[rate_limit]\nreserve = 0\n[registries.\"{}\"]\nreserve = 3\n",
         hub.proxy.host()
-    ));
+    );
+    let sandbox = hub.sandbox(&images, target.host(), &extra);
     let run = sandbox.regmirror().arg("--once").run();
     run.assert_success();
     let seen = hub.log.seen();

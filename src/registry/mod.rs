@@ -23,6 +23,7 @@ mod error;
 mod fanout;
 pub mod limits;
 mod manifests;
+mod pacing;
 pub mod ratelimit;
 mod referrers;
 pub mod retry;
@@ -38,7 +39,7 @@ use crate::credentials::{Credentials, Helper, HelperLogins};
 use crate::digest::{self, Algorithm};
 use crate::reference::{api_host, ImageRef, Repository};
 use crate::registry::limits::Deadlines;
-use crate::registry::ratelimit::{Budgets, Gate, PullOutcome, RegistryUsage};
+use crate::registry::ratelimit::{Budgets, PullOutcome, RegistryUsage};
 use crate::registry::retry::retrying;
 use crate::registry::waiting::Waiter;
 
@@ -280,22 +281,7 @@ impl Registries {
     ) -> Result<(Bytes, String), RegistryError> {
         let budget = self.budgets.of(api_host(&image.registry));
         retrying(waiter, || async {
-            let ticket = loop {
-                let pause = match budget.try_take() {
-                    Gate::Go(ticket) => break ticket,
-                    Gate::Wait(pause) => pause,
-                };
-                if let Err(too_long) = waiter.wait(pause, &budget.describe()).await {
-                    return Err(RegistryError::with(
-                        "pull manifest",
-                        image,
-                        Failure::GaveUp(too_long.to_string()),
-                    ));
-                }
-                // A HEAD is free: it refreshes the budget without spending it. A failed probe
-                // leaves the budget as it was.
-                let _ = self.head(image).await;
-            };
+            let (ticket, _one_at_a_time) = self.clear_to_pull(image, &budget, waiter).await?;
             let exchange = self.manifest_request(Method::GET, image, None).await;
             let outcome = match &exchange.result {
                 Ok(Some(_)) => PullOutcome::Served,

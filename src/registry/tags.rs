@@ -191,7 +191,7 @@ pub fn parse_tags(body: &[u8]) -> Result<Vec<String>, String> {
 
 /// The `rel="next"` target of the `Link` headers, resolved against `base`. Several links may
 /// share a header, separated by commas, each `<uri>; param; param`.
-fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
+pub fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
     headers
         .get_all(LINK)
         .iter()

@@ -85,21 +85,37 @@ pub fn measure(inner: &Command, stats: &Path) -> Measured {
 /// what it printed, how long it ran (from spawn to exit, polled every millisecond), and
 /// whether it timed out.
 pub fn run_timed(command: &mut Command, timeout: Duration) -> (Run, Duration, bool) {
+    let (mut runs, took, timed_out) = run_timed_together(&mut [command], timeout);
+    (runs.remove(0), took, timed_out)
+}
+
+/// [`run_timed`] for several commands started together (shards of one list, say): timed from
+/// the first spawn to the last exit; any still running at `timeout` are killed.
+pub fn run_timed_together(
+    commands: &mut [&mut Command],
+    timeout: Duration,
+) -> (Vec<Run>, Duration, bool) {
     let started = Instant::now();
-    let mut child = command.start();
-    while child.is_running() && started.elapsed() < timeout {
+    let mut children: Vec<_> = commands.iter_mut().map(|c| c.start()).collect();
+    while children.iter_mut().any(|c| c.is_running()) && started.elapsed() < timeout {
         thread::sleep(Duration::from_millis(1));
     }
     let took = started.elapsed();
-    let timed_out = child.is_running();
-    let run = if timed_out {
-        // Under `time`, the tool is its child, and would outlive a kill of `time`.
-        kill_children_of(child.pid());
-        child.kill()
-    } else {
-        child.wait(Duration::from_secs(5))
-    };
-    (run, took, timed_out)
+    let mut timed_out = false;
+    let runs = children
+        .into_iter()
+        .map(|mut child| {
+            if child.is_running() {
+                timed_out = true;
+                // Under `time`, the tool is its child, and would outlive a kill of `time`.
+                kill_children_of(child.pid());
+                child.kill()
+            } else {
+                child.wait(Duration::from_secs(5))
+            }
+        })
+        .collect();
+    (runs, took, timed_out)
 }
 
 /// `inner`'s environment and directory with another program and arguments; stdin closed.

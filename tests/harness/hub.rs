@@ -198,6 +198,10 @@ pub struct PullLimitOptions {
     /// whatever the draws say: for a test of retries that must not depend on how concurrent
     /// requests happen to interleave with the seeded draws. Default 0.
     pub refuse_first_manifest_requests: usize,
+    /// Pulls charged to the budget after each one served, as another client on the same
+    /// account (another shard, a CI job) would spend them: seen by the client under test only
+    /// in the headers of its next answer. Default 0.
+    pub other_client_pulls: u32,
 }
 
 impl Default for PullLimitOptions {
@@ -211,6 +215,7 @@ impl Default for PullLimitOptions {
             flaky_retry_after: Duration::from_secs(1),
             seed: 0,
             refuse_first_manifest_requests: 0,
+            other_client_pulls: 0,
         }
     }
 }
@@ -511,6 +516,10 @@ impl Rule for PullLimit {
                 ledger.used += 1;
             }
             let headers = self.rate_headers(ledger.remaining(), ledger.reset_in(now));
+            if pull {
+                // The other client pulls right after this answer was written.
+                ledger.used = (ledger.used + self.options.other_client_pulls).min(ledger.limit);
+            }
             (Verdict::Passed, Some(Action::ForwardWithHeaders(headers)))
         } else {
             (Verdict::Passed, None)

@@ -11,6 +11,14 @@
 //! is at or below the reserve, the registry's pulls wait: until the reset time when the registry gives one,
 //! otherwise between free HEAD probes at jittered intervals bounded by the window. The pause is
 //! logged once when it starts and once when it ends, not once per probe.
+//!
+//! Other processes may spend the same budget (shards of one list, other clients on the
+//! account), so an estimate goes stale. Near the bottom ([`Budget::near_bottom`]) each pull is
+//! preceded by a free HEAD that refreshes it, one pull at a time ([`Budget::one_at_a_time`]),
+//! so two processes can collide only in the moment between one's HEAD and its GET. That moment
+//! matters for the last pull above the reserve, which both may see at once: once a budget is
+//! seen to be spent by someone else too, a process pauses a short random while before taking
+//! it and looks again ([`Budget::last_pull_pause`]), so the one that wakes second sees it gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +39,12 @@ const MIN_PROBE: Duration = Duration::from_secs(1);
 const MAX_PROBE: Duration = Duration::from_secs(15 * 60);
 /// Slack after an announced reset, so the first pull does not race the registry's clock.
 const AFTER_RESET: Duration = Duration::from_millis(250);
+/// Within this many pulls of the reserve (or a tenth of the limit, if more), each pull is
+/// checked against the registry first.
+const NEAR_BOTTOM: u64 = 5;
+/// Before the last pull above a shared budget's reserve, a pause of about this long (±50 %)
+/// and a second look: far longer than a HEAD and its GET, short beside a window.
+const LAST_PULL_PAUSE: Duration = Duration::from_secs(1);
 
 /// What was under way when a request went out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +190,8 @@ pub struct Budget {
     host: String,
     reserve: AtomicU64,
     state: Mutex<State>,
+    /// Held from a refreshing HEAD to its pull's answer, near the bottom.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +214,9 @@ struct State {
     paused_total: Duration,
     /// Set while paused, so the pause is logged once.
     paused_since: Option<Instant>,
+    /// Set once an answer showed fewer pulls left than this process alone could have spent:
+    /// another process or client spends this budget too.
+    shared: bool,
 }
 
 impl Budget {
@@ -206,6 +225,7 @@ impl Budget {
             host: host.to_string(),
             reserve: AtomicU64::new(reserve),
             state: Mutex::default(),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -274,6 +294,29 @@ impl Budget {
         }
     }
 
+    /// Whether the estimate is close enough to the reserve that pulls by other processes since
+    /// it was made could have spent what is left: then each pull is checked first.
+    pub fn near_bottom(&self) -> bool {
+        let s = self.state();
+        let margin = s.limit.map_or(NEAR_BOTTOM, |l| (l / 10).max(NEAR_BOTTOM));
+        s.remaining
+            .is_some_and(|r| r <= self.reserve().saturating_add(margin))
+    }
+
+    /// A short random pause to take, then look again, when only one pull is left above the
+    /// reserve of a budget someone else spends too: the pull they may be about to take.
+    pub fn last_pull_pause(&self) -> Option<Duration> {
+        let s = self.state();
+        let last = s.remaining == Some(self.reserve().saturating_add(1));
+        (last && s.shared).then(|| jittered(LAST_PULL_PAUSE))
+    }
+
+    /// Near the bottom, one pull at a time: held from the HEAD that refreshes the estimate
+    /// until the pull it allowed is answered.
+    pub async fn one_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.refreshing.lock().await
+    }
+
     /// A ticket for a request that is not a pull (a HEAD): the pulls sent so far.
     pub fn ticket(&self) -> Ticket {
         let s = self.state();
@@ -298,7 +341,14 @@ impl Budget {
             // Pulls sent after the request were not counted in its answer; pulls unanswered
             // when it went out may not have been either: count both against it.
             let sent_since = s.sent.saturating_sub(then.sent);
-            s.remaining = Some(reported.saturating_sub(sent_since + then.unanswered));
+            let counted = reported.saturating_sub(sent_since + then.unanswered);
+            // With none of this process's pulls under way before or since, a count below its
+            // own means someone else spends the budget too.
+            let settled = sent_since == 0 && then.unanswered == 0 && s.unanswered == 0;
+            if settled && s.remaining.is_some_and(|own| counted < own) {
+                s.shared = true;
+            }
+            s.remaining = Some(counted);
             s.resets_at = None;
         }
         s.limit = info.limit.or(s.limit);
@@ -535,6 +585,52 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(b.usage().refused, 1);
+    }
+
+    #[test]
+    fn near_the_bottom_means_within_a_tenth_of_the_limit_or_five_of_the_reserve() {
+        let b = Budget::new("r.io", 2);
+        assert!(!b.near_bottom(), "unknown budgets are not near any bottom");
+        let said = |remaining, limit| RateLimitInfo {
+            limit: Some(limit),
+            remaining: Some(remaining),
+            ..RateLimitInfo::default()
+        };
+        b.observe(&said(8, 20), b.ticket());
+        assert!(!b.near_bottom());
+        b.observe(&said(7, 20), b.ticket());
+        assert!(b.near_bottom(), "reserve 2 + 5");
+        b.observe(&said(13, 100), b.ticket());
+        assert!(!b.near_bottom());
+        b.observe(&said(12, 100), b.ticket());
+        assert!(b.near_bottom(), "reserve 2 + a tenth of 100");
+        b.observe(&said(900, 1000), b.ticket());
+        assert!(!b.near_bottom());
+    }
+
+    #[test]
+    fn the_last_pull_of_a_budget_spent_by_others_too_waits_for_a_second_look() {
+        let said = |remaining| RateLimitInfo {
+            limit: Some(10),
+            remaining: Some(remaining),
+            ..RateLimitInfo::default()
+        };
+        let b = Budget::new("r.io", 0);
+        b.observe(&said(3), b.ticket());
+        let pull = go(&b);
+        b.finish(&said(2), PullOutcome::Served, pull);
+        let pull = go(&b);
+        b.finish(&said(1), PullOutcome::Served, pull);
+        assert_eq!(b.last_pull_pause(), None, "only this process spends it");
+        // A probe with nothing under way finds one pull fewer than this process left.
+        b.observe(&said(5), b.ticket());
+        b.observe(&said(3), b.ticket());
+        assert_eq!(b.last_pull_pause(), None, "not the last pull yet");
+        b.observe(&said(1), b.ticket());
+        let pause = b
+            .last_pull_pause()
+            .expect("the last pull of a shared budget");
+        assert!(pause >= LAST_PULL_PAUSE / 2 && pause <= LAST_PULL_PAUSE * 3 / 2);
     }
 
     #[test]
