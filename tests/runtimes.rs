@@ -19,7 +19,8 @@ fn digest_of_file(path: &Path) -> String {
 }
 
 #[test]
-fn containerd_and_skopeo_pull_upstream_names_from_the_mirror_with_only_the_generated_settings() {
+fn containerd_skopeo_and_podman_pull_upstream_names_from_the_mirror_with_only_the_generated_settings(
+) {
     // Upstreams: Docker Hub behind a proxy registry that serves it under /v2/hub/ (as
     // Artifactory's remote repositories do), GHCR at a host of its own.
     let hub_upstream = Registry::start();
@@ -28,9 +29,27 @@ fn containerd_and_skopeo_pull_upstream_names_from_the_mirror_with_only_the_gener
     let mirror_registry = Registry::start();
     let mirror = Proxy::start(mirror_registry.host());
 
-    let hello = Image::single(Flavor::Docker, 1, 2048);
-    let multi = Image::multi_arch(Flavor::Oci, PLATFORMS, 1, 2048);
-    let tool = Image::single(Flavor::Oci, 2, 1024);
+    // Real tar layers: podman unpacks what it pulls and checks it against the config.
+    let files = |name: &str| {
+        Layer::tar(&[
+            (&format!("etc/{name}"), name.as_bytes()),
+            ("bin/app", &rand::random::<[u8; 32]>()),
+        ])
+    };
+    let hello = ImageBuilder::new(Flavor::Docker)
+        .layers(0, 0)
+        .shared_layer(&files("hello"))
+        .build();
+    let multi = ImageBuilder::new(Flavor::Oci)
+        .platforms(PLATFORMS)
+        .layers(0, 0)
+        .shared_layer(&files("multi"))
+        .build();
+    let tool = ImageBuilder::new(Flavor::Oci)
+        .layers(0, 0)
+        .shared_layer(&files("tool"))
+        .shared_layer(&files("tool-data"))
+        .build();
     hello.push(&hub_upstream, "library/hello", "1.0");
     multi.push(&hub_upstream, "library/multi", "2");
     tool.push(&ghcr, "org/tool", "v1");
@@ -159,6 +178,56 @@ endpoint = "http://{ghcr}"
             digest_of_file(&dir.join("manifest.json")),
             digest,
             "{reference} through skopeo at its upstream digest"
+        );
+    }
+
+    // podman, as root on a private storage, with the same drop-in as its registries.conf.
+    require("podman", "podman");
+    let podman = |args: &[&str]| {
+        let mut command = std::process::Command::new("podman");
+        command
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .env("HOME", sandbox.path())
+            .env("XDG_RUNTIME_DIR", sandbox.path())
+            .arg("--root")
+            .arg(sandbox.path().join("podman/root"))
+            .arg("--runroot")
+            .arg(sandbox.path().join("podman/run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .args(args);
+        command.run()
+    };
+    let policy_arg = format!("--signature-policy={}", policy.display());
+    for (reference, digest) in [
+        ("docker.io/library/hello:1.0", hello.digest()),
+        ("docker.io/library/multi:2", multi.digest()),
+        ("ghcr.io/org/tool:v1", tool.digest()),
+    ] {
+        let pulled = podman(&["pull", "--quiet", &policy_arg, reference]);
+        assert!(
+            pulled.success(),
+            "podman pull {reference}\n{}",
+            pulled.output()
+        );
+        let inspected = podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.RepoDigests}}",
+            reference,
+        ]);
+        let name = reference.rsplit_once(':').unwrap().0;
+        assert!(
+            inspected.stdout.contains(&format!("{name}@{digest}")),
+            "podman pulled {reference} at its upstream digest {digest}\n{}",
+            inspected.output()
         );
     }
 }

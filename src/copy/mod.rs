@@ -636,22 +636,26 @@ fn copy_references<'a>(
                 CHILD_MANIFESTS_AT_ONCE,
             ),
         };
-        let start: Vec<Result<CopyStats, CopyError>> =
+        let mut total: Vec<Result<CopyStats, CopyError>> =
             to.iter().map(|_| Ok(CopyStats::default())).collect();
-        work.buffer_unordered(at_once)
-            .fold(start, |mut total, part| async move {
-                for (sum, part) in total.iter_mut().zip(part) {
-                    // A target's first failure is its result; its other work is not counted.
-                    if let Ok(stats) = sum {
-                        match part {
-                            Ok(part) => *stats += part,
-                            Err(e) => *sum = Err(e),
-                        }
+        let mut work = work.buffer_unordered(at_once);
+        while let Some(part) = work.next().await {
+            for (sum, part) in total.iter_mut().zip(part) {
+                // A target's first failure is its result; its other work is not counted.
+                if let Ok(stats) = sum {
+                    match part {
+                        Ok(part) => *stats += part,
+                        Err(e) => *sum = Err(e),
                     }
                 }
-                total
-            })
-            .await
+            }
+            // Once every target has failed, the rest is not started: a missing child of an
+            // index of thousands costs the few fetched with it, not all of them.
+            if total.iter().all(Result::is_err) {
+                break;
+            }
+        }
+        total
     }
     .boxed()
 }

@@ -1,8 +1,11 @@
 //! OCI and Docker manifests: what a manifest references, read from its raw bytes.
 //!
-//! regmirror never re-serialises a manifest: the bytes pulled are the bytes pushed, so digests
-//! survive. This module only reads them to learn the media type (sent back as Content-Type)
-//! and the descriptors to copy first: an index's child manifests, an image's config and layers.
+//! regmirror never re-serialises a manifest it copies: the bytes pulled are the bytes pushed,
+//! so digests survive. The only manifests it writes are its own: the filtered index of chosen
+//! platforms ([`platform`]) and the referrers fallback index on a target without the referrers
+//! API; what they list is still copied byte for byte. This module reads manifests to learn the
+//! media type (sent back as Content-Type) and the descriptors to copy first: an index's child
+//! manifests, an image's config and layers.
 //! Artifacts (any config media type) are images to it. Docker schema 1 is refused.
 //!
 //! A manifest comes from a registry that may be hostile, so what it can make regmirror hold is

@@ -83,8 +83,8 @@ pub struct Layer {
     data: Bytes,
     /// Digest of `data`.
     digest: String,
-    /// Stands in for the digest of the uncompressed content in the config's
-    /// `rootfs.diff_ids` (random: registries and mirrors never check it).
+    /// The digest of the uncompressed content, for the config's `rootfs.diff_ids`: random
+    /// for [`Layer::random`] (registries and mirrors never check it), true for [`Layer::tar`].
     diff_id: String,
 }
 
@@ -101,6 +101,30 @@ impl Layer {
             digest: sha256_digest(&data),
             // Nothing checks diff_ids against content; hashing `raw` would only cost time.
             diff_id: sha256_digest(&rand::random::<[u8; 32]>()),
+            data,
+        }
+    }
+
+    /// A real layer: a tar archive of `files` (path, content), gzip-compressed, with its true
+    /// diff_id, for runtimes that unpack what they pull and check it (podman).
+    pub fn tar(files: &[(&str, &[u8])]) -> Layer {
+        let mut archive = tar::Builder::new(Vec::new());
+        for (path, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            archive
+                .append_data(&mut header, path, *content)
+                .expect("tar into memory");
+        }
+        let raw = archive.into_inner().expect("tar into memory");
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        std::io::Write::write_all(&mut encoder, &raw).expect("gzip into memory");
+        let data = Bytes::from(encoder.finish().expect("gzip into memory"));
+        Layer {
+            digest: sha256_digest(&data),
+            diff_id: sha256_digest(&raw),
             data,
         }
     }
