@@ -174,15 +174,14 @@ fn waiting(pause: &Pause, now: DateTime<Local>) -> String {
             secs(wait)
         ),
         (None, Some(wait)) => format!(
-            "{registry}: pull budget spent, next pull at {} at the latest (in {}), sooner if a \
-             free check (every {}) finds budget",
+            "{registry}: pull budget spent, next pull by {} (in {}), sooner if a check (every \
+             {}) finds budget",
             at(wait),
             secs(wait),
             secs(pause.checked_every)
         ),
         (None, None) => format!(
-            "{registry}: pull budget spent {} ago, next pull when a free check (every {}) finds \
-             budget",
+            "{registry}: pull budget spent {} ago, next pull when a check (every {}) finds budget",
             secs(pause.paused_for),
             secs(pause.checked_every)
         ),
@@ -244,12 +243,12 @@ mod tests {
         );
         assert_eq!(
             waiting(&pause(None, Some(7860)), noon),
-            "registry-1.docker.io: pull budget spent, next pull at 14:05 at the latest \
-             (in 2 h 11 min), sooner if a free check (every 10 min) finds budget"
+            "registry-1.docker.io: pull budget spent, next pull by 14:05 (in 2 h 11 min), sooner \
+             if a check (every 10 min) finds budget"
         );
         assert_eq!(
             waiting(&pause(None, None), noon),
-            "registry-1.docker.io: pull budget spent 2 min 5 s ago, next pull when a free check \
+            "registry-1.docker.io: pull budget spent 2 min 5 s ago, next pull when a check \
              (every 10 min) finds budget"
         );
     }
