@@ -17,8 +17,13 @@ mod bench;
 mod harness;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
 
-use bench::measure::{measure, regmirror_in, require_tools, skopeo, strings, Measured};
+use bench::measure::{
+    measure, process_cpu, regmirror_in, require_tools, skopeo, strings, Measured,
+};
 use bench::report::{
     exits, fmt_bytes, fmt_list, fmt_median_secs, fmt_mib, fmt_secs, median, publish, render_rows,
     rss_mib, secs, Row,
@@ -103,90 +108,205 @@ fn scenario_8_two_targets_from_one_pull() {
         check_complete(&a, &repo, tag).is_ok() && check_complete(&b, &repo, tag).is_ok()
     });
 
-    let (mut ones, mut twos) = (Vec::new(), Vec::new());
-    for round in 0..settings.rounds {
-        let run_one = || {
-            let t = Registry::start();
-            fan_run(source.host(), &refs, &[t.host()])
-        };
-        let run_two = || {
-            let (x, y) = (Registry::start(), Registry::start());
-            fan_run(source.host(), &refs, &[x.host(), y.host()])
-        };
-        if round % 2 == 0 {
-            ones.push(run_one());
-            twos.push(run_two());
-        } else {
-            twos.push(run_two());
-            ones.push(run_one());
+    // Timed rounds, each into fresh targets, one and two alternating: first with the source
+    // on this machine, then with the source across a network link, as an upstream is.
+    let remote = Proxy::start(source.host());
+    let link = Link::new(REMOTE_DELAY, REMOTE_BYTES_PER_SECOND);
+    remote.add_rule(move |_: &RequestInfo| Some(Action::Over(Arc::clone(&link))));
+    let mut timed = Vec::new();
+    for (via, delayed) in [(source.host(), false), (remote.host(), true)] {
+        let (mut one_runs, mut two_runs) = (Vec::new(), Vec::new());
+        for round in 0..settings.rounds {
+            let order: [usize; 2] = if round % 2 == 0 { [1, 2] } else { [2, 1] };
+            for count in order {
+                let run = timed_run(&source, via, &refs, count);
+                if count == 1 {
+                    one_runs.push(run);
+                } else {
+                    two_runs.push(run);
+                }
+            }
         }
+        timed.push((delayed, one_runs, two_runs));
     }
-    let (t1, t2) = (secs(&ones), secs(&twos));
-    let ratio = median(&t2).zip(median(&t1)).map(|(two, one)| two / one);
-    let all_ok = counted_one.ok()
-        && counted_two.ok()
-        && complete
-        && ones.iter().chain(&twos).all(Measured::ok);
+
+    let counted_ok = counted_one.ok() && counted_two.ok() && complete;
     let title = format!("8. {} two-platform images into two targets", refs.len());
-    let rows = vec![
-        Row {
-            scenario: &title,
+    let remote_link = format!(
+        "{} ms and {} away",
+        REMOTE_DELAY.as_millis(),
+        fmt_rate(REMOTE_BYTES_PER_SECOND)
+    );
+    let title_remote = format!("{title}, the source {remote_link}");
+    let mut rows = Vec::new();
+    for (delayed, one_runs, two_runs) in &timed {
+        let (t1, t2) = (secs_of(one_runs), secs_of(two_runs));
+        let ratio = median(&t2).zip(median(&t1)).map(|(two, one)| two / one);
+        let all_ok = counted_ok && one_runs.iter().chain(two_runs).all(|(m, _)| m.ok());
+        let scenario = if *delayed { &title_remote } else { &title };
+        rows.push(Row {
+            scenario,
             tool: "regmirror --once, one target",
             median: format!("{} wall", fmt_median_secs(&t1)),
             rounds: fmt_list(&t1, fmt_secs),
             ratio: "1".to_owned(),
             target: "",
             met: None,
-        },
-        Row {
-            scenario: &title,
+        });
+        rows.push(Row {
+            scenario,
             tool: "regmirror --once, two targets",
             median: format!("{} wall", fmt_median_secs(&t2)),
             rounds: fmt_list(&t2, fmt_secs),
             ratio: ratio.map_or("–".to_owned(), |r| format!("{r:.2} × one target")),
             target: "≤ 1.25 × one target",
             met: Some(all_ok && ratio.is_some_and(|r| r <= 1.25)),
-        },
-        Row {
-            scenario: &title,
-            tool: "regmirror --once, two targets",
-            median: format!(
-                "{} pulls, {} blob reads (one target: {}, {})",
-                two.pulls, two.blob_gets, one.pulls, one.blob_gets
-            ),
-            rounds: "counted round".to_owned(),
-            ratio: "–".to_owned(),
-            target: "the pulls of one target",
-            met: Some(two.pulls == one.pulls && two.blob_gets == one.blob_gets),
-        },
-    ];
+        });
+    }
+    rows.push(Row {
+        scenario: &title,
+        tool: "regmirror --once, two targets",
+        median: format!(
+            "{} pulls, {} blob reads (one target: {}, {})",
+            two.pulls, two.blob_gets, one.pulls, one.blob_gets
+        ),
+        rounds: "counted round".to_owned(),
+        ratio: "–".to_owned(),
+        target: "the pulls of one target",
+        met: Some(two.pulls == one.pulls && two.blob_gets == one.blob_gets),
+    });
     let mut section = format!(
         "## 8. Two targets from one pull\n\n{} images, each an index over two platforms with \
          three layers of {} (random), copied into one fresh target, then into two fresh targets \
-         at once (`targets = [a, b]`). {} timed rounds after one counted round through a proxy \
-         before the source.\n\n",
+         at once (`targets = [a, b]`). {} timed rounds of each after one counted round through \
+         a proxy before the source; then the same rounds with the source across a network \
+         link: a proxy before it waits {} ms before each answer and passes every answer's \
+         bytes through one shared {} wire. Every registry here shares this machine's cores; \
+         an upstream is elsewhere, and it is the time the source takes that the targets' work \
+         can overlap with. The proxies run in the benchmark's own process, whose CPU the table \
+         below does not count.\n\n",
         refs.len(),
         fmt_bytes(if settings.quick {
             64 * 1024
         } else {
             MIB as u64
         }),
-        settings.rounds
+        settings.rounds,
+        REMOTE_DELAY.as_millis(),
+        fmt_rate(REMOTE_BYTES_PER_SECOND)
     );
     section.push_str(&render_rows(&rows));
+    let rss = |runs: &[(Measured, Cpu)]| {
+        let measured: Vec<Measured> = runs.iter().map(|(m, _)| m.clone()).collect();
+        (
+            median(&rss_mib(&measured)).map_or("–".to_owned(), fmt_mib),
+            exits(&measured),
+        )
+    };
+    let (_, local_one, local_two) = &timed[0];
+    let ((rss_one, exits_one), (rss_two, exits_two)) = (rss(local_one), rss(local_two));
     writeln!(
         section,
-        "\nPeak RSS (median): one target {}, two targets {}; exit codes: {}, {}.\n",
-        median(&rss_mib(&ones)).map_or("–".to_owned(), fmt_mib),
-        median(&rss_mib(&twos)).map_or("–".to_owned(), fmt_mib),
-        exits(&ones),
-        exits(&twos)
+        "\nPeak RSS (median, source on this machine): one target {rss_one}, two targets \
+         {rss_two}; exit codes: {exits_one}, {exits_two}.\n",
     )
     .unwrap();
+    let cpus = |runs: &[(Measured, Cpu)]| -> Vec<Cpu> { runs.iter().map(|(_, c)| *c).collect() };
+    let (_, remote_one, remote_two) = &timed[1];
+    section.push_str(&cpu_table(&[
+        ("one target", &cpus(local_one)),
+        ("two targets", &cpus(local_two)),
+        (
+            &format!("one target, the source {remote_link}"),
+            &cpus(remote_one),
+        ),
+        (
+            &format!("two targets, the source {remote_link}"),
+            &cpus(remote_two),
+        ),
+    ]));
     if settings.quick {
         section.push_str("(BENCH_QUICK: reduced sizes.)\n");
     }
     publish(&section, &rows);
+}
+
+/// The link to the source in the second half of scenario 8: the wait before each answer (as
+/// in scenario 7), and the bandwidth all answers share (400 Mbit/s).
+const REMOTE_DELAY: Duration = Duration::from_millis(25);
+const REMOTE_BYTES_PER_SECOND: u64 = 50 * MIB as u64;
+
+/// A bandwidth as `50 MiB/s`.
+fn fmt_rate(bytes_per_second: u64) -> String {
+    format!("{}/s", fmt_bytes(bytes_per_second))
+}
+
+/// Wall times of timed runs, in seconds.
+fn secs_of(runs: &[(Measured, Cpu)]) -> Vec<f64> {
+    runs.iter().map(|(m, _)| m.took.as_secs_f64()).collect()
+}
+
+/// One timed run into `count` fresh targets, reading `source` through `via` (its own host or
+/// a proxy's), with where its CPU went.
+fn timed_run(source: &Registry, via: &str, refs: &[String], count: usize) -> (Measured, Cpu) {
+    let targets: Vec<Registry> = (0..count).map(|_| Registry::start()).collect();
+    let hosts: Vec<&str> = targets.iter().map(Registry::host).collect();
+    let before = process_cpu(source.pid());
+    let run = fan_run(via, refs, &hosts);
+    let cpu = Cpu {
+        regmirror: run.cpu.map_or(0.0, |d| d.as_secs_f64()),
+        source: (process_cpu(source.pid()) - before).as_secs_f64(),
+        targets: targets
+            .iter()
+            .map(|t| process_cpu(t.pid()).as_secs_f64())
+            .sum(),
+        wall: run.took.as_secs_f64(),
+    };
+    (run, cpu)
+}
+
+/// Where one timed run's CPU went, in seconds: regmirror, the source registry during the
+/// run, the target registries from their start (fresh for the run).
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    regmirror: f64,
+    source: f64,
+    targets: f64,
+    wall: f64,
+}
+
+impl Cpu {
+    /// The share of the machine's cores that the processes measured kept busy.
+    fn busy(&self) -> f64 {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        (self.regmirror + self.source + self.targets) / (cores * self.wall)
+    }
+}
+
+/// The CPU of each configuration's rounds (medians), and how busy that kept the machine.
+fn cpu_table(runs: &[(&str, &[Cpu])]) -> String {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let mut table = format!(
+        "Where the CPU went (medians of the timed rounds; each process's user + system CPU \
+         from `/proc/PID/stat`; busy is all of it over {cores} cores × wall time):\n\n\
+         | run | regmirror | source registry | target registries | busy |\n\
+         |---|---:|---:|---:|---:|\n"
+    );
+    for (name, cpus) in runs {
+        let pick = |f: fn(&Cpu) -> f64| -> Vec<f64> { cpus.iter().map(f).collect() };
+        let secs = |f: fn(&Cpu) -> f64| median(&pick(f)).map_or("–".to_owned(), fmt_secs);
+        writeln!(
+            table,
+            "| {name} | {} | {} | {} | {} |",
+            secs(|c| c.regmirror),
+            secs(|c| c.source),
+            secs(|c| c.targets),
+            median(&pick(Cpu::busy)).map_or("–".to_owned(), |b| format!("{:.0} %", b * 100.0))
+        )
+        .unwrap();
+    }
+    table.push('\n');
+    table
 }
 
 /// One way of copying the eight-platform index, measured.

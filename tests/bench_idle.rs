@@ -18,6 +18,8 @@ mod harness;
 
 use std::fmt::Write as _;
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -32,8 +34,31 @@ use harness::*;
 /// How long the idle daemon runs before its RSS is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(3);
 
-/// `VmRSS` and `VmHWM` of `pid`, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
+/// How the binary's own pages stand when the daemon starts. Most of an idle daemon's RSS is
+/// the executable's pages, and how many of them a start maps depends on the page cache: a
+/// binary read from disk is mapped a read-ahead window at a time, one just written is all in
+/// the cache already (in large folios, on kernels that make them) and is mapped in larger runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Start {
+    /// As at boot: the binary's pages are dropped from the page cache first
+    /// (`dd iflag=nocache count=0`, `posix_fadvise(DONTNEED)` on the whole file).
+    Cold,
+    /// A copy of the binary written just before it starts, every page of it cached.
+    JustCopied,
+}
+
+/// Memory of the idle daemon, in KiB, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss: u64,
+    hwm: u64,
+    /// Heap, stacks and relocated data: the process's own.
+    anon: u64,
+    /// Pages of the executable and libraries, shared with the page cache.
+    file: u64,
+}
+
+fn memory_kib(pid: u32) -> Memory {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
     let field = |name: &str| {
@@ -44,18 +69,46 @@ fn memory_kib(pid: u32) -> (u64, u64) {
             .and_then(|kib| kib.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    Memory {
+        rss: field("VmRSS:"),
+        hwm: field("VmHWM:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
 }
 
 /// Starts the daemon with one mirror scheduled far away, waits, reads its memory, stops it.
-fn idle_daemon(registry: &Registry) -> (u64, u64) {
+fn idle_daemon(registry: &Registry, start: Start) -> Memory {
     let sandbox = Sandbox::new();
     let path = sandbox.write_config(&format!(
         "[defaults]\ntarget = \"{host}/mirror\"\nschedule = \"0 3 1 1 *\"\n\
          run_on_start = false\n\n[[mirror]]\nsource = \"{host}/bench/app\"\ntags = [\"v1\"]\n",
         host = registry.host()
     ));
-    let mut daemon = regmirror_in(&sandbox).arg("--config").arg(path).start();
+    let measured = regmirror_in(&sandbox);
+    // A just-copied binary goes beside the measured one, on its filesystem (the sandbox may
+    // be a tmpfs, whose pages count as shared memory rather than file pages).
+    let copy = Path::new(measured.get_program()).with_file_name("regmirror-idle-copy");
+    let mut command = match start {
+        Start::Cold => {
+            let evicted = Command::new("dd")
+                .arg(format!("if={}", measured.get_program().to_string_lossy()))
+                .args(["of=/dev/null", "iflag=nocache", "count=0", "status=none"])
+                .status();
+            assert!(
+                evicted.is_ok_and(|s| s.success()),
+                "dd could not drop the binary from the page cache"
+            );
+            measured
+        }
+        Start::JustCopied => {
+            fs::copy(measured.get_program(), &copy).expect("copy the binary");
+            let mut command = harness::cli::sandboxed(Command::new(&copy), sandbox.path());
+            command.args(measured.get_args());
+            command
+        }
+    };
+    let mut daemon = command.arg("--config").arg(path).start();
     thread::sleep(IDLE_SETTLE);
     assert!(
         daemon.is_running(),
@@ -65,6 +118,9 @@ fn idle_daemon(registry: &Registry) -> (u64, u64) {
     let memory = memory_kib(daemon.pid());
     daemon.terminate();
     daemon.wait(Duration::from_secs(10)).assert_success();
+    if start == Start::JustCopied {
+        let _ = fs::remove_file(&copy);
+    }
     memory
 }
 
@@ -107,11 +163,15 @@ fn scenario_5_idle_daemon_and_check() {
     let registry = Registry::start();
     let rounds = settings.rounds.max(5);
 
-    let idle: Vec<(u64, u64)> = (0..settings.rounds)
-        .map(|_| idle_daemon(&registry))
-        .collect();
-    let idle_rss: Vec<f64> = idle.iter().map(|(rss, _)| *rss as f64 / 1024.0).collect();
-    let idle_hwm: Vec<f64> = idle.iter().map(|(_, hwm)| *hwm as f64 / 1024.0).collect();
+    let (mut cold, mut copied) = (Vec::new(), Vec::new());
+    for _ in 0..settings.rounds {
+        cold.push(idle_daemon(&registry, Start::Cold));
+        copied.push(idle_daemon(&registry, Start::JustCopied));
+    }
+    let mib = |runs: &[Memory], f: fn(&Memory) -> u64| -> Vec<f64> {
+        runs.iter().map(|m| f(m) as f64 / 1024.0).collect()
+    };
+    let idle_rss = mib(&cold, |m| m.rss);
     let idle_max = idle_rss.iter().cloned().fold(0.0, f64::max);
 
     let tags = settings.check_tags;
@@ -140,7 +200,7 @@ fn scenario_5_idle_daemon_and_check() {
     let title_idle = "5. idle daemon".to_owned();
     let mut rows = vec![Row {
         scenario: &title_idle,
-        tool: "regmirror (daemon)",
+        tool: "regmirror (daemon), started as at boot",
         median: format!("{} RSS", median(&idle_rss).map_or("–".to_owned(), fmt_mib)),
         rounds: fmt_list(&idle_rss, fmt_mib),
         ratio: "–".to_owned(),
@@ -169,7 +229,10 @@ fn scenario_5_idle_daemon_and_check() {
         "## 5. Idle daemon memory; `regmirror check` on {tags} tags\n\n\
          The idle daemon: `regmirror --config mirrors.toml` with one mirror of one tag, \
          `schedule = \"0 3 1 1 *\"` and `run_on_start = false`, no `[server]`; VmRSS from \
-         `/proc/<pid>/status` {} s after start, then SIGTERM (exit 0), {} rounds. `check`: \
+         `/proc/<pid>/status` {} s after start, then SIGTERM (exit 0), {} rounds. Started as \
+         at boot: the binary's pages dropped from the page cache first (`dd iflag=nocache \
+         count=0`), so the start reads it from disk as a service does after a reboot; just \
+         copied: a copy written a moment before, every page cached. `check`: \
          wall time of `regmirror check --config mirrors.toml` (stdout to a pipe), \
          `defaults.schedule = \"0 3 * * *\"` in `Europe/Berlin`, {rounds} runs per shape.\n",
         IDLE_SETTLE.as_secs(),
@@ -177,14 +240,24 @@ fn scenario_5_idle_daemon_and_check() {
     )
     .unwrap();
     section.push_str(&render_rows(&rows));
-    writeln!(
-        section,
-        "\n| measure | median | rounds |\n|---|---|---|\n\
-         | idle daemon, VmHWM (peak since start) | {} | {} |",
-        median(&idle_hwm).map_or("–".to_owned(), fmt_mib),
-        fmt_list(&idle_hwm, fmt_mib)
-    )
-    .unwrap();
+    section.push_str("\n| measure | median | rounds |\n|---|---|---|\n");
+    for (start, runs) in [("started as at boot", &cold), ("just copied", &copied)] {
+        for (what, f) in [
+            ("VmRSS", (|m| m.rss) as fn(&Memory) -> u64),
+            ("VmHWM (peak since start)", |m| m.hwm),
+            ("RssAnon (heap, stacks, relocated data)", |m| m.anon),
+            ("RssFile (the binary's and libraries' pages)", |m| m.file),
+        ] {
+            let values = mib(runs, f);
+            writeln!(
+                section,
+                "| idle daemon, {start}: {what} | {} | {} |",
+                median(&values).map_or("–".to_owned(), fmt_mib),
+                fmt_list(&values, fmt_mib)
+            )
+            .unwrap();
+        }
+    }
     for (shape, runs, problem) in &checks {
         writeln!(
             section,

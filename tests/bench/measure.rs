@@ -149,6 +149,25 @@ pub fn regmirror_in(sandbox: &Sandbox) -> Command {
     }
 }
 
+/// User plus system CPU that process `pid` has used so far (fields 14 and 15 of
+/// `/proc/PID/stat`, in clock ticks of `getconf CLK_TCK`).
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = &stat[stat.rfind(')').expect("a command name in /proc/PID/stat") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> u64 { fields[i - 3].parse().expect("a tick count") };
+    let per_second: u64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100);
+    Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / per_second as f64)
+}
+
 /// SIGKILLs the direct children of `pid` (all of them started by this test).
 fn kill_children_of(pid: u32) {
     let children =

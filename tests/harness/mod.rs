@@ -44,7 +44,7 @@ pub use hub::{
 #[allow(unused_imports)]
 pub use image::{sha256_digest, Flavor, Image, ImageBuilder, Layer, Pushed};
 #[allow(unused_imports)]
-pub use proxy::{Action, Answer, Holder, Logged, Proxy, RequestInfo, Rule};
+pub use proxy::{Action, Answer, Holder, Link, Logged, Proxy, RequestInfo, Rule};
 #[allow(unused_imports)]
 pub use registry::{Registry, RegistryOptions};
 #[allow(unused_imports)]

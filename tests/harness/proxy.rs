@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -181,9 +181,41 @@ pub enum Action {
     Hold(Gate),
     /// Wait this long, then forward: a registry farther away than loopback.
     Delay(Duration),
+    /// Forward over a network link: each answer starts after the link's delay, and every
+    /// answer given through the same [`Link`] shares its bandwidth.
+    Over(Arc<Link>),
     /// Forward, read the whole answer (small ones only: tag lists, manifests) and send the
     /// client what `edit` makes of it.
     Rewrite(Box<dyn FnOnce(Answer) -> Answer + Send>),
+}
+
+/// A network link between a registry and its clients, for [`Action::Over`]: a delay before
+/// each answer, and a bandwidth that answers' bodies share, byte by byte in the order they
+/// arrive, as on one wire.
+#[derive(Debug)]
+pub struct Link {
+    delay: Duration,
+    bytes_per_second: f64,
+    /// When the wire is next free.
+    free_at: Mutex<tokio::time::Instant>,
+}
+
+impl Link {
+    pub fn new(delay: Duration, bytes_per_second: u64) -> Arc<Link> {
+        Arc::new(Link {
+            delay,
+            bytes_per_second: bytes_per_second as f64,
+            free_at: Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    /// When `len` more bytes have crossed the link, reserving their time on it.
+    fn reserve(&self, len: usize) -> tokio::time::Instant {
+        let mut free_at = self.free_at.lock().unwrap();
+        let start = (*free_at).max(tokio::time::Instant::now());
+        *free_at = start + Duration::from_secs_f64(len as f64 / self.bytes_per_second);
+        *free_at
+    }
 }
 
 /// A whole answer, for [`Action::Rewrite`].
@@ -209,6 +241,7 @@ impl fmt::Debug for Action {
             Action::Disconnect => f.write_str("Disconnect"),
             Action::Hold(gate) => f.debug_tuple("Hold").field(gate).finish(),
             Action::Delay(d) => f.debug_tuple("Delay").field(d).finish(),
+            Action::Over(link) => f.debug_tuple("Over").field(link).finish(),
             Action::Rewrite(_) => f.write_str("Rewrite(..)"),
         }
     }
@@ -563,6 +596,14 @@ async fn handle(
             tokio::time::sleep(delay).await;
             forward(&shared, request, Edit::default()).await
         }
+        Action::Over(link) => {
+            tokio::time::sleep(link.delay).await;
+            let edit = Edit {
+                link: Some(link),
+                ..Edit::default()
+            };
+            forward(&shared, request, edit).await
+        }
         Action::Hold(Gate(state)) => {
             *state.arrived.lock().unwrap() = true;
             state.arrival.notify_all();
@@ -638,6 +679,8 @@ struct Edit {
     remove: Vec<String>,
     /// One body byte flipped.
     corrupt: bool,
+    /// The body paced to this link's bandwidth.
+    link: Option<Arc<Link>>,
 }
 
 /// Forwards `request`, then answers with what `edit` makes of the whole upstream answer.
@@ -738,5 +781,24 @@ async fn forward(
     } else {
         body.boxed()
     };
+    let body = match edit.link {
+        Some(link) => paced(body, link),
+        None => body,
+    };
     Ok(Response::from_parts(parts, body))
+}
+
+/// `body`, each frame of data handed on once its bytes have crossed `link`.
+fn paced(body: ProxyBody, link: Arc<Link>) -> ProxyBody {
+    let frames = futures_util::stream::unfold(body, move |mut body| {
+        let link = Arc::clone(&link);
+        async move {
+            let frame = body.frame().await?;
+            if let Some(data) = frame.as_ref().ok().and_then(|f| f.data_ref()) {
+                tokio::time::sleep_until(link.reserve(data.len())).await;
+            }
+            Some((frame, body))
+        }
+    });
+    StreamBody::new(frames).boxed()
 }

@@ -144,6 +144,11 @@ impl Registry {
         panic!("docker-registry failed to start {START_ATTEMPTS} times; last log:\n{last_log}");
     }
 
+    /// The registry process's id (benchmarks read its CPU time from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `127.0.0.1:PORT`, the form used in image references and URLs.
     pub fn host(&self) -> &str {
         &self.host
