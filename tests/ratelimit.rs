@@ -257,8 +257,8 @@ fn random_429s_are_outlasted_with_jittered_gaps() {
         refused.flaky >= 3,
         "the simulator refused too little to judge: {refused:?}"
     );
-    // Manifest and blob requests; not oci-client's `GET /v2/` version check, which it sends
-    // before each request to a registry that needs no token and does not retry.
+    // Manifest and blob requests: the once-per-registry `GET /v2/` is retried too, but on
+    // the backoff's first step only, too few gaps to judge the jitter by.
     let gaps = hub
         .log
         .retry_gaps_where(|s| s.path.contains("/manifests/") || s.path.contains("/blobs/"));
