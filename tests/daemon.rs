@@ -60,6 +60,13 @@ fn a_two_second_schedule_mirrors_an_image_and_follows_a_moved_tag() {
         count(&daemon, "run finished") >= unchanged_runs + 2
     });
     assert!(daemon.stderr().contains("unchanged"), "{}", daemon.stderr());
+    // Each line of a scheduled run names its mirror once.
+    let nested = daemon
+        .stderr()
+        .lines()
+        .find(|line| line.contains("run finished") && line.matches("mirror{").count() != 1)
+        .map(str::to_owned);
+    assert_eq!(nested, None, "{}", daemon.stderr());
 }
 
 #[test]

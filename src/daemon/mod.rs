@@ -504,7 +504,9 @@ impl Daemon {
         entry.running = true;
         drop(state);
         let (me, name) = (self.me.clone(), name.to_string());
-        let span = tracing::info_span!("mirror", mirror = %name);
+        // A root span: a run started by the mirror's timer would otherwise sit inside the
+        // timer's own `mirror` span, and every line would name the mirror twice.
+        let span = tracing::info_span!(parent: None, "mirror", mirror = %name);
         self.passes.spawn(
             async move {
                 let started = Utc::now();
