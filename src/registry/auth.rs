@@ -16,7 +16,7 @@ use oci_client::{Reference, RegistryOperation};
 use reqwest::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 
-use super::limits::{error_body, until, within, Deadlines};
+use super::limits::{until, within, Deadlines};
 use super::ratelimit::RateLimitInfo;
 use super::token::{self, Challenge};
 use super::{Failure, Registries, RegistryError};
@@ -99,14 +99,9 @@ impl AuthCache {
                 let retry_after =
                     RateLimitInfo::from_headers(response.headers(), std::time::SystemTime::now())
                         .retry_after;
-                let body = error_body(response).await;
-                let mut err = RegistryError::from_response(
-                    "authenticate to",
-                    host,
-                    status.as_u16(),
-                    &body,
-                    reach.plain_http,
-                );
+                let mut err =
+                    RegistryError::from_answer("authenticate to", host, response, reach.plain_http)
+                        .await;
                 err.retry_after = retry_after;
                 return Err(err);
             }

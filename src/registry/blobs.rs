@@ -22,7 +22,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 
 use super::error::StreamAbort;
-use super::limits::{error_body, human_bytes, read_body, stalled};
+use super::limits::{human_bytes, read_body, stalled};
 use super::{Failure, Registries, RegistryError};
 use crate::digest::{self, Digester};
 use crate::reference::{api_host, Repository};
@@ -46,8 +46,8 @@ impl Registries {
                 match response.status() {
                     s if s.is_success() => Ok(true),
                     StatusCode::NOT_FOUND => Ok(false),
-                    s => Err(self
-                        .refusal("HEAD blob", subject, repository, s, response)
+                    _ => Err(self
+                        .refusal("HEAD blob", subject, repository, response)
                         .await),
                 }
             };
@@ -78,7 +78,7 @@ impl Registries {
                 let status = response.status();
                 if !status.is_success() {
                     return Err(self
-                        .refusal("pull blob", subject, repository, status, response)
+                        .refusal("pull blob", subject, repository, response)
                         .await);
                 }
                 let body = read_body(response, cap, "a config blob")
@@ -213,9 +213,7 @@ impl Registries {
             .await?;
         let status = download.status();
         if !status.is_success() {
-            return Err(self
-                .refusal("pull blob", &subject, from, status, download)
-                .await);
+            return Err(self.refusal("pull blob", &subject, from, download).await);
         }
         if let Some(length) = download.content_length().filter(|&l| l != size) {
             return Err(RegistryError::with(
@@ -272,7 +270,7 @@ impl Registries {
             .map_err(|e| RegistryError::transport("copy blob", &subject, &e))?;
         let status = answer.status();
         if !status.is_success() {
-            return Err(self.refusal("push blob", &pushed, to, status, answer).await);
+            return Err(self.refusal("push blob", &pushed, to, answer).await);
         }
         Ok(size)
     }
@@ -290,9 +288,7 @@ impl Registries {
         let answer = |response: reqwest::Response| async {
             let status = response.status();
             if status != StatusCode::ACCEPTED {
-                return Err(self
-                    .refusal("push blob", &subject, to, status, response)
-                    .await);
+                return Err(self.refusal("push blob", &subject, to, response).await);
             }
             let location = response
                 .headers()
@@ -313,18 +309,16 @@ impl Registries {
             .await
     }
 
-    /// An error answer, read no further than its first 64 KiB.
+    /// An error answer from `repository`'s registry, read no further than its first 64 KiB.
     async fn refusal(
         &self,
         action: &'static str,
         subject: &str,
         repository: &Repository,
-        status: StatusCode,
         response: reqwest::Response,
     ) -> RegistryError {
         let plain_http = self.plain_http.contains(api_host(&repository.registry));
-        let body = error_body(response).await;
-        RegistryError::from_response(action, subject, status.as_u16(), &body, plain_http)
+        RegistryError::from_answer(action, subject, response, plain_http).await
     }
 
     fn blob_url(&self, repository: &Repository, digest: &str) -> String {

@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use crate::registry::limits::error_body;
 use crate::registry::waiting::secs;
 
 /// Registry error bodies can be whole HTML pages; keep messages to a line.
@@ -98,6 +99,20 @@ impl RegistryError {
         err: &reqwest::Error,
     ) -> Self {
         Self::with(action, subject, request_failure(err))
+    }
+
+    /// An error answer to a request regmirror made itself, read from `response`: its status,
+    /// and no more of its body than [`error_body`] reads. `plain_http` says the request went
+    /// without TLS.
+    pub(super) async fn from_answer(
+        action: &'static str,
+        subject: impl ToString,
+        response: reqwest::Response,
+        plain_http: bool,
+    ) -> Self {
+        let status = response.status().as_u16();
+        let body = error_body(response).await;
+        Self::from_response(action, subject, status, &body, plain_http)
     }
 
     /// An error answer to a request regmirror made itself: the status, and the registry's

@@ -12,7 +12,7 @@ use oci_client::RegistryOperation;
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
-use super::limits::{error_body, read_body, MAX_MANIFEST_BYTES};
+use super::limits::{read_body, MAX_MANIFEST_BYTES};
 use super::{Failure, Registries, RegistryError};
 use crate::digest;
 use crate::manifest;
@@ -92,9 +92,7 @@ impl Registries {
             if status == StatusCode::NOT_FOUND && reading {
                 return Ok(None);
             }
-            let body = error_body(response).await;
-            let err =
-                RegistryError::from_response(action, image, status.as_u16(), &body, plain_http);
+            let err = RegistryError::from_answer(action, image, response, plain_http).await;
             if err.is_not_found() && reading {
                 Ok(None)
             } else {

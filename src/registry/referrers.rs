@@ -12,7 +12,7 @@ use oci_client::{Reference, RegistryOperation};
 use reqwest::header::ACCEPT;
 use reqwest::StatusCode;
 
-use super::limits::{error_body, read_body, MAX_MANIFEST_BYTES};
+use super::limits::{read_body, MAX_MANIFEST_BYTES};
 use super::retry::retrying;
 use super::waiting::Waiter;
 use super::{Failure, Registries, RegistryError};
@@ -53,14 +53,9 @@ impl Registries {
                     return Ok(None);
                 }
                 if !status.is_success() {
-                    let body = error_body(response).await;
-                    return Err(RegistryError::from_response(
-                        ACTION,
-                        subject,
-                        status.as_u16(),
-                        &body,
-                        plain_http,
-                    ));
+                    return Err(
+                        RegistryError::from_answer(ACTION, subject, response, plain_http).await,
+                    );
                 }
                 let body = read_body(response, MAX_MANIFEST_BYTES, "a referrers index")
                     .await

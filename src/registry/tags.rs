@@ -21,7 +21,7 @@ use reqwest::header::{HeaderMap, ACCEPT, LINK};
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::limits::{error_body, read_body};
+use super::limits::read_body;
 use super::ratelimit::RateLimitInfo;
 use super::retry::retrying;
 use super::waiting::Waiter;
@@ -136,14 +136,9 @@ impl Registries {
             *retry_after_seen =
                 RateLimitInfo::from_headers(response.headers(), SystemTime::now()).retry_after;
             if !status.is_success() {
-                let body = error_body(response).await;
-                return Err(RegistryError::from_response(
-                    ACTION,
-                    subject,
-                    status.as_u16(),
-                    &body,
-                    plain_http,
-                ));
+                return Err(
+                    RegistryError::from_answer(ACTION, subject, response, plain_http).await,
+                );
             }
             let next = next_link(response.headers(), url);
             let body = read_body(response, MAX_PAGE_BYTES, "a tag list page")
