@@ -31,17 +31,6 @@ use bench::report::{
 use bench::{Settings, MIB};
 use harness::*;
 
-const EIGHT: &[&str] = &[
-    "linux/amd64",
-    "linux/arm64/v8",
-    "linux/arm/v7",
-    "linux/arm/v6",
-    "linux/386",
-    "linux/ppc64le",
-    "linux/s390x",
-    "linux/riscv64",
-];
-
 /// Source requests of one run: pulls, blob GETs, bytes of blobs served.
 #[derive(Debug, Default, Clone, Copy)]
 struct Read {
@@ -325,13 +314,13 @@ fn scenario_9_two_of_eight_platforms() {
     let source = Registry::start();
     let size = if settings.quick { 64 * 1024 } else { MIB };
     let image = ImageBuilder::new(Flavor::Oci)
-        .platforms(EIGHT)
+        .platforms(EIGHT_PLATFORMS)
         .layers(2, size)
         .build();
     image.push(&source, "bench/eight", "1");
     let per_platform = |platforms: &[&str]| -> u64 {
         image.blobs().iter().map(|(_, size)| *size).sum::<u64>() * platforms.len() as u64
-            / EIGHT.len() as u64
+            / EIGHT_PLATFORMS.len() as u64
     };
 
     let regmirror = |platforms: Option<&str>, source_host: &str, target: &str| {
@@ -371,12 +360,12 @@ fn scenario_9_two_of_eight_platforms() {
         (
             "regmirror, every platform",
             Box::new(|s, t| regmirror(None, s, t)),
-            per_platform(EIGHT),
+            per_platform(EIGHT_PLATFORMS),
         ),
         (
             "skopeo copy --multi-arch=all",
             Box::new(|s, t| skopeo_copy("all", s, t)),
-            per_platform(EIGHT),
+            per_platform(EIGHT_PLATFORMS),
         ),
         (
             "skopeo copy --multi-arch=system (one platform, no index)",

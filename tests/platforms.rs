@@ -5,17 +5,6 @@ mod harness;
 
 use harness::*;
 
-const EIGHT: &[&str] = &[
-    "linux/amd64",
-    "linux/arm64/v8",
-    "linux/arm/v7",
-    "linux/arm/v6",
-    "linux/386",
-    "linux/ppc64le",
-    "linux/s390x",
-    "linux/riscv64",
-];
-
 fn manifest_json(registry: &Registry, repo: &str, reference: &str) -> serde_json::Value {
     let (body, _) = get_manifest(registry, repo, reference).expect("manifest in the target");
     serde_json::from_slice(&body).expect("JSON manifest")
@@ -37,7 +26,7 @@ fn two_of_eight_platforms_make_an_index_the_registry_accepts_and_an_unchanged_re
     let source = Proxy::start(upstream.host());
     let target = Registry::start();
     let oci = ImageBuilder::new(Flavor::Oci)
-        .platforms(EIGHT)
+        .platforms(EIGHT_PLATFORMS)
         .layers(1, 1024)
         .build();
     let docker = ImageBuilder::new(Flavor::Docker)

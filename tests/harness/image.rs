@@ -437,6 +437,18 @@ fn config_json(platform: &str, layers: &[Layer]) -> Value {
     config
 }
 
+/// Eight platforms, about as many as the index of a widely used base image spans.
+pub const EIGHT_PLATFORMS: &[&str] = &[
+    "linux/amd64",
+    "linux/arm64/v8",
+    "linux/arm/v7",
+    "linux/arm/v6",
+    "linux/386",
+    "linux/ppc64le",
+    "linux/s390x",
+    "linux/riscv64",
+];
+
 impl Image {
     /// One manifest (linux/amd64) with `layers` random layers of `layer_size` bytes.
     pub fn single(flavor: Flavor, layers: usize, layer_size: usize) -> Image {
@@ -477,21 +489,7 @@ impl Image {
                 "annotations": { "org.opencontainers.image.title": "data.bin" },
             }],
         });
-        let blobs = vec![
-            Blob {
-                digest: sha256_digest(&config),
-                data: config,
-            },
-            Blob {
-                digest: sha256_digest(&data),
-                data,
-            },
-        ];
-        Image {
-            top: Manifest::new(OCI_MANIFEST, &value, None),
-            children: Vec::new(),
-            blobs,
-        }
+        Image::one_oci_manifest(&value, [config, data])
     }
 
     /// An OCI 1.1 artifact that refers to `subject` (its top manifest, or `child` of it): a
@@ -524,20 +522,21 @@ impl Image {
             }],
             "subject": subject,
         });
-        let blobs = vec![
-            Blob {
-                digest: sha256_digest(&empty),
-                data: empty,
-            },
-            Blob {
-                digest: sha256_digest(&data),
-                data,
-            },
-        ];
+        Image::one_oci_manifest(&value, [empty, data])
+    }
+
+    /// An image of one OCI manifest, `value`, and the blobs it names.
+    fn one_oci_manifest(value: &serde_json::Value, blobs: [Bytes; 2]) -> Image {
         Image {
-            top: Manifest::new(OCI_MANIFEST, &value, None),
+            top: Manifest::new(OCI_MANIFEST, value, None),
             children: Vec::new(),
-            blobs,
+            blobs: blobs
+                .into_iter()
+                .map(|data| Blob {
+                    digest: sha256_digest(&data),
+                    data,
+                })
+                .collect(),
         }
     }
 

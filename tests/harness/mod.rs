@@ -42,7 +42,7 @@ pub use hub::{
     BearerAuth, HeaderStyle, PullLimit, PullLimitOptions, PullLog, Refused, RetryAfter, Verdict,
 };
 #[allow(unused_imports)]
-pub use image::{sha256_digest, Flavor, Image, ImageBuilder, Layer, Pushed};
+pub use image::{sha256_digest, Flavor, Image, ImageBuilder, Layer, Pushed, EIGHT_PLATFORMS};
 #[allow(unused_imports)]
 pub use proxy::{Action, Answer, Holder, Link, Logged, Proxy, RequestInfo, Rule};
 #[allow(unused_imports)]
