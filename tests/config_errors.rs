@@ -917,3 +917,35 @@ fn a_target_written_as_a_url_gets_a_hint() {
     run.assert_code(2);
     assert!(run.stderr.contains("write `r.io/m`"), "{}", run.output());
 }
+
+/// The README's annotated mirrors.toml is a config `check` accepts: a key renamed in the code
+/// and not in the README (or the other way round) fails here.
+#[test]
+fn the_readme_example_config_passes_check() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let section = readme
+        .split_once("\n## mirrors.toml\n")
+        .expect("a mirrors.toml section in the README")
+        .1;
+    let example = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("a toml block in the mirrors.toml section")
+        .0
+        // The README elides the digest; any well-formed one will do.
+        .replace("sha256:…", &format!("sha256:{}", "0".repeat(64)));
+    let sandbox = Sandbox::new();
+    let path = sandbox.write_config(&example);
+    let run = sandbox
+        .regmirror()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .env("DOCKERHUB_USERNAME", "someone")
+        .env("DOCKERHUB_TOKEN", "dckr_pat_example")
+        .env("REGMIRROR_SYNC_TOKEN", "example")
+        .run();
+    run.assert_success();
+    assert!(run.stdout.contains(" in 5 mirrors"), "{}", run.output());
+}
