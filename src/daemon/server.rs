@@ -8,8 +8,8 @@
 //!   `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with server.webhook_secret>`,
 //!   so a registry's package webhook can start a sync the moment an image is pushed. Both
 //!   are compared in constant time. With neither configured the route answers 403. Without
-//!   `?mirror=`, a GitHub `package` event ([`crate::daemon::webhook`]) runs the mirrors
-//!   whose source is that package, and 404s with the reason when none is.
+//!   `?mirror=`, a GitHub `package` or `registry_package` event ([`crate::daemon::webhook`])
+//!   runs the mirrors whose source is that package, and 404s with the reason when none is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,21 +116,23 @@ async fn sync(
             )
                 .into_response()
         }
-        (None, Some("package")) => match webhook::package_event(&config, &body) {
-            Verdict::Run(names) => {
-                info!(mirrors = ?names, "package webhook");
-                names
+        (None, Some(event)) if webhook::PACKAGE_EVENTS.contains(&event) => {
+            match webhook::package_event(&config, event, &body) {
+                Verdict::Run(names) => {
+                    info!(mirrors = ?names, "package webhook");
+                    names
+                }
+                Verdict::Ignore(why) => {
+                    return (StatusCode::OK, Json(json!({"started": [], "ignored": why})))
+                        .into_response()
+                }
+                Verdict::NoMatch(why) => return error(StatusCode::NOT_FOUND, &why),
+                Verdict::Malformed(why) => return error(StatusCode::BAD_REQUEST, &why),
             }
-            Verdict::Ignore(why) => {
-                return (StatusCode::OK, Json(json!({"started": [], "ignored": why})))
-                    .into_response()
-            }
-            Verdict::NoMatch(why) => return error(StatusCode::NOT_FOUND, &why),
-            Verdict::Malformed(why) => return error(StatusCode::BAD_REQUEST, &why),
-        },
+        }
         (None, Some(other)) => {
             let why = format!(
-                "GitHub event {other:?} is not acted on: regmirror runs mirrors on package events"
+                "GitHub event {other:?} is not acted on: regmirror runs mirrors on package and registry_package events"
             );
             return (StatusCode::OK, Json(json!({"started": [], "ignored": why}))).into_response();
         }
