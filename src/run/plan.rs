@@ -114,7 +114,8 @@ impl Runner {
 }
 
 /// The jobs of the tags `listing` offers that `mirror`'s rules select; problems (nothing
-/// selected, names that are not tags) go into `plan`.
+/// selected, tags that make no valid reference) go into `plan`. Names the listing left out
+/// as not tags are warned of.
 fn select(
     mirror: &Mirror,
     index: usize,
@@ -136,6 +137,17 @@ fn select(
         }
     }
     let repository = selection.source.repo();
+    if listing.left_out.count > 0 {
+        // Not tags, so nothing the rules could have mirrored: said, not failed.
+        warn!(
+            mirror = %mirror.name,
+            left_out = listing.left_out.count,
+            "{}: {repository} lists {} names that are not valid tags, left out: {}",
+            mirror.name,
+            listing.left_out.count,
+            listing.left_out
+        );
+    }
     info!(
         mirror = %mirror.name,
         listed = listing.tags.len(),
