@@ -411,6 +411,68 @@ fn names_that_are_not_tags_are_left_out_with_a_warning_that_quotes_a_few_clipped
 }
 
 #[test]
+fn a_listing_of_slow_pages_fails_within_its_overall_deadline() {
+    // Each page comes in 2 s, inside the 3 s that max_wait leaves a request: before the
+    // listing had a deadline of its own, this one went on for 2,000 pages.
+    let hostile = Hostile::start(move |request, _| {
+        if request.endpoint() != harness::proxy::Endpoint::Tags {
+            return Content::default().reply(request);
+        }
+        let names = [format!("p{}", page_of(request))];
+        endless_page(request, &names, |bytes| {
+            let every = Duration::from_secs(2) / bytes.len() as u32;
+            Body::Dribble { bytes, every }
+        })
+    });
+    let mirror = format!(
+        "[rate_limit]\nmax_wait = \"3s\"\n[[mirror]]\nsource = \"{}/slow/app\"\ninclude = [\".*\"]\n",
+        hostile.host()
+    );
+    let started = Instant::now();
+    let (run, _) = run_expecting(&[], &mirror, 1);
+    eprintln!("took {:?}", started.elapsed());
+    let line = failure(&run, "slow/app");
+    assert!(
+        line.contains("stopped: the listing took longer than its overall deadline of 12.0 s (4 × max_wait, at least 10.0 s)"),
+        "{line}"
+    );
+    let pages = hostile.count(|r| r.endpoint() == harness::proxy::Endpoint::Tags);
+    assert!((5..=7).contains(&pages), "{pages} pages");
+}
+
+#[test]
+fn an_index_of_slow_children_fails_within_the_image_deadline_and_moves_no_tag() {
+    // Forty children, each answered in 2 s (inside the 3 s a request may take), four at a
+    // time: 20 s of child manifests, more than the image's 12 s.
+    let platforms: Vec<String> = (0..40).map(|i| format!("linux/arch{i}")).collect();
+    let platforms: Vec<&str> = platforms.iter().map(String::as_str).collect();
+    let image = Image::multi_arch(Flavor::Oci, &platforms, 1, 256);
+    let source = Registry::start();
+    image.push(&source, "slow/index", "1");
+    let top = image.digest().to_string();
+    let proxy = Proxy::start(source.host());
+    proxy.add_rule(move |request: &RequestInfo| {
+        let child = request.is_manifest_get() && request.reference().starts_with("sha256:");
+        (child && request.reference() != top).then(|| Action::Delay(Duration::from_secs(2)))
+    });
+
+    let started = Instant::now();
+    let (run, target) = run_among(
+        &[format!("{}/slow/index:1", proxy.host())],
+        "[rate_limit]\nmax_wait = \"3s\"\n",
+    );
+    eprintln!("took {:?}", started.elapsed());
+    let line = failure(&run, "/slow/index:1");
+    assert!(
+        line.contains("stopped: the image took longer than its overall deadline of 12.0 s"),
+        "{line}"
+    );
+    let children = proxy.count(|r| r.is_manifest_get()) - 1;
+    assert!(children < 40, "{children} children pulled");
+    assert!(tags(&target, "slow/index").is_empty());
+}
+
+#[test]
 fn absurd_rate_limit_values_fail_their_image_without_a_panic() {
     let image = Image::single(Flavor::Oci, 1, 1024);
     let content = Content::default()
