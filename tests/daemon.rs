@@ -391,7 +391,7 @@ fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
     let mirror = format!("{}/app:1", source.host());
     let body = r#"{"action":"published","package":{"name":"app"}}"#;
     let sign = |secret: &str| {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -624,7 +624,7 @@ fn a_github_package_event_runs_the_mirrors_whose_source_is_that_package() {
     let mut daemon = sandbox.regmirror().start();
     let base = format!("http://{}", server_address(&mut daemon));
     let deliver = |event: &str, body: &str| {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook").unwrap();
         mac.update(body.as_bytes());
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
