@@ -157,27 +157,16 @@ fn status(tally: &Tally, pass: &Pass, pauses: &[Pause], now: DateTime<Local>) ->
 /// One paused registry, said plainly:
 /// `registry-1.docker.io: pull budget spent, next pull at 14:05 (in 2 h 11 min)`.
 fn waiting(pause: &Pause, now: DateTime<Local>) -> String {
-    let at = |wait: Duration| {
-        let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
-        // Seconds matter only when the wait is short.
-        if wait < Duration::from_secs(600) {
-            at.format("%H:%M:%S").to_string()
-        } else {
-            at.format("%H:%M").to_string()
-        }
-    };
     let registry = &pause.registry;
     match (pause.resumes_in, pause.at_the_latest_in) {
         (Some(wait), _) => format!(
-            "{registry}: pull budget spent, next pull at {} (in {})",
-            at(wait),
-            secs(wait)
+            "{registry}: pull budget spent, next pull {}",
+            when("at", wait, now)
         ),
         (None, Some(wait)) => format!(
-            "{registry}: pull budget spent, next pull by {} (in {}), sooner if a check (every \
-             {}) finds budget",
-            at(wait),
-            secs(wait),
+            "{registry}: pull budget spent, next pull {}, sooner if a check (every {}) finds \
+             budget",
+            when("by", wait, now),
             secs(pause.checked_every)
         ),
         (None, None) => format!(
@@ -185,6 +174,26 @@ fn waiting(pause: &Pause, now: DateTime<Local>) -> String {
             secs(pause.paused_for),
             secs(pause.checked_every)
         ),
+    }
+}
+
+/// `at 14:05 (in 2 h 11 min)`: the time of day `wait` from `now`, or only `in …` for a wait
+/// no clock can add (the parser caps what a registry announces; this does not rely on it).
+fn when(preposition: &str, wait: Duration, now: DateTime<Local>) -> String {
+    let at = chrono::TimeDelta::from_std(wait)
+        .ok()
+        .and_then(|wait| now.checked_add_signed(wait));
+    match at {
+        // Seconds matter only when the wait is short.
+        Some(at) if wait < Duration::from_secs(600) => {
+            format!(
+                "{preposition} {} (in {})",
+                at.format("%H:%M:%S"),
+                secs(wait)
+            )
+        }
+        Some(at) => format!("{preposition} {} (in {})", at.format("%H:%M"), secs(wait)),
+        None => format!("in {}", secs(wait)),
     }
 }
 
@@ -250,6 +259,32 @@ mod tests {
             waiting(&pause(None, None), noon),
             "registry-1.docker.io: pull budget spent 2 min 5 s ago, next pull when a check \
              (every 10 min) finds budget"
+        );
+    }
+
+    #[test]
+    fn a_wait_no_clock_can_add_is_said_without_a_time_of_day() {
+        // What `ratelimit-remaining: 0;w=10000000000000` made of the view before windows were
+        // capped: `DateTime + TimeDelta overflowed`.
+        let noon = Local.with_ymd_and_hms(2026, 11, 26, 11, 54, 0).unwrap();
+        let absurd = 10_000_000_000_000;
+        assert_eq!(
+            waiting(&pause(None, Some(absurd)), noon),
+            "registry-1.docker.io: pull budget spent, next pull in 2777777777 h 46 min, sooner \
+             if a check (every 10 min) finds budget"
+        );
+        assert_eq!(
+            waiting(&pause(Some(u64::MAX), None), noon),
+            format!(
+                "registry-1.docker.io: pull budget spent, next pull in {}",
+                secs(Duration::from_secs(u64::MAX))
+            )
+        );
+        let week = crate::registry::ratelimit::MAX_WINDOW.as_secs();
+        assert_eq!(
+            waiting(&pause(None, Some(week)), noon),
+            "registry-1.docker.io: pull budget spent, next pull by 11:54 (in 168 h), sooner if a \
+             check (every 10 min) finds budget"
         );
     }
 }

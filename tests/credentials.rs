@@ -524,18 +524,21 @@ fn asked(sandbox: &Sandbox, name: &str) -> String {
     std::fs::read_to_string(sandbox.path().join(format!("{name}.asked"))).unwrap_or_default()
 }
 
-/// `regmirror --once` with the sandbox's `bin/` first on `PATH`.
-fn once_with_helpers(sandbox: &Sandbox) -> Run {
+/// `regmirror --once -vv` with the sandbox's `bin/` first on `PATH`.
+fn once_with_helpers_command(sandbox: &Sandbox) -> std::process::Command {
     let path = format!(
         "{}:{}",
         sandbox.path().join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    sandbox
-        .regmirror()
-        .args(["--once", "-vv"])
-        .env("PATH", path)
-        .run()
+    let mut command = sandbox.regmirror();
+    command.args(["--once", "-vv"]).env("PATH", path);
+    command
+}
+
+/// `regmirror --once` with the sandbox's `bin/` first on `PATH`, run to its end.
+fn once_with_helpers(sandbox: &Sandbox) -> Run {
+    once_with_helpers_command(sandbox).run()
 }
 
 #[test]
@@ -800,4 +803,108 @@ fn docker_hubs_login_goes_to_its_endpoint_only_when_the_section_says_so() {
         "{seen:?}"
     );
     assert_no_secret(&run, &[(SOURCE_USER, SOURCE_PASSWORD)]);
+}
+
+#[test]
+fn a_hung_helper_holds_up_only_its_own_registry_and_its_failure_is_remembered() {
+    let target = Registry::start();
+    let hung_registry = Registry::start();
+    let quick_registry = Registry::start();
+    for repo in ["a", "b"] {
+        Image::single(Flavor::Oci, 1, 1024).push(&hung_registry, repo, "1");
+    }
+    Image::single(Flavor::Oci, 1, 1024).push(&quick_registry, "c", "1");
+    let sandbox = Sandbox::new();
+    // One helper hangs until the test lets it go, then fails; the other answers at once, but
+    // only once the hung one is running, so that the hung one is always first in line. (Each
+    // gives up waiting after 40 s, so that none outlives a failed test.)
+    let until = |file: &std::path::Path| {
+        format!(
+            "i=0\nwhile [ ! -e '{}' ] && [ $i -lt 800 ]; do sleep 0.05; i=$((i+1)); done",
+            file.display()
+        )
+    };
+    let release = sandbox.path().join("release");
+    helper(
+        &sandbox,
+        "hung",
+        &format!(
+            "{}\necho 'the keychain is locked' >&2\nexit 1",
+            until(&release)
+        ),
+    );
+    let hung_asked = sandbox.path().join("hung.asked");
+    helper(
+        &sandbox,
+        "quick",
+        &format!(
+            "{}\n{}",
+            until(&hung_asked),
+            knowing(quick_registry.host(), "u", "p")
+        ),
+    );
+    sandbox.write_docker_config(&format!(
+        r#"{{"credHelpers": {{"{}": "hung", "{}": "quick"}}}}"#,
+        hung_registry.host(),
+        quick_registry.host()
+    ));
+    sandbox.write_config(&format!(
+        "images = [\"{hung}/a:1\", \"{hung}/b:1\", \"{quick}/c:1\"]\n[defaults]\ntarget = \"{}\"\n\
+         concurrency = 4\n",
+        target.host(),
+        hung = hung_registry.host(),
+        quick = quick_registry.host(),
+    ));
+
+    let started = std::time::Instant::now();
+    let mut pass = once_with_helpers_command(&sandbox).start();
+    // The quick registry's image is mirrored while the other helper still hangs (before: it
+    // waited behind the hung helper, twice, for its 30 s deadline each time).
+    let quick_done = format!("{}/c:1", quick_registry.host());
+    let finished = loop {
+        let log = pass.stderr();
+        if log
+            .lines()
+            .any(|l| l.contains(&quick_done) && l.contains("mirrored"))
+        {
+            break true;
+        }
+        if !pass.is_running() || started.elapsed() > std::time::Duration::from_secs(20) {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    assert!(
+        finished,
+        "the quick registry's image waited for the hung helper\n{}",
+        pass.stderr()
+    );
+    eprintln!("the quick registry's image was mirrored {took:?} after the start, the other helper hanging");
+    assert_eq!(
+        asked(&sandbox, "hung"),
+        format!("{}\n", hung_registry.host())
+    );
+    assert!(!release.exists());
+
+    std::fs::write(&release, "").unwrap();
+    let run = pass.wait(std::time::Duration::from_secs(60));
+    run.assert_code(1);
+    run.assert_summary("mirrored 1, unchanged 0, failed 2");
+    let failed = run.failed_lines();
+    assert_eq!(failed.len(), 2, "{}", run.output());
+    for line in failed {
+        assert!(line.contains("docker-credential-hung"), "{line}");
+        assert!(line.contains("the keychain is locked"), "{line}");
+    }
+    // Both images of the hung registry failed on one run of its helper: the second was given
+    // the first's failure rather than run it again.
+    assert_eq!(
+        asked(&sandbox, "hung"),
+        format!("{}\n", hung_registry.host())
+    );
+    assert_eq!(
+        asked(&sandbox, "quick"),
+        format!("{}\n", quick_registry.host())
+    );
 }

@@ -391,7 +391,7 @@ fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
     let mirror = format!("{}/app:1", source.host());
     let body = r#"{"action":"published","package":{"name":"app"}}"#;
     let sign = |secret: &str| {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))

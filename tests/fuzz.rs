@@ -154,6 +154,7 @@ proptest! {
                 prop::collection::vec(any::<u8>(), 0..80),
                 "[0-9;=, wqrt\"a-z-]{0,40}".prop_map(String::into_bytes),
                 any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+                (any::<u64>(), any::<u64>()).prop_map(|(n, w)| format!("{n};w={w}").into_bytes()),
             ],
         ), 0..12),
         now in 0u64..=u64::from(u32::MAX) * 4,
@@ -169,9 +170,15 @@ proptest! {
         let day = Duration::from_secs(24 * 60 * 60);
         prop_assert!(info.reset.is_none_or(|r| r <= day));
         prop_assert!(info.retry_after.is_none_or(|r| r <= day));
+        prop_assert!(info.window.is_none_or(|w| !w.is_zero() && w <= day * 7));
         // What the budget does with it: instants a reset away must be representable.
         if let Some(reset) = info.reset {
             prop_assert!(std::time::Instant::now().checked_add(reset).is_some());
+        }
+        // ... and what the progress view does: a time of day a window away.
+        if let Some(window) = info.window {
+            let window = chrono::TimeDelta::from_std(window).unwrap();
+            prop_assert!(chrono::Local::now().checked_add_signed(window).is_some());
         }
     }
 }

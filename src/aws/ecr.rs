@@ -34,6 +34,9 @@ const RENEW_MARGIN: Duration = Duration::from_secs(30 * 60);
 const RENEW_FRACTION: u32 = 4;
 /// A token that looks expired on arrival (a skewed clock) is used this long before asking again.
 const EXPIRED_ON_ARRIVAL_REUSE: Duration = Duration::from_secs(60);
+/// The longest a token is believed valid (ECR's last 12 hours): an absurd `expiresAt` is
+/// taken as this, so adding it to the clock cannot overflow.
+const MAX_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What an ECR registry's host name says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +135,7 @@ pub fn renew_after(valid_for: Duration) -> Duration {
     if valid_for.is_zero() {
         return EXPIRED_ON_ARRIVAL_REUSE;
     }
+    let valid_for = valid_for.min(MAX_VALIDITY);
     valid_for - RENEW_MARGIN.min(valid_for / RENEW_FRACTION)
 }
 
@@ -471,6 +475,10 @@ mod tests {
         assert_eq!(renew_after(hours(1)), Duration::from_secs(45 * 60));
         // Expired on arrival: used briefly, not fetched in a loop.
         assert_eq!(renew_after(Duration::ZERO), EXPIRED_ON_ARRIVAL_REUSE);
+        // An expiry in the year 292 billion: a day, which any clock can add.
+        let absurd = renew_after(Duration::from_secs(i64::MAX as u64));
+        assert_eq!(absurd, MAX_VALIDITY - RENEW_MARGIN);
+        assert!(std::time::Instant::now().checked_add(absurd).is_some());
     }
 
     fn token(password: &str) -> Credentials {

@@ -14,10 +14,13 @@
 //!
 //! Helpers run when a registry is first used, each under a deadline and with their output
 //! bounded; what they answer is kept for [`HELPER_TTL`], so a pass asks once per registry and
-//! a long-running daemon picks up renewed credentials.
+//! a long-running daemon picks up renewed credentials. A failure is kept for
+//! [`HELPER_FAILURE_TTL`], so a broken helper is not run again for every image. Runs are
+//! serialised per helper and server URL only: one hung helper delays no other registry.
 
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -30,6 +33,11 @@ use crate::reference::DOCKER_HUB;
 pub const HELPER_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a helper's answer is used before it is asked again.
 pub const HELPER_TTL: Duration = Duration::from_secs(5 * 60);
+/// How long a helper's failure is given as the answer before it is run again: longer than
+/// [`HELPER_DEADLINE`], so images queued behind a hung helper fail with its error instead of
+/// each waiting out the deadline again; short enough that a keychain unlocked or a helper
+/// installed is noticed within a minute.
+pub const HELPER_FAILURE_TTL: Duration = Duration::from_secs(60);
 /// The most of a helper's output read.
 const MAX_OUTPUT: u64 = 64 * 1024;
 /// What helpers print when they hold nothing for a registry.
@@ -195,29 +203,44 @@ fn first_line(text: &str) -> String {
     }
 }
 
-/// A helper's answer and when it was given.
-type Answered = (Instant, Option<Credentials>);
+/// A helper's answer, or its failure, and when it was given.
+type Answered = (Instant, Result<Option<Credentials>, HelperError>);
 
-/// What helpers answered, kept for [`HELPER_TTL`]; one run at a time per helper and registry.
+/// One (helper, server URL)'s last answer; its lock is held while the helper runs.
+type Slot = Arc<tokio::sync::Mutex<Option<Answered>>>;
+
+/// What helpers answered: an answer kept for [`HELPER_TTL`], a failure for
+/// [`HELPER_FAILURE_TTL`]. One run at a time per helper and server URL, and only per those: a
+/// helper that hangs for one registry holds up only the images of that registry, never a
+/// login to another.
 #[derive(Debug, Default)]
 pub struct HelperLogins {
-    /// By (helper name, server URL).
-    answers: tokio::sync::Mutex<HashMap<(String, String), Answered>>,
+    /// By (helper name, server URL); held only to find or add a slot, never across a run.
+    slots: std::sync::Mutex<HashMap<(String, String), Slot>>,
 }
 
 impl HelperLogins {
-    /// `helper`'s credentials, from its last answer if that is recent enough.
+    /// `helper`'s credentials, or its failure, from its last answer if that is recent enough.
     pub async fn get(&self, helper: &Helper) -> Result<Option<Credentials>, HelperError> {
-        let key = (helper.name.clone(), helper.server_url.clone());
-        // Held while the helper runs, so concurrent images ask it once.
-        let mut answers = self.answers.lock().await;
-        if let Some((at, credentials)) = answers.get(&key) {
-            if at.elapsed() < HELPER_TTL {
-                return Ok(credentials.clone());
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (helper.name.clone(), helper.server_url.clone());
+            slots.entry(key).or_default().clone()
+        };
+        // Held while the helper runs, so concurrent images of this registry ask it once and
+        // those queued behind a failure read it rather than run the helper again.
+        let mut last = slot.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            let kept_for = match answer {
+                Ok(_) => HELPER_TTL,
+                Err(_) => HELPER_FAILURE_TTL,
+            };
+            if at.elapsed() < kept_for {
+                return answer.clone();
             }
         }
-        let credentials = helper.get().await?;
-        answers.insert(key, (Instant::now(), credentials.clone()));
-        Ok(credentials)
+        let answer = helper.get().await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 }

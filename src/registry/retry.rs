@@ -4,15 +4,17 @@
 //! What is retried is decided by the error's type ([`RegistryError::is_retryable`]): 429s,
 //! 5xx, timeouts and broken connections. Everything else fails at once. The time a stalled
 //! request took before it was cut off counts against `max_wait` like a wait, so a registry
-//! that stalls every answer fails the image within `max_wait` too. The schedule comes
-//! from the `backoff` crate: 1 s, then doubling up to 2 min, each interval randomised by ±50 %
-//! so that many clients refused at the same moment do not come back at the same moment.
+//! that stalls every answer fails the image within `max_wait` too. The schedule: 1 s, then
+//! doubling up to 2 min, each interval randomised by ±50 % so that many clients refused at the
+//! same moment do not come back at the same moment.
+//!
+//! The schedule is the few lines below rather than a crate: the `backoff` crate that served
+//! it is unmaintained (RUSTSEC-2025-0012) and brought `instant` (RUSTSEC-2024-0384), and
+//! `backon`'s jitter only adds, where this policy spreads both ways. `fastrand` draws the
+//! jitter (no need for a cryptographic generator to spread retries).
 
 use std::future::Future;
 use std::time::Duration;
-
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoffBuilder;
 
 use crate::registry::waiting::{secs, Waiter};
 use crate::registry::{Failure, RegistryError};
@@ -28,37 +30,43 @@ const UNREACHABLE_ATTEMPTS: usize = 3;
 /// then fails: a reference that is really missing would never appear.
 const SETTLE_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
 
+/// One operation's backoff: each interval jittered, the next one twice as long, up to
+/// [`MAX_INTERVAL`]. There is no overall limit here: that is the image's max_wait, enforced by
+/// its [`Waiter`] across all its waits.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The next interval, before jitter.
+    next: Duration,
+}
+
+impl Schedule {
+    /// The next interval to wait, jittered.
+    fn next_interval(&mut self) -> Duration {
+        let interval = jittered(self.next);
+        self.next = (self.next * 2).min(MAX_INTERVAL);
+        interval
+    }
+}
+
 /// A fresh backoff schedule for one operation.
-pub fn schedule() -> impl Backoff {
-    ExponentialBackoffBuilder::new()
-        .with_initial_interval(FIRST_INTERVAL)
-        .with_randomization_factor(JITTER)
-        .with_multiplier(2.0)
-        .with_max_interval(MAX_INTERVAL)
-        // The limit is the image's max_wait, enforced by its Waiter across all its waits.
-        .with_max_elapsed_time(None)
-        .build()
+pub fn schedule() -> Schedule {
+    Schedule {
+        next: FIRST_INTERVAL,
+    }
 }
 
 /// `base`, randomised by ±50 % through the same jitter as the retry schedule: how often a
 /// paused registry is probed.
 pub fn jittered(base: Duration) -> Duration {
-    ExponentialBackoffBuilder::new()
-        .with_initial_interval(base)
-        .with_randomization_factor(JITTER)
-        .with_multiplier(1.0)
-        .with_max_interval(base)
-        .with_max_elapsed_time(None)
-        .build()
-        .next_backoff()
-        .unwrap_or(base)
+    base.mul_f64(1.0 - JITTER + 2.0 * JITTER * fastrand::f64())
 }
 
 /// How long to wait before the next attempt: the schedule's next interval, but never less
 /// than what the registry asked for.
-pub fn next_delay(schedule: &mut impl Backoff, retry_after: Option<Duration>) -> Duration {
-    let planned = schedule.next_backoff().unwrap_or(MAX_INTERVAL);
-    planned.max(retry_after.unwrap_or(Duration::ZERO))
+pub fn next_delay(schedule: &mut Schedule, retry_after: Option<Duration>) -> Duration {
+    schedule
+        .next_interval()
+        .max(retry_after.unwrap_or(Duration::ZERO))
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or waiting again would pass max_wait.
@@ -141,6 +149,44 @@ mod tests {
         assert!(first[5] > first[0]);
         let floor = next_delay(&mut schedule(), Some(Duration::from_secs(30)));
         assert_eq!(floor, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_schedule_doubles_from_one_second_to_two_minutes_spread_both_ways() {
+        for _ in 0..200 {
+            let mut s = schedule();
+            let mut base = FIRST_INTERVAL;
+            for _ in 0..12 {
+                let interval = next_delay(&mut s, None);
+                assert!(
+                    interval >= base / 2 && interval <= base * 3 / 2,
+                    "{interval:?} from {base:?}"
+                );
+                base = (base * 2).min(MAX_INTERVAL);
+            }
+            assert_eq!(s.next, MAX_INTERVAL);
+        }
+        let spread: Vec<Duration> = (0..200)
+            .map(|_| jittered(Duration::from_secs(60)))
+            .collect();
+        assert!(
+            spread.iter().any(|d| *d < Duration::from_secs(45)),
+            "jitter reaches below"
+        );
+        assert!(
+            spread.iter().any(|d| *d > Duration::from_secs(75)),
+            "and above"
+        );
+    }
+
+    #[test]
+    fn the_crates_with_advisories_that_drew_the_schedule_stay_out_of_the_tree() {
+        // backoff: unmaintained (RUSTSEC-2025-0012); instant, which it brought: RUSTSEC-2024-0384.
+        let lock = include_str!("../../Cargo.lock");
+        for name in ["backoff", "instant"] {
+            let entry = format!("\nname = \"{name}\"\n");
+            assert!(!lock.contains(&entry), "{name} is back in Cargo.lock");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -62,7 +62,7 @@ pub fn deliver_signed(
     event: &str,
     body: &[u8],
 ) -> reqwest::blocking::Response {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
     mac.update(body);
     let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));

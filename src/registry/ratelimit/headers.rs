@@ -10,8 +10,10 @@
 //! - `Retry-After`: delta-seconds or an HTTP-date.
 //!
 //! Parsing never fails: a header that cannot be read is ignored, as if it were absent. A reset
-//! or `Retry-After` further away than [`MAX_ANNOUNCED_WAIT`] is taken as that: no registry
-//! means it, and arithmetic on it must never overflow.
+//! or `Retry-After` further away than [`MAX_ANNOUNCED_WAIT`] is taken as that, and a window
+//! longer than [`MAX_WINDOW`] as that: no registry means them, and arithmetic on them (an
+//! instant, a time of day on the progress view) must never overflow. A window of 0 s means
+//! nothing and is ignored.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +22,9 @@ const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 /// The longest reset or `Retry-After` believed: a day, longer than any window seen (Docker
 /// Hub's is six hours), short enough to add to any clock.
 pub const MAX_ANNOUNCED_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest window believed: a week, beyond any seen (Docker Hub's is six hours, daily
+/// quotas the longest known), short enough to add to any clock.
+pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// A registry's rate-limit state, as one response reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +100,10 @@ impl RateLimitInfo {
         info.retry_after = get("retry-after").and_then(|v| retry_after(v, now));
         info.reset = info.reset.map(|d| d.min(MAX_ANNOUNCED_WAIT));
         info.retry_after = info.retry_after.map(|d| d.min(MAX_ANNOUNCED_WAIT));
+        info.window = info
+            .window
+            .filter(|w| !w.is_zero())
+            .map(|w| w.min(MAX_WINDOW));
         info
     }
 
@@ -273,6 +282,28 @@ mod tests {
     }
 
     #[test]
+    fn absurd_windows_are_clamped_to_a_week_and_none_is_ignored() {
+        // What a registry sent, and what was then 2,777,777,777 h on the progress view.
+        let i = info(&[("ratelimit-remaining", "0;w=10000000000000")]);
+        assert_eq!((i.remaining, i.window), (Some(0), Some(MAX_WINDOW)));
+        for header in ["ratelimit-limit", "ratelimit-policy"] {
+            let i = info(&[(header, "100;w=18446744073709551615")]);
+            assert_eq!(i.window, Some(MAX_WINDOW), "{header}");
+        }
+        let week = info(&[("ratelimit-limit", "100;w=604800")]);
+        assert_eq!(
+            week.window,
+            Some(Duration::from_secs(604_800)),
+            "a week is believed"
+        );
+        let none = info(&[("ratelimit-remaining", "5;w=0")]);
+        assert_eq!((none.remaining, none.window), (Some(5), None));
+        assert!(chrono::Local::now()
+            .checked_add_signed(chrono::TimeDelta::from_std(MAX_WINDOW).unwrap())
+            .is_some());
+    }
+
+    #[test]
     fn garbage_is_ignored() {
         for (name, value) in [
             ("ratelimit-remaining", "lots"),
@@ -313,7 +344,7 @@ mod tests {
         }
 
         #[test]
-        fn docker_hub_values_round_trip(remaining in 0u64..1_000_000, window in 1u64..1_000_000) {
+        fn docker_hub_values_round_trip(remaining in 0u64..1_000_000, window in 1u64..604_800) {
             let value = format!("{remaining};w={window}");
             let i = info(&[("ratelimit-remaining", value.as_str())]);
             prop_assert_eq!(i.remaining, Some(remaining));

@@ -9,4 +9,4 @@ mod budget;
 mod headers;
 
 pub use budget::{Budget, Budgets, Gate, Pause, PullOutcome, RegistryUsage, Ticket};
-pub use headers::RateLimitInfo;
+pub use headers::{RateLimitInfo, MAX_WINDOW};
