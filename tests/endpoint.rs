@@ -1,13 +1,17 @@
 //! The daemon's HTTP endpoint against clients that misbehave and edits that break: a client
 //! that never finishes its headers cannot keep the daemon from stopping, hundreds of idle
-//! connections cannot take `/healthz` down, a broken edit's secret never reaches `/healthz` or
-//! the log, and the bearer scheme is read case-insensitively.
+//! connections cannot take `/healthz` down, nor can connections that never send their headers
+//! keep liveness probes out, a broken edit's secret never reaches `/healthz` or the log, and
+//! the bearer scheme is read case-insensitively.
 
 mod harness;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::daemon::{eventually, http, replace_config, server_address, PATIENCE};
@@ -183,6 +187,72 @@ fn the_bearer_scheme_is_read_whatever_its_case() {
             .unwrap();
         assert_eq!(answer.status().as_u16(), status, "{scheme}");
     }
+    daemon.terminate();
+    daemon.wait(PATIENCE).assert_success();
+}
+
+/// Keeps a connection open that never finishes its headers, opening another as soon as the
+/// daemon closes it, until `stop`.
+fn keep_a_half_request_open(address: &str, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut stream = half_a_request(address);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        loop {
+            match stream.read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+                _ => break, // closed by the daemon
+            }
+        }
+    }
+}
+
+#[test]
+fn connections_that_never_send_their_headers_cannot_keep_liveness_probes_out() {
+    let sandbox = Sandbox::new();
+    endpoint_config(&sandbox, "");
+    let mut daemon = sandbox.regmirror().start();
+    let address = server_address(&mut daemon);
+    // As many as the daemon serves at once, each reopened the moment it is closed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..64)
+        .map(|_| {
+            let (address, stop) = (address.clone(), stop.clone());
+            thread::spawn(move || keep_a_half_request_open(&address, &stop))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+
+    // The kubelet's probe: a new connection each time, 1 s to answer.
+    let probe = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut answered = 0;
+    for _ in 0..20 {
+        let answer = probe.get(format!("http://{address}/healthz")).send();
+        if answer.is_ok_and(|a| a.status().is_success()) {
+            answered += 1;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for attacker in flood {
+        attacker.join().unwrap();
+    }
+    eprintln!("{answered} of 20 probes answered");
+    assert!(
+        answered >= 19,
+        "{answered} of 20 probes answered\n{}",
+        daemon.stderr()
+    );
     daemon.terminate();
     daemon.wait(PATIENCE).assert_success();
 }
