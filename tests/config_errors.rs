@@ -332,6 +332,18 @@ fn cases() -> Vec<Case> {
             )
         },
         case(
+            "endpoint_gets_docker_login without an endpoint",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nendpoint_gets_docker_login = true\n",
+            Some((5, 30, "true")),
+            &["registries.\"docker.io\".endpoint_gets_docker_login is set but registries.\"docker.io\".endpoint is not"],
+        ),
+        case(
+            "endpoint_gets_docker_login beside username and password",
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n[registries.\"docker.io\"]\nendpoint = \"https://proxy.example.com\"\nusername = \"u\"\npassword = \"p\"\nendpoint_gets_docker_login = true\n",
+            Some((8, 30, "true")),
+            &["this section's username and password are what the endpoint gets"],
+        ),
+        case(
             "targets: both target and targets",
             "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\ntargets = [\"s.io/m\"]\n",
             Some((4, 11, "[\"s.io/m\"]")),

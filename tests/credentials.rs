@@ -747,3 +747,57 @@ fn an_identity_token_from_a_helper_is_exchanged_at_the_realm_for_a_bearer_token(
     assert!(!tokens.lock().unwrap().issued.is_empty());
     assert!(!run.output().contains(REFRESH), "{}", run.output());
 }
+
+#[test]
+fn docker_hubs_login_goes_to_its_endpoint_only_when_the_section_says_so() {
+    // Docker Hub is reached through a proxy registry (open: it asks for nothing), which
+    // records every Authorization header it is sent.
+    let upstream = Registry::start();
+    let proxy = Proxy::start(upstream.host());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recording = seen.clone();
+    proxy.add_rule(move |request: &RequestInfo| {
+        if let Some(header) = request.header("authorization") {
+            recording.lock().unwrap().push(header.to_owned());
+        }
+        None
+    });
+    let image = Image::single(Flavor::Oci, 1, 1024);
+    image.push(&upstream, "team/app", "1.0");
+    let target = Registry::start();
+    let sandbox = Sandbox::new();
+    sandbox.write_docker_config(&docker_config(&[(
+        "https://index.docker.io/v1/",
+        SOURCE_USER,
+        SOURCE_PASSWORD,
+    )]));
+    let config = |extra: &str| {
+        format!(
+            "images = [\"team/app:1.0\"]\n[defaults]\ntarget = \"{}/mirror\"\n\
+             [registries.\"docker.io\"]\nendpoint = \"http://{}\"\n{extra}",
+            target.host(),
+            proxy.host()
+        )
+    };
+
+    // The login config.json holds for Docker Hub is not the proxy's to see.
+    sandbox.write_config(&config(""));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_success();
+    run.assert_summary("mirrored 1, unchanged 0, failed 0");
+    assert!(proxy.count(Logged::is_manifest_get) >= 1);
+    assert_eq!(*seen.lock().unwrap(), Vec::<String>::new());
+
+    // Unless the section hands it over.
+    sandbox.write_config(&config("endpoint_gets_docker_login = true\n"));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_success();
+    run.assert_summary("mirrored 0, unchanged 1, failed 0");
+    let basic = format!("Basic {}", base64_of(SOURCE_USER, SOURCE_PASSWORD));
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|h| *h == basic),
+        "{seen:?}"
+    );
+    assert_no_secret(&run, &[(SOURCE_USER, SOURCE_PASSWORD)]);
+}

@@ -647,18 +647,7 @@ fn a_github_package_event_runs_the_mirrors_whose_source_is_that_package() {
     let mut daemon = sandbox.regmirror().start();
     let base = format!("http://{}", server_address(&mut daemon));
     let deliver = |event: &str, body: &str| {
-        use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook").unwrap();
-        mac.update(body.as_bytes());
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        http()
-            .post(format!("{base}/sync"))
-            .header("X-GitHub-Event", event)
-            .header("X-Hub-Signature-256", signature)
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap()
+        harness::daemon::deliver_signed(&base, b"hook", event, body.as_bytes())
     };
     let ping = deliver("ping", r#"{"zen":"Keep it logically awesome."}"#);
     assert_eq!(ping.status().as_u16(), 200);
@@ -708,4 +697,59 @@ fn a_github_package_event_runs_the_mirrors_whose_source_is_that_package() {
     assert_eq!(deliver("package", npm).status().as_u16(), 404);
     let deleted = r#"{"action":"deleted","package":{"name":"app","namespace":"org"}}"#;
     assert_eq!(deliver("package", deleted).status().as_u16(), 200);
+}
+
+/// GitHub's own example deliveries (tests/fixtures/github/), signed and posted as GitHub
+/// posts them: a `package` and a `registry_package` event for
+/// `ghcr.io/Codertocat/hello-world:` (the owner in its login's case, the tag empty), each of
+/// which must start the mirror of `ghcr.io/codertocat/hello-world`. ghcr.io is the local
+/// registry here, through an `endpoint`.
+#[test]
+fn githubs_example_package_and_registry_package_deliveries_start_their_mirror() {
+    let ghcr = Registry::start();
+    let target = Registry::start();
+    let image = Image::single(Flavor::Oci, 1, 1024);
+    image.push(&ghcr, "codertocat/hello-world", "v1");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "[defaults]\nrun_on_start = false\ntarget = \"{dst}/m\"\n[server]\nlisten = \"127.0.0.1:0\"\nwebhook_secret = \"hook\"\n\n[registries.\"ghcr.io\"]\nendpoint = \"http://{ghcr}\"\n\n[[mirror]]\nname = \"hello\"\nsource = \"ghcr.io/codertocat/hello-world\"\ninclude = [\"v.*\"]\n",
+        dst = target.host(),
+        ghcr = ghcr.host()
+    ));
+    let mut daemon = sandbox.regmirror().start();
+    let base = format!("http://{}", server_address(&mut daemon));
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github");
+    for (event, file, tag) in [
+        ("package", "package.published.docker.json", "v1"),
+        (
+            "registry_package",
+            "registry_package.published.docker.json",
+            "v2",
+        ),
+    ] {
+        image.tag(&ghcr, "codertocat/hello-world", tag);
+        let body = std::fs::read(fixtures.join(file)).unwrap();
+        let answer = harness::daemon::deliver_signed(&base, b"hook", event, &body);
+        assert_eq!(answer.status().as_u16(), 202, "{event}");
+        let started: serde_json::Value = answer.json().unwrap();
+        assert_eq!(started["started"], serde_json::json!(["hello"]), "{event}");
+        eventually(&daemon, &format!("the {event} event's mirror runs"), || {
+            tags(&target, "m/codertocat/hello-world").contains(&tag.to_string())
+        });
+    }
+    // Another owner's package matches nothing, and the answer names it as regmirror would.
+    let other =
+        String::from_utf8(std::fs::read(fixtures.join("package.published.docker.json")).unwrap())
+            .unwrap()
+            .replace(
+                "ghcr.io/Codertocat/hello-world:",
+                "ghcr.io/Someone/Else:1.0",
+            );
+    let answer = harness::daemon::deliver_signed(&base, b"hook", "package", other.as_bytes());
+    assert_eq!(answer.status().as_u16(), 404);
+    let reason: serde_json::Value = answer.json().unwrap();
+    assert_eq!(
+        reason["error"], "no mirror's source is ghcr.io/someone/else",
+        "{reason}"
+    );
 }

@@ -425,3 +425,76 @@ fn a_plain_http_token_realm_of_an_https_registry_gets_no_credentials() {
     assert!(realm.requests().is_empty(), "asked: {:?}", realm.requests());
     assert!(!run.output().contains("pa55-w0rd-in-clear"));
 }
+
+#[test]
+fn a_token_realm_redirecting_to_another_origin_sends_the_refresh_token_nowhere() {
+    let elsewhere = Hostile::start(|_, _| Reply::json(200, &serde_json::json!({ "token": "t" })));
+    let onward = format!("http://{}/token", elsewhere.host());
+    let realm = Hostile::start(move |_, _| Reply::status(307).header("location", &onward));
+    let source = Registry::start_with(RegistryOptions {
+        token_realm: Some(format!("http://{}/token", realm.host())),
+        ..RegistryOptions::default()
+    });
+    let (run, _) = run_among(
+        &[format!("{}/team/app:1", source.host())],
+        &format!(
+            "[registries.\"{}\"]\nusername = \"<token>\"\npassword = \"refresh-t0ken-s3cret\"\n",
+            source.host()
+        ),
+    );
+    let line = failure(&run, "/team/app:1");
+    assert!(
+        line.contains(&format!(
+            "the token realm redirects to http://{}",
+            elsewhere.host()
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("follow no redirect to another origin"),
+        "{line}"
+    );
+    // The refresh token was offered to the realm the registry named, and to no one else.
+    assert!(
+        realm.count(|r| r.method == "POST") >= 1,
+        "{:?}",
+        realm.requests()
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "asked: {:?}",
+        elsewhere.requests()
+    );
+    assert!(!run.output().contains("refresh-t0ken-s3cret"));
+}
+
+#[test]
+fn a_blob_redirected_to_the_metadata_address_is_refused_before_connecting() {
+    let image = Image::single(Flavor::Oci, 1, 2048);
+    let content = Content::default().image("team/app", "1", &image);
+    let source = Hostile::start(move |request, _| {
+        if request.is_blob_get() {
+            Reply::status(307).header("location", "http://169.254.169.254/latest/meta-data/")
+        } else {
+            content.reply(request)
+        }
+    });
+    let (run, _) = run_among(&[format!("{}/team/app:1", source.host())], "");
+    let line = failure(&run, "/team/app:1");
+    assert!(
+        line.contains("a redirect to 169.254.169.254, a link-local or cloud metadata address"),
+        "{line}"
+    );
+    // Refused, not retried: each blob was asked for once.
+    let mut gets: Vec<String> = source
+        .requests()
+        .iter()
+        .filter(|r| r.is_blob_get())
+        .map(|r| r.path.clone())
+        .collect();
+    let asked = gets.len();
+    gets.sort();
+    gets.dedup();
+    assert!(asked >= 1 && gets.len() == asked, "{:?}", source.requests());
+    assert!(!run.stderr.contains("will retry"), "{}", run.output());
+}

@@ -123,3 +123,40 @@ fn plain_http_sent_to_a_tls_registry_fails_with_a_hint_to_use_https() {
         "{failed}"
     );
 }
+
+#[test]
+fn a_ca_file_is_trusted_for_its_own_registry_only() {
+    // One registry, two names: X (`127.0.0.1:port`) trusts the CA through its ca_file, Y
+    // (`localhost:port`, the same certificate's other name) has none. Y stands for any other
+    // registry, Docker Hub say, impersonated with a certificate from X's CA.
+    let source = Registry::start_with(RegistryOptions::tls());
+    let target = Registry::start();
+    let image = Image::single(Flavor::Oci, 1, 2048);
+    image.push(&source, "team/app", "1.0");
+    image.push(&source, "team/other", "1.0");
+    let x = source.host().to_string();
+    let y = x.replace("127.0.0.1", "localhost");
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "images = [\"{x}/team/app:1.0\", \"{y}/team/other:1.0\"]\n\
+         [defaults]\ntarget = \"{}/mirror\"\n{}\
+         [registries.\"{y}\"]\ninsecure = false\n",
+        target.host(),
+        trusting(&sandbox, &source, "x-ca.pem"),
+    ));
+
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_code(1);
+    run.assert_summary("mirrored 1, unchanged 0, failed 1");
+    let failed = failed_line(&run);
+    assert!(
+        failed.contains(&format!("{y}/team/other:1.0 →")),
+        "{failed}"
+    );
+    assert!(failed.contains("TLS certificate not trusted"), "{failed}");
+    assert_eq!(
+        head_manifest(&target, "mirror/team/app", "1.0").as_deref(),
+        Some(image.digest())
+    );
+    assert_eq!(head_manifest(&target, "mirror/team/other", "1.0"), None);
+}

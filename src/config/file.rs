@@ -107,6 +107,8 @@ pub struct RawRegistry {
     pub mirror_prefix: Option<Spanned<String>>,
     /// Another host (and path) that serves this registry's API.
     pub endpoint: Option<Spanned<String>>,
+    /// Send the endpoint the login Docker holds for this registry, too.
+    pub endpoint_gets_docker_login: Option<Spanned<bool>>,
 }
 
 /// `[registries."host".create]`: CreateRepository's settings.
@@ -134,6 +136,10 @@ impl std::fmt::Debug for RawRegistry {
             .field("create", &self.create)
             .field("mirror_prefix", &self.mirror_prefix)
             .field("endpoint", &self.endpoint)
+            .field(
+                "endpoint_gets_docker_login",
+                &self.endpoint_gets_docker_login,
+            )
             .finish()
     }
 }

@@ -265,6 +265,11 @@ pub struct RegistrySettings {
     /// `endpoint`: another host (and path) this registry's requests go to, such as a company
     /// proxy registry; names, credentials and budgets stay the registry's own.
     pub endpoint: Option<Endpoint>,
+    /// `endpoint_gets_docker_login`: the endpoint is sent the login Docker's config.json (or
+    /// its credential helper) holds for this registry. Off, an endpoint gets only the
+    /// credentials written in this registry's own section: a login for Docker Hub is not
+    /// handed to whatever proxy stands in front of it.
+    pub endpoint_gets_docker_login: bool,
 }
 
 /// Where a registry's API is reached when it is not at its own host: `endpoint =

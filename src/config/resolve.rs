@@ -257,7 +257,8 @@ pub(super) fn resolve(
 }
 
 /// Gives every registry in use settings: loopback speaks plain HTTP, and credentials the file
-/// does not give come from Docker's config.json.
+/// does not give come from Docker's config.json (for a registry with an `endpoint`, only with
+/// `endpoint_gets_docker_login`).
 pub(super) fn settle_registries<'a>(
     path: &Path,
     registries: &mut BTreeMap<String, RegistrySettings>,
@@ -268,7 +269,10 @@ pub(super) fn settle_registries<'a>(
         let settings = registries
             .entry(canonical_registry(registry).to_string())
             .or_insert_with(|| RegistrySettings::implicit(registry));
-        if settings.credentials.is_none() && settings.ecr.is_none() {
+        // An endpoint is another host: Docker's login for the registry goes there only when
+        // the registry's section says so.
+        let docker_login_goes = settings.endpoint.is_none() || settings.endpoint_gets_docker_login;
+        if settings.credentials.is_none() && settings.ecr.is_none() && docker_login_goes {
             let login = docker.login(registry).map_err(|e| ConfigError::Whole {
                 path: path.to_path_buf(),
                 message: format!("cannot use Docker's credentials for {registry}: {e}"),
@@ -807,6 +811,31 @@ impl Resolver<'_> {
             Some(written) => Some(self.endpoint(written, &key("endpoint"), raw.insecure)?),
             None => None,
         };
+        let endpoint_gets_docker_login = match &raw.endpoint_gets_docker_login {
+            Some(set) if endpoint.is_none() => {
+                return Err(self.at(
+                    set.span(),
+                    format!(
+                        "{} is set but {} is not: it says who gets Docker's login for this \
+                         registry when an endpoint serves it",
+                        key("endpoint_gets_docker_login"),
+                        key("endpoint")
+                    ),
+                ))
+            }
+            Some(set) if *set.get_ref() && credentials.is_some() => {
+                return Err(self.at(
+                    set.span(),
+                    format!(
+                        "{}: this section's username and password are what the endpoint \
+                         gets; Docker's login is never used beside them: drop one",
+                        key("endpoint_gets_docker_login")
+                    ),
+                ))
+            }
+            Some(set) => *set.get_ref(),
+            None => false,
+        };
         let ecr = self.ecr_settings(name, raw)?;
         if let (Some(_), Some(user)) = (&ecr, &raw.username) {
             return Err(self.at(
@@ -833,6 +862,7 @@ impl Resolver<'_> {
             ecr,
             mirror_prefix,
             endpoint,
+            endpoint_gets_docker_login,
             helper: None,
         })
     }

@@ -9,9 +9,9 @@
 //!   so a registry's package webhook can start a sync the moment an image is pushed. Both
 //!   are compared in constant time, before anything of the body is read, and a body is read
 //!   bounded ([`crate::daemon::admission`]); a signed delivery seen lately is answered as
-//!   already handled. With neither configured the route answers 403. Without
-//!   `?mirror=`, a GitHub `package` event ([`crate::daemon::webhook`]) runs the mirrors
-//!   whose source is that package, and 404s with the reason when none is.
+//!   already handled. With neither configured the route answers 403. Without `?mirror=`, a
+//!   GitHub `package` or `registry_package` event ([`crate::daemon::webhook`]) runs the
+//!   mirrors whose source is that package, and 404s with the reason when none is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,21 +168,23 @@ async fn dispatch(daemon: &Daemon, query: SyncQuery, headers: &HeaderMap, body: 
             )
                 .into_response()
         }
-        (None, Some("package")) => match webhook::package_event(&config, &body) {
-            Verdict::Run(names) => {
-                info!(mirrors = ?names, "package webhook");
-                names
+        (None, Some(event)) if webhook::PACKAGE_EVENTS.contains(&event) => {
+            match webhook::package_event(&config, event, &body) {
+                Verdict::Run(names) => {
+                    info!(mirrors = ?names, "package webhook");
+                    names
+                }
+                Verdict::Ignore(why) => {
+                    return (StatusCode::OK, Json(json!({"started": [], "ignored": why})))
+                        .into_response()
+                }
+                Verdict::NoMatch(why) => return error(StatusCode::NOT_FOUND, &why),
+                Verdict::Malformed(why) => return error(StatusCode::BAD_REQUEST, &why),
             }
-            Verdict::Ignore(why) => {
-                return (StatusCode::OK, Json(json!({"started": [], "ignored": why})))
-                    .into_response()
-            }
-            Verdict::NoMatch(why) => return error(StatusCode::NOT_FOUND, &why),
-            Verdict::Malformed(why) => return error(StatusCode::BAD_REQUEST, &why),
-        },
+        }
         (None, Some(other)) => {
             let why = format!(
-                "GitHub event {other:?} is not acted on: regmirror runs mirrors on package events"
+                "GitHub event {other:?} is not acted on: regmirror runs mirrors on package and registry_package events"
             );
             return (StatusCode::OK, Json(json!({"started": [], "ignored": why}))).into_response();
         }

@@ -48,7 +48,8 @@ impl std::fmt::Debug for AuthCache {
 
 /// What one registry is reached with.
 pub(super) struct Reach<'a> {
-    pub http: &'a reqwest::Client,
+    /// The registry's clients: its own CAs, if it has any.
+    pub http: &'a super::trust::Pair,
     /// Spoken to without TLS.
     pub plain_http: bool,
     pub deadlines: Deadlines,
@@ -88,6 +89,7 @@ impl AuthCache {
         let asked = within(reach.deadlines.request, "authenticate to", &host, async {
             let response = reach
                 .http
+                .api
                 .get(&url)
                 .send()
                 .await
@@ -168,7 +170,7 @@ impl AuthCache {
             RegistryOperation::Push => format!("repository:{repository}:pull,push"),
         };
         let fetched = within(reach.deadlines.request, "authenticate to", &host, async {
-            token::fetch(reach.http, &realm, service.as_deref(), &scope, login)
+            token::fetch(&reach.http.token, &realm, service.as_deref(), &scope, login)
                 .await
                 .map_err(|failure| RegistryError::with("authenticate to", host, failure))
         })
@@ -214,7 +216,7 @@ impl Registries {
             ),
         };
         Reach {
-            http: &self.http,
+            http: self.clients.of(host),
             plain_http,
             deadlines: self.deadlines,
             origin,
@@ -265,7 +267,8 @@ impl Registries {
         let mut refreshed = false;
         loop {
             let (authorization, ecr_generation) = self.authorization(reference, operation).await?;
-            let mut request = build(&self.http);
+            // Always the registry's own origin (or its endpoint's): its own CAs.
+            let mut request = build(&self.clients.of(reference.resolve_registry()).api);
             if let Some(header) = authorization {
                 request = request.header(AUTHORIZATION, header);
             }

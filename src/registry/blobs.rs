@@ -249,15 +249,21 @@ impl Registries {
     ) -> Result<u64, RegistryError> {
         let subject = format!("{from}@{digest}");
         let pushed = format!("{to}@{digest}");
-        let mut put = self
-            .http
+        // The upload location may be anywhere; credentials, and the registry's own CAs, go
+        // only to the registry itself.
+        let own = self.same_host(&location, to);
+        let http = if own {
+            &self.clients.of(api_host(&to.registry)).api
+        } else {
+            self.clients.elsewhere()
+        };
+        let mut put = http
             .put(location.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
             .body(body);
-        // The upload location may be anywhere; credentials go only to the registry itself.
         let target = blob_reference(to, digest);
-        if self.same_host(&location, to) {
+        if own {
             let (authorization, _) = self.authorization(&target, Push).await?;
             if let Some(header) = authorization {
                 put = put.header(AUTHORIZATION, header);

@@ -227,13 +227,17 @@ pub(super) enum StreamAbort {
 }
 
 /// A reqwest error may carry, deep in its sources, the check that aborted a streamed body:
-/// that is a mismatch, not a network fault, and must not be retried as one. Nor is a failed
-/// TLS handshake, which no retry fixes: it is told apart so its message says so.
+/// that is a mismatch, not a network fault, and must not be retried as one. Nor is a redirect
+/// regmirror would not follow, or a failed TLS handshake, which no retry fixes: each is told
+/// apart so its message says so.
 fn request_failure(err: &reqwest::Error) -> Failure {
     match find::<StreamAbort>(err) {
         Some(StreamAbort::DigestMismatch(m)) => return Failure::DigestMismatch(m.clone()),
         Some(StreamAbort::TooLarge(m)) => return Failure::TooLarge(m.clone()),
         None => {}
+    }
+    if let Some(refused) = find::<super::redirect::RedirectRefused>(err) {
+        return Failure::Refused(refused.to_string());
     }
     if let Some(tls) = find::<rustls::Error>(err) {
         return tls_failure(tls);

@@ -2,8 +2,9 @@
 //! rate-limit headers pace every pull), blobs, and the token flow, each request bounded in
 //! size and time ([`limits`]) however the registry behaves.
 //!
-//! One [`Registries`] serves every registry of a pass: one reqwest client (one connection
-//! pool) told which extra CAs to trust, which hosts speak plain HTTP and which credentials go
+//! One [`Registries`] serves every registry of a pass: HTTP clients built once, each
+//! registry's `ca_file` trusted for that registry alone ([`trust`]), redirects judged before
+//! they are followed ([`redirect`]), which hosts speak plain HTTP and which credentials go
 //! where; one pull [`Budget`](crate::registry::ratelimit::Budget) per registry; and every
 //! request retried by [`crate::registry::retry`] within the image's `max_wait`. Blob uploads
 //! are monolithic: one PUT with the known size whose body streams straight from the source
@@ -25,10 +26,12 @@ pub mod limits;
 mod manifests;
 mod pacing;
 pub mod ratelimit;
+mod redirect;
 mod referrers;
 pub mod retry;
 pub mod tags;
 mod token;
+mod trust;
 pub mod waiting;
 
 pub use error::{Failure, RegistryError};
@@ -55,8 +58,9 @@ pub const HEADS_PER_REGISTRY: usize = 32;
 
 /// Every registry of a pass.
 pub struct Registries {
-    /// Every request, to every registry: one connection pool.
-    http: reqwest::Client,
+    /// The HTTP clients: each registry's CAs for that registry alone, system roots for the
+    /// rest; one connection pool per CA set.
+    clients: trust::Clients,
     /// Credentials by API host, from mirrors.toml or Docker's config.json.
     auth: BTreeMap<String, Credentials>,
     /// Credential helpers by API host, for hosts without `auth`; asked on first use.
@@ -101,10 +105,7 @@ impl Registries {
         let mut reserves = BTreeMap::new();
         let mut ecr = Vec::new();
         let mut endpoints = BTreeMap::new();
-        let mut http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .read_timeout(READ_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT);
+        let mut cas = Vec::new();
         for (name, settings) in &config.registries {
             let host = api_host(name).to_string();
             if let Some(ecr_settings) = &settings.ecr {
@@ -117,11 +118,7 @@ impl Registries {
                 endpoints.insert(host.clone(), endpoint.clone());
             }
             if let Some(ca) = &settings.ca_file {
-                let data = std::fs::read(ca)
-                    .map_err(|e| format!("cannot read ca_file {} for {name}: {e}", ca.display()))?;
-                let certificate = reqwest::Certificate::from_pem(&data)
-                    .map_err(|e| format!("cannot use ca_file {} for {name}: {e}", ca.display()))?;
-                http = http.add_root_certificate(certificate);
+                cas.push((host.clone(), name.as_str(), ca.as_path()));
             }
             if let Some(c) = &settings.credentials {
                 auth.insert(host.clone(), c.clone());
@@ -130,11 +127,8 @@ impl Registries {
             }
             reserves.insert(host, config.reserve(name));
         }
-        let http = http
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(Registries {
-            http,
+            clients: trust::Clients::new(cas)?,
             auth,
             helpers,
             helper_logins: HelperLogins::default(),

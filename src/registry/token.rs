@@ -9,6 +9,8 @@
 //! - Basic credentials are sent to the realm with a `GET` (the token spec's form); an identity
 //!   token (Docker's `<token>` username) is exchanged with the OAuth2 form,
 //!   `POST grant_type=refresh_token` (distribution's `spec/auth/oauth`).
+//! - A redirect is followed only within the realm's origin (see [`super::redirect`]): one to
+//!   another host or to plain HTTP fails the request, with nothing sent there.
 //! - Answers are bounded in size ([`super::limits::MAX_TOKEN_BYTES`]) and, by the caller, in
 //!   time.
 
@@ -153,6 +155,9 @@ pub(super) async fn fetch(
         .await
         .map_err(|e| RegistryError::transport("", "", &e).failure)?;
     let status = response.status();
+    if status.is_redirection() {
+        return Err(Failure::Refused(refused_redirect(&response)));
+    }
     if !status.is_success() {
         let body = error_body(response).await;
         let failure = RegistryError::from_response("", "", status.as_u16(), &body, false).failure;
@@ -186,6 +191,25 @@ pub(super) async fn fetch(
         header,
         life: (announced * 3 / 4).clamp(MIN_TOKEN_LIFE, MAX_TOKEN_LIFE),
     })
+}
+
+/// Why a redirect from the realm was not followed, naming where it led (its origin only: the
+/// rest may carry anything).
+fn refused_redirect(response: &reqwest::Response) -> String {
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| response.url().join(l).ok())
+        .map_or_else(
+            || "nowhere usable".to_string(),
+            |url| url.origin().ascii_serialization(),
+        );
+    format!(
+        "the token realm redirects to {}: token requests follow no redirect to another \
+         origin, so credentials stay with the realm the registry named",
+        clip(&target)
+    )
 }
 
 /// `WWW-Authenticate` → challenges, each a scheme and its parameters (RFC 7235: schemes and

@@ -53,3 +53,25 @@ pub fn http() -> reqwest::blocking::Client {
         .build()
         .unwrap()
 }
+
+/// Posts `body` to `{base}/sync` as GitHub delivers a webhook: `X-GitHub-Event: event`, and
+/// `X-Hub-Signature-256` the HMAC-SHA256 of the body keyed with `secret`.
+pub fn deliver_signed(
+    base: &str,
+    secret: &[u8],
+    event: &str,
+    body: &[u8],
+) -> reqwest::blocking::Response {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    http()
+        .post(format!("{base}/sync"))
+        .header("X-GitHub-Event", event)
+        .header("X-Hub-Signature-256", signature)
+        .header("Content-Type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .unwrap()
+}
