@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use regmirror::config::{Config, Overrides};
 use regmirror::manifest::{Manifest, MAX_REFERENCES};
 use regmirror::registry::ratelimit::RateLimitInfo;
-use regmirror::registry::tags::{next_link, parse_tags};
+use regmirror::registry::tags::{next_link, parse_tags, MAX_TAGS};
 use reqwest::Url;
 
 /// A valid index or image manifest with `n` descriptors, as bytes.
@@ -198,6 +198,16 @@ tags = ["v1", "v2"]
 target = "registry.example.com/tools/tool"
 "#;
 
+/// The tags of a `tags/list` body, every one a valid tag.
+fn tags_of(body: &[u8]) -> Result<Vec<String>, regmirror::registry::tags::PageError> {
+    let (tags, _) = parse_tags(body, MAX_TAGS)?;
+    assert!(
+        tags.iter().all(|t| regmirror::reference::is_tag(t)),
+        "{tags:?}"
+    );
+    Ok(tags)
+}
+
 /// A valid `tags/list` body of `n` tags.
 fn tag_list_bytes(n: usize, seed: u8) -> Vec<u8> {
     let tags: Vec<String> = (0..n).map(|i| format!("\"v{seed}.{i}\"")).collect();
@@ -209,7 +219,7 @@ proptest! {
 
     #[test]
     fn the_tags_parser_takes_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
-        if let Ok(tags) = parse_tags(&bytes) {
+        if let Ok(tags) = tags_of(&bytes) {
             prop_assert!(tags.iter().map(String::len).sum::<usize>() <= bytes.len());
         }
     }
@@ -222,9 +232,9 @@ proptest! {
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
     ) {
         let whole = tag_list_bytes(n, seed);
-        prop_assert_eq!(parse_tags(&whole).expect("the unmutated list is valid").len(), n);
+        prop_assert_eq!(tags_of(&whole).expect("the unmutated list is valid").len(), n);
         let truncated = &whole[..cut.index(whole.len())];
-        if let Ok(tags) = parse_tags(truncated) {
+        if let Ok(tags) = tags_of(truncated) {
             prop_assert!(tags.len() <= n);
         }
         let mut mutated = whole.clone();
@@ -232,7 +242,7 @@ proptest! {
             let at = at.index(mutated.len());
             mutated[at] = byte;
         }
-        if let Ok(tags) = parse_tags(&mutated) {
+        if let Ok(tags) = tags_of(&mutated) {
             prop_assert!(tags.iter().map(String::len).sum::<usize>() <= mutated.len());
         }
     }
@@ -240,7 +250,7 @@ proptest! {
     #[test]
     fn the_tags_parser_takes_any_json(value in json_value()) {
         let bytes = serde_json::to_vec(&value).unwrap();
-        if let Ok(tags) = parse_tags(&bytes) {
+        if let Ok(tags) = tags_of(&bytes) {
             prop_assert!(tags.iter().map(String::len).sum::<usize>() <= bytes.len());
         }
     }

@@ -53,6 +53,12 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// its own with exit 1 (no panic, no abort, within [`TIMEOUT`]), its memory stayed under
 /// [`MEMORY_MIB`], and the well-behaved image was mirrored.
 fn run_among(hostile: &[String], extra: &str) -> (Run, Registry) {
+    run_expecting(hostile, extra, hostile.len())
+}
+
+/// [`run_among`], with `failed` failures expected: the hostile images and whatever mirror
+/// `extra` adds.
+fn run_expecting(hostile: &[String], extra: &str, failed: usize) -> (Run, Registry) {
     let bystander = Bystander::start();
     let target = Registry::start();
     let sandbox = Sandbox::new();
@@ -70,10 +76,7 @@ fn run_among(hostile: &[String], extra: &str) -> (Run, Registry) {
     run.assert_code(1);
     assert!(!run.stderr.contains("panicked"), "{}", run.output());
     assert!(!run.stdout.contains("internal error"), "{}", run.output());
-    run.assert_summary(&format!(
-        "mirrored 1, unchanged 0, failed {} in",
-        hostile.len()
-    ));
+    run.assert_summary(&format!("mirrored 1, unchanged 0, failed {failed} in"));
     run.assert_peak_rss_under(MEMORY_MIB);
     bystander.assert_mirrored(&target);
     (run, target)
@@ -293,6 +296,180 @@ fn answers_sent_a_byte_at_a_time_fail_within_max_wait() {
     // max_wait is 4 s: one stalled try each, cut off after 4 s, and no second.
     assert!(took < Duration::from_secs(20), "{took:?}\n{}", run.output());
     assert!(tags(&target, "slow-blob").is_empty());
+}
+
+/// The page a `tags/list` request asks for: its `page=N`, 0 for the first.
+fn page_of(request: &RequestInfo) -> usize {
+    request
+        .path
+        .split_once("page=")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A tag-list page of `names`, linking to page `page + 1`, and sent as `send` says.
+fn endless_page(request: &RequestInfo, names: &[String], send: impl Fn(Vec<u8>) -> Body) -> Reply {
+    let repo = request.repo();
+    let body = serde_json::json!({ "name": repo, "tags": names }).to_string();
+    let next = format!(
+        "</v2/{repo}/tags/list?page={}>; rel=\"next\"",
+        page_of(request) + 1
+    );
+    Reply::status(200)
+        .header("content-type", "application/json")
+        .header("link", &next)
+        .body(send(body.into_bytes()))
+}
+
+#[test]
+fn an_endless_listing_of_huge_names_that_are_not_tags_is_cut_short_and_held_small() {
+    // Pages of 8 MiB, each four names of 2 MiB and a fresh `next` link: regmirror 0.1 held
+    // every name, 88 MB after two pages and 1 GB after forty.
+    const NAME: usize = (2 << 20) - 64;
+    let hostile = Hostile::start(move |request, _| {
+        if request.endpoint() != harness::proxy::Endpoint::Tags {
+            return Content::default().reply(request);
+        }
+        let page = page_of(request);
+        let names: Vec<String> = (0..4)
+            .map(|i| {
+                let name = format!("{page}-{i}-");
+                name.clone() + &"x".repeat(NAME - name.len())
+            })
+            .collect();
+        endless_page(request, &names, Body::Bytes)
+    });
+
+    let mirror = format!(
+        "[[mirror]]\nsource = \"{}/huge/app\"\ninclude = [\".*\"]\n",
+        hostile.host()
+    );
+    let (run, _) = run_expecting(&[], &mirror, 1);
+    eprintln!("peak RSS {} KiB", run.peak_rss_kib.unwrap_or_default());
+    let line = failure(&run, "huge/app");
+    assert!(
+        line.contains("answer too large: a tag listing of 40.0 MiB in 5 pages, with more to come; the limit is 32 MiB"),
+        "{line}"
+    );
+    assert!(line.len() < 400, "{line}");
+    let pages = hostile.count(|r| r.endpoint() == harness::proxy::Endpoint::Tags);
+    assert_eq!(pages, 5);
+}
+
+#[test]
+fn names_that_are_not_tags_are_left_out_with_a_warning_that_quotes_a_few_clipped() {
+    let image = Image::single(Flavor::Oci, 1, 1024);
+    let content = Content::default().image("odd/app", "1.0", &image);
+    let hostile = Hostile::start(move |request, _| {
+        if request.endpoint() != harness::proxy::Endpoint::Tags {
+            return content.reply(request);
+        }
+        let names = [
+            "x".repeat(1 << 20),
+            "1.0".to_string(),
+            "evil\u{1b}[2J\r\nFAILED everything".to_string(),
+            "-dash".to_string(),
+            "t".repeat(129),
+        ];
+        let body = serde_json::json!({ "name": "odd/app", "tags": names }).to_string();
+        Reply::status(200)
+            .header("content-type", "application/json")
+            .body(Body::Bytes(body.into_bytes()))
+    });
+    let target = Registry::start();
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&format!(
+        "[defaults]\ntarget = \"{}\"\n[[mirror]]\nsource = \"{}/odd/app\"\ninclude = [\".*\"]\n",
+        target.host(),
+        hostile.host()
+    ));
+    let run = sandbox.regmirror().arg("--once").start().wait(TIMEOUT);
+    run.assert_success();
+    assert_eq!(
+        head_manifest(&target, "odd/app", "1.0").as_deref(),
+        Some(image.digest())
+    );
+    let warning = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("names that are not valid tags"))
+        .unwrap_or_else(|| panic!("no warning\n{}", run.output()));
+    assert!(
+        warning.contains("lists 4 names that are not valid tags"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains(&format!("\"{}…\"", "x".repeat(40))),
+        "{warning}"
+    );
+    assert!(warning.contains("and 1 more"), "{warning}");
+    assert!(
+        !warning.contains('\u{1b}') && !warning.contains('\r'),
+        "{warning}"
+    );
+    assert!(warning.len() < 600, "{} bytes", warning.len());
+}
+
+#[test]
+fn a_listing_of_slow_pages_fails_within_its_overall_deadline() {
+    // Each page comes in 2 s, inside the 3 s that max_wait leaves a request: before the
+    // listing had a deadline of its own, this one went on for 2,000 pages.
+    let hostile = Hostile::start(move |request, _| {
+        if request.endpoint() != harness::proxy::Endpoint::Tags {
+            return Content::default().reply(request);
+        }
+        let names = [format!("p{}", page_of(request))];
+        endless_page(request, &names, |bytes| {
+            let every = Duration::from_secs(2) / bytes.len() as u32;
+            Body::Dribble { bytes, every }
+        })
+    });
+    let mirror = format!(
+        "[rate_limit]\nmax_wait = \"3s\"\n[[mirror]]\nsource = \"{}/slow/app\"\ninclude = [\".*\"]\n",
+        hostile.host()
+    );
+    let started = Instant::now();
+    let (run, _) = run_expecting(&[], &mirror, 1);
+    eprintln!("took {:?}", started.elapsed());
+    let line = failure(&run, "slow/app");
+    assert!(
+        line.contains("stopped: the listing took longer than its overall deadline of 12.0 s (4 × max_wait, at least 10.0 s)"),
+        "{line}"
+    );
+    let pages = hostile.count(|r| r.endpoint() == harness::proxy::Endpoint::Tags);
+    assert!((5..=7).contains(&pages), "{pages} pages");
+}
+
+#[test]
+fn an_index_of_slow_children_fails_within_the_image_deadline_and_moves_no_tag() {
+    // Forty children, each answered in 2 s (inside the 3 s a request may take), four at a
+    // time: 20 s of child manifests, more than the image's 12 s.
+    let platforms: Vec<String> = (0..40).map(|i| format!("linux/arch{i}")).collect();
+    let platforms: Vec<&str> = platforms.iter().map(String::as_str).collect();
+    let image = Image::multi_arch(Flavor::Oci, &platforms, 1, 256);
+    let source = Registry::start();
+    image.push(&source, "slow/index", "1");
+    let top = image.digest().to_string();
+    let proxy = Proxy::start(source.host());
+    proxy.add_rule(move |request: &RequestInfo| {
+        let child = request.is_manifest_get() && request.reference().starts_with("sha256:");
+        (child && request.reference() != top).then(|| Action::Delay(Duration::from_secs(2)))
+    });
+
+    let started = Instant::now();
+    let (run, target) = run_among(
+        &[format!("{}/slow/index:1", proxy.host())],
+        "[rate_limit]\nmax_wait = \"3s\"\n",
+    );
+    eprintln!("took {:?}", started.elapsed());
+    let line = failure(&run, "/slow/index:1");
+    assert!(
+        line.contains("stopped: the image took longer than its overall deadline of 12.0 s"),
+        "{line}"
+    );
+    let children = proxy.count(|r| r.is_manifest_get()) - 1;
+    assert!(children < 40, "{children} children pulled");
+    assert!(tags(&target, "slow/index").is_empty());
 }
 
 #[test]

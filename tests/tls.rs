@@ -32,19 +32,26 @@ fn failed_line(run: &Run) -> &str {
 }
 
 #[test]
-fn a_multi_arch_image_mirrors_between_tls_registries_trusted_through_their_ca_files() {
+fn a_multi_arch_image_mirrors_between_tls_registries_trusted_through_one_ca_bundle() {
     let source = Registry::start_with(RegistryOptions::tls());
     let target = Registry::start_with(RegistryOptions::tls());
     let image = Image::multi_arch(Flavor::Oci, PLATFORMS, 2, 4096);
     image.push(&source, "team/app", "1.0");
     let sandbox = Sandbox::new();
+    // One bundle holding both CAs, as an organisation's CA file does: each registry's CA is
+    // found wherever it stands in the file (the source's second).
+    let bundle: String = [&target, &source]
+        .iter()
+        .map(|r| fs::read_to_string(r.ca_pem().expect("a TLS registry")).unwrap())
+        .collect();
+    sandbox.write_file("certs/bundle.pem", &bundle);
     // No `insecure`: a ca_file means HTTPS, though loopback registries default to plain HTTP.
     sandbox.write_config(&format!(
-        "images = [\"{}/team/app:1.0\"]\n[defaults]\ntarget = \"{}/mirror\"\n{}{}",
-        source.host(),
-        target.host(),
-        trusting(&sandbox, &source, "source-ca.pem"),
-        trusting(&sandbox, &target, "certs/target-ca.pem"),
+        "images = [\"{src}/team/app:1.0\"]\n[defaults]\ntarget = \"{dst}/mirror\"\n\
+         [registries.\"{src}\"]\nca_file = \"certs/bundle.pem\"\n\
+         [registries.\"{dst}\"]\nca_file = \"certs/bundle.pem\"\n",
+        src = source.host(),
+        dst = target.host(),
     ));
 
     sandbox.regmirror().arg("--once").run().assert_success();

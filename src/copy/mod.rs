@@ -37,7 +37,7 @@ use crate::config::CopyChoice;
 use crate::digest;
 use crate::manifest::{platform, Descriptor, Manifest, ManifestError, Platform, Platforms};
 use crate::reference::{ImageRef, Repository};
-use crate::registry::waiting::{WaitRefused, Waiter};
+use crate::registry::waiting::{Overdue, WaitRefused, Waiter};
 use crate::registry::{Registries, RegistryError};
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
@@ -112,6 +112,9 @@ pub enum CopyError {
     SourceMissing(String),
     #[error("not started: {0}")]
     NotStarted(WaitRefused),
+    /// The image passed its overall deadline (see `registry::limits`).
+    #[error("{0}")]
+    Overdue(Overdue),
     /// Another image of the pass tried this manifest and failed; its reason.
     #[error("{digest}: failed for another tag of this pass: {message}")]
     FailedBefore { digest: String, message: String },

@@ -22,7 +22,8 @@
 
 /// The longest repository name, registry excluded.
 const NAME_MAX: usize = 255;
-const TAG_MAX: usize = 128;
+/// The longest tag.
+pub const TAG_MAX: usize = 128;
 
 /// A reference split and checked: registry and full repository (Docker Hub normalised).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,14 +174,18 @@ fn is_component(component: &str) -> bool {
     true
 }
 
-fn check_tag(tag: &str) -> Result<(), String> {
+/// Whether `tag` is a tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn is_tag(tag: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let bytes = tag.as_bytes();
-    let valid = !bytes.is_empty()
+    !bytes.is_empty()
         && bytes.len() <= TAG_MAX
         && word(bytes[0])
-        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-');
-    if valid {
+        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
+fn check_tag(tag: &str) -> Result<(), String> {
+    if is_tag(tag) {
         Ok(())
     } else {
         Err(format!(

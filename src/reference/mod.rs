@@ -8,6 +8,8 @@
 
 mod grammar;
 
+pub use grammar::{is_tag, TAG_MAX};
+
 use std::fmt;
 
 use oci_client::Reference;

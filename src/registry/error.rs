@@ -80,6 +80,9 @@ pub enum Failure {
     /// Waited as long as `max_wait` allows for budget or retries; says for what.
     #[error("gave up: {0}")]
     GaveUp(String),
+    /// A whole listing passed its overall deadline.
+    #[error("{0}")]
+    Overdue(crate::registry::waiting::Overdue),
 }
 
 impl RegistryError {

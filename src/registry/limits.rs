@@ -17,6 +17,12 @@
 //!   shorter), counted as the bytes pass from source to target, so a stall at either end is
 //!   seen. Once every byte is sent, the target's answer gets [`REQUEST_DEADLINE`].
 //!
+//! - A listing, and an image (all of it: compared, its children, blobs, referrers and tags),
+//!   has one overall deadline: [`WHOLE_PER_MAX_WAIT`] times `max_wait`, at least
+//!   [`MIN_WHOLE`]. Every request keeping inside its own deadline, page after page or child
+//!   after child, cannot hold a copy slot for hours. Time an image spends queued for a copy
+//!   slot is not counted: that is other images' work. See [`super::waiting::Overdue`].
+//!
 //! A request cut short for time fails with [`Failure::Stalled`]: retried like a dropped
 //! connection, and the time it took counts against the image's `max_wait`, so a registry that
 //! stalls every answer fails the image within `max_wait`.
@@ -47,6 +53,12 @@ pub const TRANSFER_WINDOW: Duration = Duration::from_secs(30);
 /// below any working link, far above a registry sending a byte now and then.
 pub const MIN_TRANSFER_RATE: u64 = 10 * KIB as u64;
 
+/// A listing or an image may take this many times `max_wait` in all: its waits (at most
+/// `max_wait`) and the work itself, with room to spare.
+pub const WHOLE_PER_MAX_WAIT: u32 = 4;
+/// The shortest overall deadline of a listing or an image, whatever `max_wait` is.
+pub const MIN_WHOLE: Duration = Duration::from_secs(10);
+
 /// The time bounds of one registry client, from the config's `max_wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
@@ -54,6 +66,8 @@ pub struct Deadlines {
     pub request: Duration,
     /// The window a transfer's rate is judged over.
     pub window: Duration,
+    /// Total time of one listing, or of one image (slot queueing not counted).
+    pub whole: Duration,
 }
 
 impl Deadlines {
@@ -64,6 +78,7 @@ impl Deadlines {
         Deadlines {
             request: REQUEST_DEADLINE.min(max_wait),
             window: TRANSFER_WINDOW.min(max_wait),
+            whole: max_wait.saturating_mul(WHOLE_PER_MAX_WAIT).max(MIN_WHOLE),
         }
     }
 }
@@ -208,6 +223,9 @@ mod tests {
         let short = Deadlines::for_max_wait(Duration::from_secs(10));
         assert_eq!(short.request, Duration::from_secs(10));
         assert_eq!(short.window, Duration::from_secs(10));
+        assert_eq!(long.whole, Duration::from_secs(24 * 3600));
+        assert_eq!(short.whole, Duration::from_secs(40));
+        assert_eq!(Deadlines::for_max_wait(Duration::ZERO).whole, MIN_WHOLE);
         assert_eq!(
             Deadlines::for_max_wait(Duration::ZERO).request,
             Duration::from_secs(1)

@@ -8,34 +8,49 @@
 //! request: each page goes through the one retry policy, so a 429 waits like any other, and
 //! every request is counted per registry.
 //!
-//! A listing is bounded like everything read from a registry: each page's size, the number of
-//! pages and of tags, and a `next` link may neither leave the registry's host nor come back
-//! to a page already read.
+//! A listing is bounded like everything read from a registry: each page's size, the bytes of
+//! all its pages together, the number of pages and of tags, and a `next` link may neither
+//! leave the registry's host nor come back to a page already read. Names that are not tags
+//! (the grammar's `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`) are dropped as each page is parsed,
+//! counted, and a few of them quoted (clipped, control characters escaped), so what a listing
+//! holds is at most [`MAX_TAGS`] names of [`TAG_MAX`](crate::reference::TAG_MAX) bytes (12.2 MiB), whatever the pages
+//! held. A page is parsed where it was read: a name is copied only once it is known to be a
+//! tag.
 
 use std::collections::HashSet;
+use std::fmt;
 
 use std::time::SystemTime;
 
 use oci_client::{Reference, RegistryOperation};
 use reqwest::header::{HeaderMap, ACCEPT, LINK};
 use reqwest::Url;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::limits::read_body;
+use super::limits::{human_bytes, read_body};
 use super::ratelimit::RateLimitInfo;
 use super::retry::retrying;
 use super::waiting::Waiter;
 use super::{Failure, Registries, RegistryError};
-use crate::reference::{api_host, Repository};
+use crate::reference::{api_host, is_tag, Repository};
 
 /// Tags asked for per page: the most ECR accepts.
 pub const PAGE_SIZE: usize = 1000;
 /// The most bytes one page may take: 100,000 tags of 80 characters.
 const MAX_PAGE_BYTES: usize = 8 << 20;
+/// The most bytes all the pages of one listing may take: [`MAX_TAGS`] tags of [`TAG_MAX`](crate::reference::TAG_MAX)
+/// characters, quoted and separated, are 13 MB; a registry sending more is sending
+/// something else.
+const MAX_LISTING_BYTES: usize = 32 << 20;
 /// The most tags one repository may list; a registry that keeps paging past it is refused.
 pub const MAX_TAGS: usize = 100_000;
 /// The most pages one listing may take (a registry paging one tag at a time stops here).
 const MAX_PAGES: usize = 2_000;
+/// Names that are not tags a listing quotes (it counts them all).
+const QUOTED_NAMES: usize = 3;
+/// The most characters of such a name quoted.
+const QUOTED_CHARS: usize = 40;
 
 const ACTION: &str = "list tags";
 
@@ -44,14 +59,69 @@ const ACTION: &str = "list tags";
 pub struct Listing {
     /// In the order the registry sent them (not necessarily sorted, whatever the spec says).
     pub tags: Vec<String>,
+    /// Names the registry listed that are not tags: left out.
+    pub left_out: LeftOut,
     /// Requests sent, retries included.
     pub requests: u64,
 }
 
-/// One page as the registry sent it.
+/// Names a listing left out because they are not tags: how many, and the first few quoted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    pub count: usize,
+    /// At most [`QUOTED_NAMES`], each clipped to [`QUOTED_CHARS`] characters, quoted, with
+    /// control characters escaped: safe to put in a log line or a report.
+    pub quoted: Vec<String>,
+}
+
+impl LeftOut {
+    fn add(&mut self, name: &str) {
+        self.count += 1;
+        if self.quoted.len() < QUOTED_NAMES {
+            self.quoted.push(quote(name));
+        }
+    }
+
+    fn extend(&mut self, other: LeftOut) {
+        self.count += other.count;
+        let room = QUOTED_NAMES.saturating_sub(self.quoted.len());
+        self.quoted.extend(other.quoted.into_iter().take(room));
+    }
+}
+
+/// `"a2\u{1b}[31m…"`, and `and 7 more` after the quoted ones.
+impl fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.quoted.join(", "))?;
+        match self.count.saturating_sub(self.quoted.len()) {
+            0 => Ok(()),
+            more => write!(f, " and {more} more"),
+        }
+    }
+}
+
+/// `name` quoted for a message: at most [`QUOTED_CHARS`] characters, control characters and
+/// quotes escaped, `…` where it was clipped.
+fn quote(name: &str) -> String {
+    let mut quoted = String::from('"');
+    let mut chars = name.chars();
+    for c in chars.by_ref().take(QUOTED_CHARS) {
+        quoted.extend(c.escape_debug());
+    }
+    if chars.next().is_some() {
+        quoted.push('…');
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// One page as the registry sent it, its names that are not tags left out.
 #[derive(Debug)]
 struct Page {
     tags: Vec<String>,
+    left_out: LeftOut,
+    /// Its size in bytes.
+    bytes: usize,
     /// The `next` link, resolved against the page's URL.
     next: Option<Url>,
 }
@@ -82,23 +152,23 @@ impl Registries {
         );
         let mut listing = Listing {
             tags: Vec::new(),
+            left_out: LeftOut::default(),
             requests: 0,
         };
         let mut visited = HashSet::new();
+        let mut read = 0;
         loop {
             visited.insert(url.clone());
+            let room = MAX_TAGS - listing.tags.len();
             let page = retrying(waiter, || {
                 listing.requests += 1;
                 self.budgets.of(host).count_tag_list();
-                self.tags_page(&reference, &url, &subject)
+                self.tags_page(&reference, &url, &subject, room)
             })
             .await?;
             listing.tags.extend(page.tags);
-            if listing.tags.len() > MAX_TAGS {
-                return Err(fail(Failure::Protocol(format!(
-                    "the repository lists more than {MAX_TAGS} tags; regmirror reads at most that many"
-                ))));
-            }
+            listing.left_out.extend(page.left_out);
+            read += page.bytes;
             let Some(next) = page.next else {
                 return Ok(listing);
             };
@@ -117,16 +187,25 @@ impl Registries {
                     "the listing did not end within {MAX_PAGES} pages"
                 ))));
             }
+            if read >= MAX_LISTING_BYTES {
+                return Err(fail(Failure::TooLarge(format!(
+                    "a tag listing of {} in {} pages, with more to come; the limit is {}",
+                    human_bytes(read as u64),
+                    visited.len(),
+                    human_bytes(MAX_LISTING_BYTES as u64)
+                ))));
+            }
             url = next;
         }
     }
 
-    /// One page: its tags and the link to the next one, if any.
+    /// One page: its tags (at most `room` of them), and the link to the next one, if any.
     async fn tags_page(
         &self,
         reference: &Reference,
         url: &Url,
         subject: &str,
+        room: usize,
     ) -> Result<Page, RegistryError> {
         let plain_http = url.scheme() == "http";
         let mut retry_after = None;
@@ -144,14 +223,23 @@ impl Registries {
             let body = read_body(response, MAX_PAGE_BYTES, "a tag list page")
                 .await
                 .map_err(|failure| RegistryError::with(ACTION, subject, failure))?;
-            let tags = parse_tags(&body).map_err(|e| {
-                RegistryError::with(
-                    ACTION,
-                    subject,
-                    Failure::Protocol(format!("the tag list is not valid: {e}")),
-                )
+            let (tags, left_out) = parse_tags(&body, room).map_err(|e| {
+                let failure = match e {
+                    PageError::TooManyTags => Failure::Protocol(format!(
+                        "the repository lists more than {MAX_TAGS} tags; regmirror reads at most that many"
+                    )),
+                    PageError::Invalid(e) => {
+                        Failure::Protocol(format!("the tag list is not valid: {e}"))
+                    }
+                };
+                RegistryError::with(ACTION, subject, failure)
             })?;
-            Ok(Page { tags, next })
+            Ok(Page {
+                tags,
+                left_out,
+                bytes: body.len(),
+                next,
+            })
         };
         let build =
             |http: &reqwest::Client| http.get(url.clone()).header(ACCEPT, "application/json");
@@ -171,17 +259,141 @@ impl Registries {
     }
 }
 
-/// The tags of a `tags/list` body: `{"name": "…", "tags": ["…", …]}`; `null` tags (an empty
-/// repository, for some registries) are none.
-pub fn parse_tags(body: &[u8]) -> Result<Vec<String>, String> {
-    #[derive(Deserialize)]
-    struct TagList {
-        #[serde(default)]
-        tags: Option<Vec<String>>,
+/// Why a page's tags were not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PageError {
+    /// Not a tag list: what serde found wrong.
+    Invalid(String),
+    /// More tags than the listing had room for.
+    TooManyTags,
+}
+
+/// The tags of a `tags/list` body, `{"name": "…", "tags": ["…", …]}` (`null` or missing tags,
+/// an empty repository for some registries, are none), at most `room` of them; names that are
+/// not tags are left out. Each name is checked where it lies in `body` and copied only if it
+/// is a tag; other fields are skipped unread.
+pub fn parse_tags(body: &[u8], room: usize) -> Result<(Vec<String>, LeftOut), PageError> {
+    let mut kept = Kept {
+        tags: Vec::new(),
+        left_out: LeftOut::default(),
+        room,
+        overflowed: false,
+    };
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let parsed = PageSeed(&mut kept)
+        .deserialize(&mut reader)
+        .and_then(|()| reader.end());
+    match parsed {
+        Ok(()) => Ok((kept.tags, kept.left_out)),
+        Err(_) if kept.overflowed => Err(PageError::TooManyTags),
+        Err(e) => Err(PageError::Invalid(e.to_string())),
     }
-    serde_json::from_slice::<TagList>(body)
-        .map(|list| list.tags.unwrap_or_default())
-        .map_err(|e| e.to_string())
+}
+
+/// What parsing a page keeps.
+struct Kept {
+    tags: Vec<String>,
+    left_out: LeftOut,
+    room: usize,
+    /// Set when a tag past `room` ended the parse.
+    overflowed: bool,
+}
+
+/// The page's object: `tags` read into [`Kept`], any other field skipped.
+struct PageSeed<'a>(&'a mut Kept);
+
+/// A field of the page's object.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Tags,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tag list object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Tags => map.next_value_seed(TagsSeed(&mut *self.0))?,
+                Field::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `tags` array (or `null`).
+struct TagsSeed<'a>(&'a mut Kept);
+
+impl<'de> DeserializeSeed<'de> for TagsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TagsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of tags or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(TagSeed(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One name of the array: kept if it is a tag and there is room, else counted.
+struct TagSeed<'a>(&'a mut Kept);
+
+impl<'de> DeserializeSeed<'de> for TagSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TagSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tag")
+    }
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<(), E> {
+        let kept = self.0;
+        if !is_tag(name) {
+            kept.left_out.add(name);
+            return Ok(());
+        }
+        if kept.tags.len() >= kept.room {
+            kept.overflowed = true;
+            return Err(E::custom("too many tags"));
+        }
+        kept.tags.push(name.to_owned());
+        Ok(())
+    }
 }
 
 /// The `rel="next"` target of the `Link` headers, resolved against `base`. Several links may
@@ -277,17 +489,50 @@ mod tests {
         assert_eq!(next_link(&links(&["garbage"]), &base), None);
     }
 
+    fn tags_of(body: &[u8]) -> Vec<String> {
+        parse_tags(body, MAX_TAGS).unwrap().0
+    }
+
     #[test]
     fn tag_lists_parse_with_null_and_missing_tags() {
+        assert_eq!(tags_of(br#"{"name":"a","tags":["1","2"]}"#), ["1", "2"]);
+        assert!(tags_of(br#"{"name":"a","tags":null}"#).is_empty());
+        assert!(tags_of(br#"{"name":"a"}"#).is_empty());
+        assert!(tags_of(br#"{"tags":["v\u0031"],"name":{"x":[1]}}"#) == ["v1"]);
+        assert!(parse_tags(br#"{"tags":[1]}"#, MAX_TAGS).is_err());
+        assert!(parse_tags(b"<html>", MAX_TAGS).is_err());
+        assert!(parse_tags(br#"{"tags":[]} x"#, MAX_TAGS).is_err());
+    }
+
+    #[test]
+    fn names_that_are_not_tags_are_counted_and_a_few_quoted_clipped_and_escaped() {
+        let long = "a".repeat(2 << 20);
+        let body = serde_json::json!({
+            "name": "x",
+            "tags": [long, "1.0", "bad\u{1b}[31mred\n", "-dash", "t".repeat(129), "", "ok_2"],
+        })
+        .to_string();
+        let (tags, left_out) = parse_tags(body.as_bytes(), MAX_TAGS).unwrap();
+        assert_eq!(tags, ["1.0", "ok_2"]);
+        assert_eq!(left_out.count, 5);
         assert_eq!(
-            parse_tags(br#"{"name":"a","tags":["1","2"]}"#).unwrap(),
-            ["1", "2"]
+            left_out.to_string(),
+            format!(
+                "\"{}…\", \"bad\\u{{1b}}[31mred\\n\", \"-dash\" and 2 more",
+                "a".repeat(QUOTED_CHARS)
+            )
         );
-        assert!(parse_tags(br#"{"name":"a","tags":null}"#)
-            .unwrap()
-            .is_empty());
-        assert!(parse_tags(br#"{"name":"a"}"#).unwrap().is_empty());
-        assert!(parse_tags(br#"{"tags":[1]}"#).is_err());
-        assert!(parse_tags(b"<html>").is_err());
+        assert!(left_out.to_string().len() < 200);
+        let mut all = LeftOut::default();
+        all.extend(left_out.clone());
+        all.extend(left_out);
+        assert_eq!((all.count, all.quoted.len()), (10, QUOTED_NAMES));
+    }
+
+    #[test]
+    fn a_page_past_the_room_left_is_refused() {
+        let body = br#"{"tags":["a","b","c"]}"#;
+        assert_eq!(parse_tags(body, 3).unwrap().0.len(), 3);
+        assert_eq!(parse_tags(body, 2).unwrap_err(), PageError::TooManyTags);
     }
 }

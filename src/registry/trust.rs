@@ -29,14 +29,14 @@ pub(super) struct Pair {
 }
 
 impl Pair {
-    fn new(ca: Option<&reqwest::Certificate>) -> reqwest::Result<Pair> {
+    fn new(cas: &[reqwest::Certificate]) -> reqwest::Result<Pair> {
         let build = |policy| {
             let mut builder = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
                 .read_timeout(READ_TIMEOUT)
                 .connect_timeout(CONNECT_TIMEOUT)
                 .redirect(policy);
-            if let Some(ca) = ca {
+            for ca in cas {
                 builder = builder.add_root_certificate(ca.clone());
             }
             builder.build()
@@ -73,10 +73,17 @@ impl Clients {
             let pair = match by_content.get(&data) {
                 Some(pair) => pair.clone(),
                 None => {
-                    let certificate = reqwest::Certificate::from_pem(&data).map_err(|e| {
-                        format!("cannot use ca_file {} for {name}: {e}", ca.display())
-                    })?;
-                    let pair = Pair::new(Some(&certificate)).map_err(setup)?;
+                    // Every certificate of a bundle, as containerd and curl read one.
+                    let certificates = reqwest::Certificate::from_pem_bundle(&data)
+                        .ok()
+                        .filter(|found| !found.is_empty())
+                        .ok_or_else(|| {
+                            format!(
+                                "cannot use ca_file {} for {name}: no PEM certificate in it",
+                                ca.display()
+                            )
+                        })?;
+                    let pair = Pair::new(&certificates).map_err(setup)?;
                     by_content.insert(data, pair.clone());
                     pair
                 }
@@ -84,7 +91,7 @@ impl Clients {
             scoped.insert(host, pair);
         }
         Ok(Clients {
-            system: Pair::new(None).map_err(setup)?,
+            system: Pair::new(&[]).map_err(setup)?,
             scoped,
         })
     }

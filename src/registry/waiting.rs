@@ -7,6 +7,12 @@
 //! it resumes. Every wait of an image counts against its `max_wait`; a wait that would pass it
 //! is refused up front, with what it was for, instead of being slept through.
 //!
+//! A listing and an image also have an overall deadline ([`Waiter::within_deadline`], from
+//! `max_wait`: see `registry::limits`), counted from the waiter's start, less the time spent
+//! queued for a copy slot. Past it the work is dropped where it stands: a tag is pushed only
+//! once everything it points at is in place, so a target tag keeps its old content or has the
+//! complete new one, as when the process is killed.
+//!
 //! On shutdown every wait ends at once: an image that has not started never does, and one
 //! waiting for budget or a retry gives up, while copies under way are left to finish.
 
@@ -14,8 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::future::Future;
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::limits::{Deadlines, MIN_WHOLE, WHOLE_PER_MAX_WAIT};
 
 /// A wait that is not made: the image fails with this.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,6 +44,29 @@ pub enum WaitRefused {
     ShuttingDown,
 }
 
+/// What an overall deadline bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whole {
+    /// A repository's tag listing, every page.
+    Listing,
+    /// One image, into all its targets: comparing, children, blobs, referrers, tags.
+    Image,
+}
+
+/// A listing or an image that passed its overall deadline, and was stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "stopped: {} took longer than its overall deadline of {} ({WHOLE_PER_MAX_WAIT} × max_wait, at least {}{})",
+    match .what { Whole::Listing => "the listing", Whole::Image => "the image" },
+    secs(*.deadline),
+    secs(MIN_WHOLE),
+    match .what { Whole::Listing => "", Whole::Image => "; time queued for a copy slot not counted" },
+)]
+pub struct Overdue {
+    pub what: Whole,
+    pub deadline: Duration,
+}
+
 /// One image's share of the pass's concurrency, and its waiting so far.
 #[derive(Debug)]
 pub struct Waiter {
@@ -44,6 +78,12 @@ pub struct Waiter {
     waited: Mutex<Duration>,
     /// Cancelled on shutdown: ends every wait.
     stop: CancellationToken,
+    /// When the image (or listing) began: its overall deadline counts from here.
+    began: Instant,
+    /// Time queued for a slot so far, which the overall deadline does not count.
+    queued: Mutex<Duration>,
+    /// Since when the image has been queued for a slot, while it is.
+    queueing: watch::Sender<Option<Instant>>,
 }
 
 impl Waiter {
@@ -64,6 +104,9 @@ impl Waiter {
             max_wait,
             waited: Mutex::new(Duration::ZERO),
             stop,
+            began: Instant::now(),
+            queued: Mutex::new(Duration::ZERO),
+            queueing: watch::Sender::new(None),
         })
     }
 
@@ -93,10 +136,55 @@ impl Waiter {
     }
 
     async fn acquire(&self) -> Result<OwnedSemaphorePermit, WaitRefused> {
+        let _queued = Queued::start(self);
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => Err(WaitRefused::ShuttingDown),
             permit = self.slots.clone().acquire_owned() => Ok(permit.expect("the slots are never closed")),
+        }
+    }
+
+    /// Time this image has worked: since it began, less the time it queued for a slot.
+    fn worked(&self) -> Duration {
+        let queued = *self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let queueing = self
+            .queueing
+            .borrow()
+            .map_or(Duration::ZERO, |s| s.elapsed());
+        self.began.elapsed().saturating_sub(queued + queueing)
+    }
+
+    /// Runs `work` (the whole listing or image this waiter is for) within its overall
+    /// deadline; past it, `work` is dropped where it stands and the answer is [`Overdue`].
+    pub async fn within_deadline<T>(
+        &self,
+        what: Whole,
+        work: impl Future<Output = T>,
+    ) -> Result<T, Overdue> {
+        let deadline = Deadlines::for_max_wait(self.max_wait).whole;
+        tokio::select! {
+            biased;
+            done = work => Ok(done),
+            () = self.worked_for(deadline) => Err(Overdue { what, deadline }),
+        }
+    }
+
+    /// Returns once the image has worked `limit` (see [`Waiter::worked`]).
+    async fn worked_for(&self, limit: Duration) {
+        let mut queueing = self.queueing.subscribe();
+        loop {
+            if queueing.borrow_and_update().is_some() {
+                let _ = queueing.changed().await;
+                continue;
+            }
+            let left = limit.saturating_sub(self.worked());
+            if left.is_zero() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left) => {}
+                _ = queueing.changed() => {}
+            }
         }
     }
 
@@ -146,6 +234,26 @@ impl Waiter {
             }
         }
         Ok(())
+    }
+}
+
+/// A waiter's time in the queue for a slot, from its start to its drop (a queue left because
+/// the image was dropped counts too).
+struct Queued<'a>(&'a Waiter);
+
+impl<'a> Queued<'a> {
+    fn start(waiter: &'a Waiter) -> Self {
+        waiter.queueing.send_replace(Some(Instant::now()));
+        Queued(waiter)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(since) = self.0.queueing.send_replace(None) {
+            let mut queued = self.0.queued.lock().unwrap_or_else(|p| p.into_inner());
+            *queued = queued.saturating_add(since.elapsed());
+        }
     }
 }
 
@@ -231,6 +339,44 @@ mod tests {
             0,
             "and takes it again after a wait"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_overall_deadline_stops_work_and_does_not_count_queueing_for_a_slot() {
+        let slots = Arc::new(Semaphore::new(1));
+        let max_wait = Duration::from_secs(5);
+        let deadline = Deadlines::for_max_wait(max_wait).whole;
+        assert_eq!(deadline, Duration::from_secs(20));
+        let waiter = Waiter::new(slots.clone(), max_wait, CancellationToken::new()).unwrap();
+        // Another image holds the only slot for an hour: queueing for it is not work.
+        let held = slots.clone().acquire_owned().await.unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(held);
+        });
+        let began = Instant::now();
+        let endless = async {
+            waiter.take_slot().await.unwrap();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        let overdue = waiter
+            .within_deadline(Whole::Image, endless)
+            .await
+            .unwrap_err();
+        assert_eq!(began.elapsed(), Duration::from_secs(3600) + deadline);
+        assert_eq!(
+            overdue.to_string(),
+            "stopped: the image took longer than its overall deadline of 20.0 s (4 × max_wait, \
+             at least 10.0 s; time queued for a copy slot not counted)"
+        );
+        // Work that ends in time is not stopped.
+        let waiter = Waiter::new(slots, max_wait, CancellationToken::new()).unwrap();
+        let done = waiter
+            .within_deadline(Whole::Listing, tokio::time::sleep(Duration::from_secs(19)))
+            .await;
+        assert_eq!(done, Ok(()));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::copy::blobs::BlobLedger;
 use crate::copy::{self, CopyError, Outcome, PassContext};
 use crate::reference::ImageRef;
 use crate::registry::ratelimit::{Budgets, RegistryUsage};
-use crate::registry::waiting::{secs, Waiter};
+use crate::registry::waiting::{secs, Waiter, Whole};
 use crate::registry::Registries;
 
 /// What a person watching a pass sees counted: images planned, and done by outcome.
@@ -176,8 +176,14 @@ impl Runner {
                             }
                         };
                         let image_started = Instant::now();
-                        let outcomes =
-                            copy::mirror(&ctx, &source, &targets, &choice, &waiter).await;
+                        let copying = copy::mirror(&ctx, &source, &targets, &choice, &waiter);
+                        let outcomes = match waiter.within_deadline(Whole::Image, copying).await {
+                            Ok(outcomes) => outcomes,
+                            Err(overdue) => targets
+                                .iter()
+                                .map(|_| Err(CopyError::Overdue(overdue.clone())))
+                                .collect(),
+                        };
                         let took = image_started.elapsed();
                         for (target, outcome) in targets.iter().zip(&outcomes) {
                             log_outcome(target, targets.len() > 1, outcome, took);

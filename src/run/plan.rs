@@ -21,7 +21,7 @@ use super::Runner;
 use crate::config::{Config, Job, Mirror, TagSelection};
 use crate::reference::ImageRef;
 use crate::registry::tags::Listing;
-use crate::registry::waiting::Waiter;
+use crate::registry::waiting::{Waiter, Whole};
 use crate::registry::{Failure, RegistryError};
 use crate::selection::by_version_desc;
 
@@ -96,7 +96,8 @@ impl Runner {
         plan
     }
 
-    /// Lists a selection's source repository, within `max_wait`, holding no copy slot.
+    /// Lists a selection's source repository, within `max_wait` and the listing's overall
+    /// deadline, holding no copy slot.
     async fn list(&self, selection: &TagSelection) -> Result<Listing, RegistryError> {
         let waiter = Waiter::new(self.slots.clone(), self.max_wait, self.stop.clone()).map_err(
             |refused| {
@@ -107,14 +108,24 @@ impl Runner {
                 )
             },
         )?;
-        self.registries
-            .list_tags(&selection.source.repo(), &waiter)
+        let repository = selection.source.repo();
+        let listing = self.registries.list_tags(&repository, &waiter);
+        waiter
+            .within_deadline(Whole::Listing, listing)
             .await
+            .unwrap_or_else(|overdue| {
+                Err(RegistryError::with(
+                    "list tags",
+                    repository,
+                    Failure::Overdue(overdue),
+                ))
+            })
     }
 }
 
 /// The jobs of the tags `listing` offers that `mirror`'s rules select; problems (nothing
-/// selected, names that are not tags) go into `plan`.
+/// selected, tags that make no valid reference) go into `plan`. Names the listing left out
+/// as not tags are warned of.
 fn select(
     mirror: &Mirror,
     index: usize,
@@ -136,6 +147,17 @@ fn select(
         }
     }
     let repository = selection.source.repo();
+    if listing.left_out.count > 0 {
+        // Not tags, so nothing the rules could have mirrored: said, not failed.
+        warn!(
+            mirror = %mirror.name,
+            left_out = listing.left_out.count,
+            "{}: {repository} lists {} names that are not valid tags, left out: {}",
+            mirror.name,
+            listing.left_out.count,
+            listing.left_out
+        );
+    }
     info!(
         mirror = %mirror.name,
         listed = listing.tags.len(),
