@@ -369,7 +369,7 @@ fn metrics_and_healthz_change_after_a_pass() {
 }
 
 #[test]
-fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
+fn sync_needs_a_valid_signature_runs_the_named_mirror_and_ignores_a_replay() {
     let source = Registry::start();
     let target = Registry::start();
     let app = Image::single(Flavor::Oci, 1, 2048);
@@ -390,16 +390,17 @@ fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
     let client = http();
     let mirror = format!("{}/app:1", source.host());
     let body = r#"{"action":"published","package":{"name":"app"}}"#;
-    let sign = |secret: &str| {
+    let sign = |secret: &str, body: &str| {
         use hmac::{Hmac, KeyInit, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     };
-    let post = |signature: Option<String>| {
+    let post = |signature: Option<String>, delivery: &str| {
         let mut request = client
             .post(format!("{base}/sync"))
             .query(&[("mirror", mirror.as_str())])
+            .header("X-GitHub-Delivery", delivery)
             .body(body);
         if let Some(signature) = signature {
             request = request.header("X-Hub-Signature-256", signature);
@@ -407,15 +408,15 @@ fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
         request.send().unwrap()
     };
 
-    for wrong in [Some(sign("not the secret")), None] {
-        let answer = post(wrong);
+    for wrong in [Some(sign("not the secret", body)), None] {
+        let answer = post(wrong, "d-0");
         assert_eq!(answer.status().as_u16(), 401);
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(count(&daemon, "run started"), 0, "{}", daemon.stderr());
     assert!(tags(&target, "app").is_empty());
 
-    let answer = post(Some(sign("It's a Secret to Everybody")));
+    let answer = post(Some(sign("It's a Secret to Everybody", body)), "d-1");
     assert_eq!(answer.status().as_u16(), 202);
     let started: serde_json::Value = answer.json().unwrap();
     assert_eq!(started["started"][0], mirror.as_str());
@@ -427,10 +428,32 @@ fn sync_needs_a_valid_signature_and_then_runs_the_named_mirror() {
         "only the named mirror ran"
     );
 
+    // The same delivery sent again, under its own id or a fresh one: answered, not acted on.
+    eventually(&daemon, "the run finishes", || {
+        count(&daemon, "run finished") == 1
+    });
+    for delivery in ["d-1", "d-2"] {
+        let again = post(Some(sign("It's a Secret to Everybody", body)), delivery);
+        assert_eq!(again.status().as_u16(), 200, "{delivery}");
+        let answer: serde_json::Value = again.json().unwrap();
+        assert!(
+            answer["ignored"]
+                .as_str()
+                .is_some_and(|why| why.starts_with("already handled")),
+            "{answer}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&daemon, "run started"), 1, "{}", daemon.stderr());
+
+    let other_body = r#"{"action":"published","package":{"name":"nope"}}"#;
     let unknown = client
         .post(format!("{base}/sync?mirror=nope"))
-        .header("X-Hub-Signature-256", sign("It's a Secret to Everybody"))
-        .body(body)
+        .header(
+            "X-Hub-Signature-256",
+            sign("It's a Secret to Everybody", other_body),
+        )
+        .body(other_body)
         .send()
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);

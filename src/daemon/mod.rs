@@ -31,6 +31,8 @@ use crate::run::{Claim, Claims, Report, Runner, Selected};
 use crate::schedule::Schedule;
 use crate::shard::Shard;
 
+pub mod admission;
+pub mod deliveries;
 pub mod http;
 pub mod metrics;
 pub mod server;

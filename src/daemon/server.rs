@@ -7,31 +7,50 @@
 //!   `Authorization: Bearer <server.sync_token>`, or a body signed like a GitHub webhook,
 //!   `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with server.webhook_secret>`,
 //!   so a registry's package webhook can start a sync the moment an image is pushed. Both
-//!   are compared in constant time. With neither configured the route answers 403. Without
-//!   `?mirror=`, a GitHub `package` or `registry_package` event ([`crate::daemon::webhook`])
-//!   runs the mirrors whose source is that package, and 404s with the reason when none is.
+//!   are compared in constant time, before anything of the body is read, and a body is read
+//!   bounded ([`crate::daemon::admission`]); a signed delivery seen lately is answered as
+//!   already handled. With neither configured the route answers 403. Without `?mirror=`, a
+//!   GitHub `package` or `registry_package` event ([`crate::daemon::webhook`]) runs the
+//!   mirrors whose source is that package, and 404s with the reason when none is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::ServerSettings;
+use crate::daemon::admission::{Admission, Admitted, Refusal, BODY_QUEUE};
 use crate::daemon::webhook::{self, Verdict};
 use crate::daemon::{Daemon, Started};
+
+/// What the routes share.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    daemon: Arc<Daemon>,
+    /// `POST /sync`'s turns to read a body and the deliveries it acted on.
+    admission: Arc<Admission>,
+}
+
+impl FromRef<Endpoint> for Arc<Daemon> {
+    fn from_ref(endpoint: &Endpoint) -> Self {
+        endpoint.daemon.clone()
+    }
+}
+
+impl FromRef<Endpoint> for Arc<Admission> {
+    fn from_ref(endpoint: &Endpoint) -> Self {
+        endpoint.admission.clone()
+    }
+}
 
 /// Binds `listen` and serves until `stop` is cancelled. Binding errors are returned, so a
 /// port already in use stops the daemon at start with a clear message.
@@ -46,7 +65,10 @@ pub async fn start(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/sync", post(sync))
-        .with_state(daemon);
+        .with_state(Endpoint {
+            daemon,
+            admission: Arc::default(),
+        });
     info!(%address, "serving /healthz, /metrics and POST /sync");
     // Each connection bounded in time and number (see daemon::http).
     Ok(tokio::spawn(crate::daemon::http::serve(
@@ -82,9 +104,9 @@ struct SyncQuery {
 
 async fn sync(
     State(daemon): State<Arc<Daemon>>,
+    State(admission): State<Arc<Admission>>,
     Query(query): Query<SyncQuery>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     let Some(settings) = daemon.server_settings() else {
         return error(
@@ -92,17 +114,47 @@ async fn sync(
             "POST /sync is off: [server] is not configured",
         );
     };
-    if let Err((status, message)) = authorize(&settings, &headers, &body) {
-        warn!(status = status.as_u16(), "POST /sync refused: {message}");
-        let mut response = error(status, message);
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("a valid header"),
-            );
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let (body, delivery) = match admission.admit(&settings, &headers, body).await {
+        Ok(Admitted::Token) => (Bytes::new(), None),
+        Ok(Admitted::Signed { body, delivery }) => (body, Some(delivery)),
+        Ok(Admitted::Repeat) => {
+            info!("POST /sync: a signed delivery seen before, not acted on again");
+            let why = "already handled: this delivery (its X-GitHub-Delivery id or its signed body) was acted on before";
+            return (StatusCode::OK, Json(json!({"started": [], "ignored": why}))).into_response();
         }
-        return response;
+        Err(refusal) => return refused(refusal),
+    };
+    let answer = dispatch(&daemon, query, &headers, body).await;
+    if let Some(delivery) = delivery.filter(|_| !answer.status().is_success()) {
+        admission.forget(&delivery);
     }
+    answer
+}
+
+fn refused(refusal: Refusal) -> Response {
+    let status = refusal.status();
+    warn!(status = status.as_u16(), "POST /sync refused: {refusal}");
+    let mut response = error(status, &refusal.to_string());
+    let extra = match status {
+        StatusCode::UNAUTHORIZED => Some((header::WWW_AUTHENTICATE, "Bearer".to_string())),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            Some((header::RETRY_AFTER, BODY_QUEUE.as_secs().to_string()))
+        }
+        _ => None,
+    };
+    if let Some((name, value)) = extra {
+        response
+            .headers_mut()
+            .insert(name, value.parse().expect("a valid header"));
+    }
+    response
+}
+
+/// What an admitted `POST /sync` asks for, run. A request let in by the token comes with an
+/// empty `body`.
+async fn dispatch(daemon: &Daemon, query: SyncQuery, headers: &HeaderMap, body: Bytes) -> Response {
     let config = daemon.config();
     let github_event = headers
         .get("x-github-event")
@@ -171,147 +223,4 @@ async fn sync(
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
-}
-
-/// Whether the request carries the bearer token or a valid webhook signature.
-fn authorize(
-    settings: &ServerSettings,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), (StatusCode, &'static str)> {
-    if settings.sync_token.is_none() && settings.webhook_secret.is_none() {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "POST /sync is off: set server.sync_token or server.webhook_secret",
-        ));
-    }
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let mut refusal = None;
-    if let (Some(token), Some(given)) = (&settings.sync_token, text("authorization")) {
-        let given = bearer(given).unwrap_or_default();
-        if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
-            return Ok(());
-        }
-        refusal = Some("wrong bearer token");
-    }
-    if let (Some(secret), Some(signature)) = (&settings.webhook_secret, text("x-hub-signature-256"))
-    {
-        let valid = signature
-            .strip_prefix("sha256=")
-            .and_then(|hex_digest| hex::decode(hex_digest).ok())
-            .is_some_and(|expected| {
-                let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-                    .expect("HMAC takes a key of any length");
-                mac.update(body);
-                mac.verify_slice(&expected).is_ok()
-            });
-        if valid {
-            return Ok(());
-        }
-        refusal = Some("X-Hub-Signature-256 does not match the body");
-    }
-    if let Some(refusal) = refusal {
-        return Err((StatusCode::UNAUTHORIZED, refusal));
-    }
-    Err((
-        StatusCode::UNAUTHORIZED,
-        "no credentials: send Authorization: Bearer <token> or X-Hub-Signature-256",
-    ))
-}
-
-/// The credentials of `Authorization: Bearer <token>`; the scheme is case-insensitive
-/// (RFC 7235), so `bearer` and `BEARER` are the same.
-fn bearer(authorization: &str) -> Option<&str> {
-    let (scheme, token) = authorization.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::credentials::Secret;
-
-    fn settings(token: Option<&str>, secret: Option<&str>) -> ServerSettings {
-        ServerSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            sync_token: token.map(|t| Secret::new(t.to_string())),
-            webhook_secret: secret.map(|s| Secret::new(s.to_string())),
-        }
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, value.parse().unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn github_signature_example_is_accepted() {
-        // GitHub's documented example: secret "It's a Secret to Everybody", payload
-        // "Hello, World!".
-        let s = settings(None, Some("It's a Secret to Everybody"));
-        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert!(authorize(
-            &s,
-            &headers(&[("x-hub-signature-256", good)]),
-            b"Hello, World!"
-        )
-        .is_ok());
-        let refused = authorize(
-            &s,
-            &headers(&[("x-hub-signature-256", good)]),
-            b"Hello, World?",
-        );
-        assert_eq!(refused.unwrap_err().0, StatusCode::UNAUTHORIZED);
-        for bad in [
-            "sha256=00",
-            "sha1=757107ea",
-            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
-            "sha256=zz",
-        ] {
-            let refused = authorize(
-                &s,
-                &headers(&[("x-hub-signature-256", bad)]),
-                b"Hello, World!",
-            );
-            assert_eq!(refused.unwrap_err().0, StatusCode::UNAUTHORIZED, "{bad}");
-        }
-    }
-
-    #[test]
-    fn bearer_token_must_match_exactly() {
-        let s = settings(Some("t0ken"), None);
-        for good in ["Bearer t0ken", "bearer t0ken", "BEARER  t0ken "] {
-            let given = headers(&[("authorization", good)]);
-            assert!(authorize(&s, &given, b"").is_ok(), "{good}");
-        }
-        for bad in [
-            "Bearer t0ke",
-            "Bearer t0ken2",
-            "Basic t0ken",
-            "t0ken",
-            "Bearer ",
-        ] {
-            let refused = authorize(&s, &headers(&[("authorization", bad)]), b"");
-            assert_eq!(refused.unwrap_err().0, StatusCode::UNAUTHORIZED, "{bad}");
-        }
-        assert_eq!(
-            authorize(&s, &HeaderMap::new(), b"").unwrap_err().0,
-            StatusCode::UNAUTHORIZED
-        );
-    }
-
-    #[test]
-    fn without_a_token_or_secret_sync_is_off() {
-        let refused = authorize(
-            &settings(None, None),
-            &headers(&[("authorization", "Bearer x")]),
-            b"",
-        );
-        assert_eq!(refused.unwrap_err().0, StatusCode::FORBIDDEN);
-    }
 }
