@@ -910,6 +910,39 @@ fn paths_in_the_config_are_relative_to_the_config_file_and_unrelated_docker_entr
 }
 
 #[test]
+fn a_ca_file_holding_a_private_key_is_refused_naming_the_file_and_the_key() {
+    let sandbox = Sandbox::new();
+    let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ==\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAs3cr3tK3y==\n-----END RSA PRIVATE KEY-----\n";
+    sandbox.write_file("conf/ca.pem", &format!("{cert}{key}"));
+    sandbox.write_file(
+        "conf/mirrors.toml",
+        "images = [\"r.io/app:1\"]\n[defaults]\ntarget = \"t.io/m\"\nlayout = \"registry\"\n[registries.\"t.io\"]\nca_file = \"ca.pem\"\n",
+    );
+    for command in [
+        &["check"][..],
+        &["clients", "--out", "clients"],
+        &["--once"],
+    ] {
+        let run = sandbox
+            .regmirror()
+            .args(command)
+            .args(["-c", "conf/mirrors.toml"])
+            .run();
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(
+                "registries.\"t.io\".ca_file: conf/ca.pem holds a private key (RSA PRIVATE KEY)"
+            ),
+            "{command:?}\n{}",
+            run.output()
+        );
+        assert!(!run.output().contains("s3cr3tK3y"), "{}", run.output());
+    }
+    assert!(!sandbox.path().join("clients").exists());
+}
+
+#[test]
 fn a_target_written_as_a_url_gets_a_hint() {
     let sandbox = Sandbox::new();
     sandbox.write_config("images = [\"nginx\"]\n[defaults]\ntarget = \"https://r.io/m\"\n");

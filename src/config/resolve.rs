@@ -760,14 +760,23 @@ impl Resolver<'_> {
                     _ => written,
                 };
                 let problem = match std::fs::read_to_string(&path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file"),
-                    Err(_) => Some("cannot be read"),
-                    // TLS libraries skip what is not a certificate: a wrong file would be
-                    // silently ignored, so look for one here.
-                    Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => {
-                        Some("holds no PEM certificate")
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Some("no such file".to_string())
                     }
-                    Ok(_) => None,
+                    Err(_) => Some("cannot be read".to_string()),
+                    // A CA bundle never needs a key, and one would be copied wherever the
+                    // bundle goes (`regmirror clients`).
+                    Ok(pem) => match super::pem::private_key(&pem) {
+                        Some(label) => Some(format!(
+                            "holds a private key ({label}): a CA file needs only the CA's certificates; take the key out of it"
+                        )),
+                        // TLS libraries skip what is not a certificate: a wrong file would be
+                        // silently ignored, so look for one here.
+                        None if super::pem::certificates(&pem).is_empty() => {
+                            Some("holds no PEM certificate".to_string())
+                        }
+                        None => None,
+                    },
                 };
                 if let Some(problem) = problem {
                     return Err(self.at(
