@@ -942,6 +942,75 @@ fn a_ca_file_holding_a_private_key_is_refused_naming_the_file_and_the_key() {
     assert!(!sandbox.path().join("clients").exists());
 }
 
+/// A value from `${VAR}` is never quoted in an error: the variable may hold a secret, and the
+/// error reaches the log and `/healthz`. The message names the variable instead.
+#[test]
+fn an_error_never_quotes_what_a_variable_expanded_to() {
+    const SECRET: &str = "s3cr3t-pr0xy";
+    let images = "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n";
+    let hub = "[registries.\"docker.io\"]\nendpoint = \"${V}\"\n";
+    let cases: Vec<(String, String, &str)> = vec![
+        // Credentials in an endpoint's URL.
+        (
+            format!("{images}{hub}"),
+            format!("https://user:{SECRET}@proxy.example.com/hub"),
+            "registries.\"docker.io\".endpoint \"${V}\": holds credentials",
+        ),
+        // Any other refusal of an endpoint quotes it too.
+        (
+            format!("{images}{hub}"),
+            format!("ftp://user:{SECRET}@proxy.example.com/hub"),
+            "registries.\"docker.io\".endpoint \"${V}\": the scheme is ftp:",
+        ),
+        (
+            format!("{images}{hub}"),
+            format!("https://proxy.example.com/{SECRET}/Hub"),
+            "its path \"<redacted>\" is not a repository path",
+        ),
+        (
+            "images = [\"${V}\"]\n[defaults]\ntarget = \"r.io/m\"\n".to_string(),
+            format!("u:{SECRET}@reg.io/app:1"),
+            "${V}",
+        ),
+        (
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"${V}\"\n".to_string(),
+            format!("r.io/{SECRET}/Bad"),
+            "invalid target \"${V}\"",
+        ),
+        (
+            format!("{images}layout = \"${{V}}\"\n"),
+            SECRET.to_string(),
+            "defaults.layout is \"${V}\"",
+        ),
+        (
+            format!("{images}[server]\nlisten = \"${{V}}\"\n"),
+            format!("{SECRET}:90"),
+            "server.listen: \"${V}\" is not an address",
+        ),
+        (
+            "[ssm]\nparameter = \"${V}\"\n".to_string(),
+            format!("{SECRET}/images"),
+            "SSM parameter \"${V}\"",
+        ),
+    ];
+    let sandbox = Sandbox::new();
+    for (toml, value, expected) in cases {
+        sandbox.write_config(&toml);
+        let run = sandbox.regmirror().arg("check").env("V", &value).run();
+        run.assert_code(2);
+        assert!(
+            !run.output().contains(SECRET),
+            "{toml}with V={value}:\n{}",
+            run.output()
+        );
+        assert!(
+            run.stderr.contains(expected),
+            "{toml}with V={value}: expected {expected:?}\n{}",
+            run.output()
+        );
+    }
+}
+
 #[test]
 fn a_target_written_as_a_url_gets_a_hint() {
     let sandbox = Sandbox::new();
