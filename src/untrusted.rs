@@ -3,7 +3,7 @@
 //!
 //! Such text reaches report lines, logs, `/healthz` and a GitHub step summary, each read one
 //! line at a time. So every quoted name or text is [`clip`]ped (a 2 MiB "tag" must not make
-//! every `/healthz` answer megabytes) and [`escape`]d: a control character (an ANSI `ESC`
+//! every `/healthz` answer megabytes) and escaped: a control character (an ANSI `ESC`
 //! that repaints the terminal, a `CR` that overwrites the line, a `LF` that forges the next
 //! line of a report) or a bidirectional override is shown as an escape, never sent as is.
 //! [`line`] does both, so its limit counts what is shown, escapes included.
@@ -22,15 +22,10 @@ pub fn clip(text: &str, max: usize) -> String {
     shown(text, max, |c, out| out.push(c))
 }
 
-/// `text` with every control character (`ESC`, `CR`, `LF`, `DEL`…) and bidirectional
-/// formatting character written as an escape: `\n`, `\r`, `\t`, `\u{1b}`.
-pub fn escape(text: &str) -> String {
-    shown(text, usize::MAX, escape_char)
-}
-
-/// `text` as one line of at most `max` characters shown: escaped, and clipped with a note of
-/// how many of its characters were cut. What a report line, a log field or `/healthz` shows
-/// of text from outside.
+/// `text` as one line of at most `max` characters shown: every control character (`ESC`,
+/// `CR`, `LF`, `DEL`…) and bidirectional formatting character written as an escape (`\n`,
+/// `\r`, `\t`, `\u{1b}`), then clipped with a note of how many of its characters were cut.
+/// What a report line, a log field or `/healthz` shows of text from outside.
 pub fn line(text: &str, max: usize) -> String {
     shown(text, max, escape_char)
 }
@@ -103,14 +98,14 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_never_sent() {
         let hostile = "denied\r\x1b[2K\x1b[32mOK\x1b[0m\nFAILED forged\u{7f}\u{202e}txt.exe\0";
-        let shown = escape(hostile);
+        let shown = line(hostile, usize::MAX);
         assert_eq!(
             shown,
             "denied\\r\\u{1b}[2K\\u{1b}[32mOK\\u{1b}[0m\\nFAILED forged\\u{7f}\\u{202e}txt.exe\\u{0}"
         );
         assert!(!shown.chars().any(|c| c.is_control() || is_bidi(c)));
         // Printable text of any script is kept.
-        assert_eq!(escape("tag 标签 é \\ \"x\""), "tag 标签 é \\ \"x\"");
+        assert_eq!(line("tag 标签 é \\ \"x\"", 20), "tag 标签 é \\ \"x\"");
     }
 
     #[test]
