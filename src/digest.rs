@@ -44,10 +44,13 @@ pub enum DigestError {
     Unsupported { digest: String, algorithm: String },
 }
 
+/// The most characters of a refused digest quoted: a sha512 digest has 135.
+const SHOWN: usize = 150;
+
 /// The algorithm of a well-formed digest; anything else is refused, its text clipped so a
 /// hostile value cannot flood a message.
 pub fn parse(digest: &str) -> Result<Algorithm, DigestError> {
-    let shown = || clip(digest);
+    let shown = || crate::untrusted::clip(digest, SHOWN);
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err(DigestError::Malformed(shown()));
     };
@@ -134,14 +137,6 @@ fn is_hex(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// At most 100 characters of a value that came from the network.
-fn clip(text: &str) -> String {
-    match text.char_indices().nth(100) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]

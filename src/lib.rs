@@ -29,11 +29,13 @@
 //!   (`regmirror clients`).
 //! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,
 //!   [`aws::ecr`] gets ECR tokens and creates repositories.
+//! - [`untrusted`] makes a registry's names and texts fit to show: clipped, control
+//!   characters escaped, wherever they reach a report, a log or `/healthz`.
 //!
 //! Imports between these top-level modules never go in a circle: `cli` on top; `logging` and
 //! `progress` under it; then `daemon`, `run`, `copy`, `registry` and `config` in that order;
-//! `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`, `digest`
-//! and `exit` at the bottom.
+//! `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`, `digest`,
+//! `untrusted` and `exit` at the bottom.
 
 pub mod aws;
 pub mod cli;
@@ -53,3 +55,4 @@ pub mod run;
 pub mod schedule;
 pub mod selection;
 pub mod shard;
+pub mod untrusted;

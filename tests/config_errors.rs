@@ -922,6 +922,108 @@ fn paths_in_the_config_are_relative_to_the_config_file_and_unrelated_docker_entr
 }
 
 #[test]
+fn a_ca_file_holding_a_private_key_is_refused_naming_the_file_and_the_key() {
+    let sandbox = Sandbox::new();
+    let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ==\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAs3cr3tK3y==\n-----END RSA PRIVATE KEY-----\n";
+    sandbox.write_file("conf/ca.pem", &format!("{cert}{key}"));
+    sandbox.write_file(
+        "conf/mirrors.toml",
+        "images = [\"r.io/app:1\"]\n[defaults]\ntarget = \"t.io/m\"\nlayout = \"registry\"\n[registries.\"t.io\"]\nca_file = \"ca.pem\"\n",
+    );
+    for command in [
+        &["check"][..],
+        &["clients", "--out", "clients"],
+        &["--once"],
+    ] {
+        let run = sandbox
+            .regmirror()
+            .args(command)
+            .args(["-c", "conf/mirrors.toml"])
+            .run();
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(
+                "registries.\"t.io\".ca_file: conf/ca.pem holds a private key (RSA PRIVATE KEY)"
+            ),
+            "{command:?}\n{}",
+            run.output()
+        );
+        assert!(!run.output().contains("s3cr3tK3y"), "{}", run.output());
+    }
+    assert!(!sandbox.path().join("clients").exists());
+}
+
+/// A value from `${VAR}` is never quoted in an error: the variable may hold a secret, and the
+/// error reaches the log and `/healthz`. The message names the variable instead.
+#[test]
+fn an_error_never_quotes_what_a_variable_expanded_to() {
+    const SECRET: &str = "s3cr3t-pr0xy";
+    let images = "images = [\"nginx:1\"]\n[defaults]\ntarget = \"r.io/m\"\n";
+    let hub = "[registries.\"docker.io\"]\nendpoint = \"${V}\"\n";
+    let cases: Vec<(String, String, &str)> = vec![
+        // Credentials in an endpoint's URL.
+        (
+            format!("{images}{hub}"),
+            format!("https://user:{SECRET}@proxy.example.com/hub"),
+            "registries.\"docker.io\".endpoint \"${V}\": holds credentials",
+        ),
+        // Any other refusal of an endpoint quotes it too.
+        (
+            format!("{images}{hub}"),
+            format!("ftp://user:{SECRET}@proxy.example.com/hub"),
+            "registries.\"docker.io\".endpoint \"${V}\": the scheme is ftp:",
+        ),
+        (
+            format!("{images}{hub}"),
+            format!("https://proxy.example.com/{SECRET}/Hub"),
+            "its path \"<redacted>\" is not a repository path",
+        ),
+        (
+            "images = [\"${V}\"]\n[defaults]\ntarget = \"r.io/m\"\n".to_string(),
+            format!("u:{SECRET}@reg.io/app:1"),
+            "${V}",
+        ),
+        (
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"${V}\"\n".to_string(),
+            format!("r.io/{SECRET}/Bad"),
+            "invalid target \"${V}\"",
+        ),
+        (
+            format!("{images}layout = \"${{V}}\"\n"),
+            SECRET.to_string(),
+            "defaults.layout is \"${V}\"",
+        ),
+        (
+            format!("{images}[server]\nlisten = \"${{V}}\"\n"),
+            format!("{SECRET}:90"),
+            "server.listen: \"${V}\" is not an address",
+        ),
+        (
+            "[ssm]\nparameter = \"${V}\"\n".to_string(),
+            format!("{SECRET}/images"),
+            "SSM parameter \"${V}\"",
+        ),
+    ];
+    let sandbox = Sandbox::new();
+    for (toml, value, expected) in cases {
+        sandbox.write_config(&toml);
+        let run = sandbox.regmirror().arg("check").env("V", &value).run();
+        run.assert_code(2);
+        assert!(
+            !run.output().contains(SECRET),
+            "{toml}with V={value}:\n{}",
+            run.output()
+        );
+        assert!(
+            run.stderr.contains(expected),
+            "{toml}with V={value}: expected {expected:?}\n{}",
+            run.output()
+        );
+    }
+}
+
+#[test]
 fn a_target_written_as_a_url_gets_a_hint() {
     let sandbox = Sandbox::new();
     sandbox.write_config("images = [\"nginx\"]\n[defaults]\ntarget = \"https://r.io/m\"\n");

@@ -301,6 +301,52 @@ schedule = "*/2 * * * * *"
 }
 
 #[test]
+fn a_reload_refused_for_a_variables_value_never_shows_the_value() {
+    const SECRET: &str = "s3cr3t-pr0xy";
+    let sandbox = Sandbox::new();
+    let config = |registries: &str| {
+        format!(
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"127.0.0.1:1/m\"\nrun_on_start = false\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n{registries}"
+        )
+    };
+    sandbox.write_config(&config(""));
+    let mut daemon = sandbox
+        .regmirror()
+        .env(
+            "PROXY_URL",
+            format!("https://user:{SECRET}@proxy.example.com/hub"),
+        )
+        .start();
+    let base = format!("http://{}", server_address(&mut daemon));
+    replace_config(
+        &sandbox,
+        &config("[registries.\"docker.io\"]\nendpoint = \"${PROXY_URL}\"\n"),
+    );
+    eventually(&daemon, "the edit is refused", || {
+        daemon.stderr().contains("config not reloaded")
+    });
+    let health = http()
+        .get(format!("{base}/healthz"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let error = parsed["config_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{health}"));
+    assert!(
+        error.contains("endpoint \"${PROXY_URL}\": holds credentials"),
+        "{error}"
+    );
+    assert!(!health.contains(SECRET), "{health}");
+    assert!(!daemon.stderr().contains(SECRET), "{}", daemon.stderr());
+    daemon.terminate();
+    daemon.wait(PATIENCE).assert_success();
+}
+
+#[test]
 fn metrics_and_healthz_change_after_a_pass() {
     let source = Registry::start();
     let target = Registry::start();

@@ -399,7 +399,7 @@ fn names_that_are_not_tags_are_left_out_with_a_warning_that_quotes_a_few_clipped
         "{warning}"
     );
     assert!(
-        warning.contains(&format!("\"{}…\"", "x".repeat(40))),
+        warning.contains(&format!("\"{}… (", "x".repeat(40))),
         "{warning}"
     );
     assert!(warning.contains("and 1 more"), "{warning}");
@@ -674,4 +674,150 @@ fn a_blob_redirected_to_the_metadata_address_is_refused_before_connecting() {
     gets.dedup();
     assert!(asked >= 1 && gets.len() == asked, "{:?}", source.requests());
     assert!(!run.stderr.contains("will retry"), "{}", run.output());
+}
+
+/// A registry whose words are hostile: `denied:1` is refused with an error text that
+/// repaints the terminal (`ESC`), overwrites its line (`CR`), forges a report line (`LF`) and
+/// runs to 60,000 characters; `many` lists three "tags" of 2 MiB, each opening with `ESC`.
+fn hostile_words() -> Hostile {
+    let image = Image::single(Flavor::Oci, 1, 1024);
+    let content = Content::default().image("denied", "1", &image);
+    let denial = format!(
+        "\u{1b}[2J\u{1b}[Hno\rFAILED      forged → line\n{}",
+        "x".repeat(60_000)
+    );
+    let names: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|c| format!("\u{1b}[31m{}", c.repeat(2 << 20)))
+        .collect();
+    Hostile::start(
+        move |request, _| match (request.repo(), request.endpoint()) {
+            ("denied", _) if request.is_manifest_get() => Reply::json(
+                403,
+                &serde_json::json!({ "errors": [{ "code": "DENIED", "message": denial }] }),
+            ),
+            ("many", harness::proxy::Endpoint::Tags) => {
+                Reply::json(200, &serde_json::json!({ "name": "many", "tags": names }))
+            }
+            _ => content.reply(request),
+        },
+    )
+}
+
+/// mirrors.toml for [`hostile_words`]: `denied:1` and the tags of `many`, into `target`.
+fn hostile_words_config(hostile: &Hostile, target: &Registry, extra: &str) -> String {
+    format!(
+        "images = [\"{host}/denied:1\"]\n[defaults]\ntarget = \"{to}\"\n{extra}\
+         [[mirror]]\nsource = \"{host}/many\"\ninclude = [\".*\"]\ntarget = \"{to}/many\"\n",
+        host = hostile.host(),
+        to = target.host()
+    )
+}
+
+/// The first 2,000 characters of `text`, for an assertion's message.
+fn head(text: &str) -> String {
+    text.chars().take(2_000).collect()
+}
+
+/// No control character but the line ends, and no line over 4,000 bytes.
+#[track_caller]
+fn assert_lines_tame(what: &str, text: &str) {
+    for line in text.lines() {
+        assert!(
+            !line.chars().any(char::is_control),
+            "{what} has a control character: {}",
+            head(&line.escape_debug().to_string())
+        );
+        assert!(
+            line.len() <= 4_000,
+            "{what} has a line of {} bytes: {}",
+            line.len(),
+            head(line)
+        );
+    }
+}
+
+#[test]
+fn a_registrys_names_and_error_texts_reach_the_report_clipped_and_escaped() {
+    let hostile = hostile_words();
+    let target = Registry::start();
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&hostile_words_config(&hostile, &target, ""));
+    let run = sandbox.regmirror().arg("--once").start().wait(TIMEOUT);
+    run.assert_code(1);
+    // The report (what a GitHub step summary shows) and the log.
+    assert_lines_tame("the report", &run.stdout);
+    assert_lines_tame("the log", &run.stderr);
+    assert!(
+        run.stdout.len() < 20_000,
+        "a report of {} bytes: {}",
+        run.stdout.len(),
+        head(&run.stdout)
+    );
+    let denied = failure(&run, "/denied:1");
+    assert!(
+        denied.contains("access denied: \\u{1b}[2J\\u{1b}[Hno FAILED forged → line xxx"),
+        "{}",
+        head(denied)
+    );
+    assert!(denied.contains(" more characters)"), "{}", head(denied));
+    // The forged line stays inside the real one.
+    assert_eq!(
+        run.stdout.matches("FAILED      forged").count(),
+        0,
+        "{}",
+        head(&run.stdout)
+    );
+    // Names that are not tags are left out of the listing, a few quoted in a warning.
+    assert!(
+        run.stderr.contains("\\u{1b}[31maaaa"),
+        "the names are quoted, escaped: {}",
+        head(&run.stderr)
+    );
+}
+
+#[test]
+fn healthz_stays_small_whatever_a_registry_names() {
+    let hostile = hostile_words();
+    let target = Registry::start();
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&hostile_words_config(
+        &hostile,
+        &target,
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+    ));
+    let mut daemon = sandbox.regmirror().start();
+    let base = format!("http://{}", harness::daemon::server_address(&mut daemon));
+    let client = harness::daemon::http();
+    let answer = || {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    harness::daemon::eventually(&daemon, "both mirrors have run", || {
+        let health: serde_json::Value = serde_json::from_str(&answer()).unwrap();
+        health["mirrors"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["last_run"].is_object()))
+    });
+    let body = answer();
+    assert!(
+        body.len() < 64 * 1024,
+        "/healthz answers {} bytes",
+        body.len()
+    );
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for mirror in health["mirrors"].as_array().unwrap() {
+        let errors = mirror["last_run"]["errors"].as_array().unwrap();
+        assert!(!errors.is_empty(), "{}", head(&body));
+        for error in errors {
+            assert_lines_tame("/healthz", error.as_str().unwrap());
+            assert!(!error.as_str().unwrap().contains('\n'));
+        }
+    }
+    daemon.terminate();
+    daemon.wait(harness::daemon::PATIENCE);
 }

@@ -236,14 +236,16 @@ pub fn render(settings: &Settings) -> String {
     out
 }
 
-/// A mirror's CA as a file beside others (read from the config's `ca_file`); `None` when it
-/// has none or it cannot be read (the config loader has checked it exists).
+/// A mirror's CA as a file beside others: the `CERTIFICATE` blocks of the config's `ca_file`
+/// and nothing else it holds. `None` when it has none or it cannot be read (the config loader
+/// has checked it exists, holds a certificate and no key).
 fn ca_file(mirror: &MirrorHost, path: String, install_to: String) -> Option<File> {
     let pem = std::fs::read_to_string(mirror.ca.as_ref()?).ok()?;
-    Some(File {
+    let certificates = crate::config::pem::certificates(&pem);
+    (!certificates.is_empty()).then_some(File {
         path,
         install_to,
-        content: pem,
+        content: certificates,
     })
 }
 
@@ -385,5 +387,32 @@ mirror_prefix = ""
             e.to_string().contains("defaults.layout = \"registry\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn only_the_certificates_of_a_ca_file_reach_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert =
+            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ==\n-----END CERTIFICATE-----";
+        std::fs::write(&ca, format!("subject=CN=mirror CA\n{cert}\n")).unwrap();
+        let config = config(&format!(
+            "images = [\"nginx:1\"]\n[defaults]\ntarget = \"m.example.com\"\nlayout = \"registry\"\n[registries.\"m.example.com\"]\nca_file = {:?}\n",
+            ca.display().to_string()
+        ));
+        // The file gains a key after the config was loaded (and checked): it is not copied.
+        let key =
+            "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49Key==\n-----END PRIVATE KEY-----";
+        std::fs::write(&ca, format!("subject=CN=mirror CA\n{cert}\n{key}\n")).unwrap();
+        let settings = settings(&config).unwrap();
+        let copies: Vec<&File> = settings
+            .files
+            .iter()
+            .filter(|f| f.path.ends_with(".pem") || f.path.ends_with(".crt"))
+            .collect();
+        assert_eq!(copies.len(), 2, "{:?}", settings.files);
+        for copy in copies {
+            assert_eq!(copy.content, format!("{cert}\n"), "{}", copy.path);
+        }
     }
 }

@@ -264,7 +264,7 @@ fn value_length(text: &str) -> usize {
 }
 
 /// `message` with every quoted part that comes from `secret` (`"…"` or `` `…` ``) replaced.
-fn scrub(message: &str, secret: &str) -> String {
+pub(super) fn scrub(message: &str, secret: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(open) = rest.find(['"', '`']) {

@@ -11,6 +11,7 @@
 
 mod error;
 mod file;
+pub(crate) mod pem;
 mod resolve;
 
 use std::collections::BTreeMap;

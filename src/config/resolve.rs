@@ -80,12 +80,17 @@ pub(super) fn resolve(
     };
     if let Some(ssm) = &ssm {
         if !ssm.parameter.starts_with('/') && ssm.parameter.contains('/') {
-            return Err(ConfigError::Whole {
-                path: path.to_path_buf(),
-                message: format!(
-                    "SSM parameter {:?}: a name with `/` in it starts with `/`",
-                    ssm.parameter
-                ),
+            let message = format!(
+                "SSM parameter {:?}: a name with `/` in it starts with `/`",
+                ssm.parameter
+            );
+            // At its place in the file, which takes back what a `${VAR}` expanded to.
+            return Err(match (&overrides.ssm_parameter, &raw.ssm) {
+                (None, Some(raw_ssm)) => r.at(raw_ssm.parameter.span(), message),
+                _ => ConfigError::Whole {
+                    path: path.to_path_buf(),
+                    message,
+                },
             });
         }
     }
@@ -287,6 +292,26 @@ pub(super) fn settle_registries<'a>(
     Ok(())
 }
 
+/// The names of the `${VAR}`s in `written` (`$$` is a literal `$`, not a variable).
+fn variables(written: &str) -> impl Iterator<Item = &str> {
+    let mut rest = written;
+    std::iter::from_fn(move || loop {
+        let i = rest.find('$')?;
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            rest = after;
+        } else if let Some((name, after)) = rest
+            .strip_prefix("${")
+            .and_then(|after| after.split_once('}'))
+        {
+            rest = after;
+            return Some(name);
+        } else {
+            rest = &rest[1..];
+        }
+    })
+}
+
 /// When the mirrors of the file run, unless a `[[mirror]]` says otherwise: from `[defaults]`.
 struct When<'a> {
     zone: Tz,
@@ -312,8 +337,30 @@ impl Resolver<'_> {
             .partition_point(|&start| start <= span.start)
     }
 
+    /// An error at `span`. A message about a value never quotes what its `${VAR}`s expanded
+    /// to (a variable may hold `https://user:secret@proxy`, and errors reach the log and
+    /// `/healthz`): see [`Resolver::unexpanded`].
     fn at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let message = self.unexpanded(&span, message.into());
         ConfigError::at(self.path, self.text, span, message)
+    }
+
+    /// `message` with the value of every `${VAR}` written in `span` taken out again: where a
+    /// value stands whole the message names its variable (`${PROXY_URL}`), and a quoted part
+    /// of one (a parser quoting the URL's path) becomes `<redacted>`.
+    fn unexpanded(&self, span: &Range<usize>, mut message: String) -> String {
+        let written = self.text.get(span.clone()).unwrap_or_default();
+        for name in variables(written) {
+            let Some(value) = (self.env)(name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let named = format!("${{{name}}}");
+            // As it is, and as `{:?}` quotes it.
+            message = message.replace(&value, &named);
+            message = message.replace(&value.escape_debug().to_string(), &named);
+            message = super::error::scrub(&message, &value);
+        }
+        message
     }
 
     /// Expands `${VAR}` from the environment (`$$` is a literal `$`); an unset variable is an
@@ -764,14 +811,23 @@ impl Resolver<'_> {
                     _ => written,
                 };
                 let problem = match std::fs::read_to_string(&path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file"),
-                    Err(_) => Some("cannot be read"),
-                    // TLS libraries skip what is not a certificate: a wrong file would be
-                    // silently ignored, so look for one here.
-                    Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => {
-                        Some("holds no PEM certificate")
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Some("no such file".to_string())
                     }
-                    Ok(_) => None,
+                    Err(_) => Some("cannot be read".to_string()),
+                    // A CA bundle never needs a key, and one would be copied wherever the
+                    // bundle goes (`regmirror clients`).
+                    Ok(pem) => match super::pem::private_key(&pem) {
+                        Some(label) => Some(format!(
+                            "holds a private key ({label}): a CA file needs only the CA's certificates; take the key out of it"
+                        )),
+                        // TLS libraries skip what is not a certificate: a wrong file would be
+                        // silently ignored, so look for one here.
+                        None if super::pem::certificates(&pem).is_empty() => {
+                            Some("holds no PEM certificate".to_string())
+                        }
+                        None => None,
+                    },
                 };
                 if let Some(problem) = problem {
                     return Err(self.at(
@@ -1138,6 +1194,12 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variables_of_a_value_are_found_as_expand_reads_them() {
+        let names: Vec<&str> = variables("\"$${NOT} ${A}x${B_2}$$ ${open\"").collect();
+        assert_eq!(names, ["A", "B_2"]);
+    }
 
     fn resolve_with(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
         let env: BTreeMap<String, String> = env

@@ -44,6 +44,10 @@ pub mod webhook;
 /// The most selected tags `/healthz` names per mirror (the count is always whole).
 const HEALTH_TAGS: usize = 1000;
 
+/// The most failures of a mirror's last run `/healthz` quotes (`failed` counts them all),
+/// each a report line of bounded length: an answer of a few hundred KiB at most.
+const HEALTH_ERRORS: usize = 100;
+
 /// The longest a timer sleeps before it looks at the wall clock again.
 const WALL_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -205,6 +209,9 @@ struct LastRun {
     finished: DateTime<Utc>,
     mirrored: usize,
     unchanged: usize,
+    /// Images and problems that failed.
+    failed: usize,
+    /// The first [`HEALTH_ERRORS`] of them, each a line.
     failures: Vec<String>,
     /// For a mirror with tag rules: what it listed and selected.
     tags: Option<Selected>,
@@ -657,7 +664,8 @@ impl Daemon {
                 finished,
                 mirrored,
                 unchanged,
-                failures,
+                failed: failures.len(),
+                failures: failures.into_iter().take(HEALTH_ERRORS).collect(),
                 tags: report.selections.iter().find(|s| s.mirror == name).cloned(),
             });
         }
@@ -681,10 +689,10 @@ impl Daemon {
                     json!({
                         "started": stamp(last.started),
                         "finished": stamp(last.finished),
-                        "result": if last.failures.is_empty() { "ok" } else { "failed" },
+                        "result": if last.failed == 0 { "ok" } else { "failed" },
                         "mirrored": last.mirrored,
                         "unchanged": last.unchanged,
-                        "failed": last.failures.len(),
+                        "failed": last.failed,
                         "errors": last.failures,
                         "tags": last.tags.as_ref().map(|tags| json!({
                             "listed": tags.listed,

@@ -45,7 +45,12 @@ pub const MAX_REFERENCES: usize = 10_000;
 pub enum ManifestError {
     #[error("is a Docker schema 1 manifest, which is obsolete and not mirrored; rebuild or re-push the image with a current client")]
     SchemaV1,
-    #[error("is not a manifest regmirror understands: {0}")]
+    /// Its text can quote the manifest (a media type, a parser's complaint): shown clipped
+    /// and escaped, as the registry's.
+    #[error(
+        "is not a manifest regmirror understands: {}",
+        crate::untrusted::line(.0, crate::untrusted::TEXT)
+    )]
     Malformed(String),
 }
 

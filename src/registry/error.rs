@@ -2,17 +2,23 @@
 //! read their type, never their text.
 
 use std::error::Error as StdError;
+use std::fmt;
 use std::time::Duration;
 
 use crate::registry::limits::error_body;
 use crate::registry::waiting::secs;
+use crate::untrusted;
 
-/// Registry error bodies can be whole HTML pages; keep messages to a line.
-const MAX_MESSAGE: usize = 300;
+/// The most characters of a failure shown: regmirror's own words around at most a few
+/// clipped texts of the registry's. Every message is one line.
+const MAX_FAILURE: usize = 1_000;
 
 /// A registry request that failed: what was being done, to what, and how it failed.
+///
+/// Shown, it is one line of bounded length whatever the registry sent: the failure's texts
+/// (error bodies, codes, names quoted in a protocol error) are escaped and clipped by
+/// [`untrusted::line`], as is the subject.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{action} {subject}: {failure}")]
 pub struct RegistryError {
     /// `HEAD manifest`, `pull manifest`, `copy blob`…
     pub action: &'static str,
@@ -83,6 +89,18 @@ pub enum Failure {
     /// A whole listing passed its overall deadline.
     #[error("{0}")]
     Overdue(crate::registry::waiting::Overdue),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.action,
+            untrusted::line(&self.subject, untrusted::NAME),
+            untrusted::line(&self.failure.to_string(), MAX_FAILURE)
+        )
+    }
 }
 
 impl RegistryError {
@@ -203,9 +221,12 @@ fn classify(status: Option<u16>, code: &str, message: &str) -> Failure {
         (Some(status), _) if code.is_empty() => Failure::Status { status, message },
         (Some(status), _) => Failure::Status {
             status,
-            message: format!("{code}: {message}"),
+            message: format!("{}: {message}", untrusted::line(code, untrusted::NAME)),
         },
-        (None, _) => Failure::Protocol(format!("{code}: {message}")),
+        (None, _) => Failure::Protocol(format!(
+            "{}: {message}",
+            untrusted::line(code, untrusted::NAME)
+        )),
     }
 }
 
@@ -299,14 +320,12 @@ fn tls_failure(err: &rustls::Error) -> Failure {
     }
 }
 
-/// A message on one line, at most [`MAX_MESSAGE`] characters: registry error bodies can be
-/// whole HTML pages, and hostile ones anything at all.
+/// A registry's text on one line of at most [`untrusted::TEXT`] characters: error bodies can
+/// be whole HTML pages (their runs of white space become one space), and hostile ones
+/// anything at all (control characters are escaped).
 pub(super) fn clip(message: &str) -> String {
     let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(MAX_MESSAGE) {
-        Some((i, _)) => format!("{}…", &line[..i]),
-        None => line,
-    }
+    untrusted::line(&line, untrusted::TEXT)
 }
 
 #[cfg(test)]
@@ -374,6 +393,49 @@ mod tests {
         let body = format!("<html>\n{}\n</html>", "x".repeat(1000));
         let shown = clip(&body);
         assert!(!shown.contains('\n'));
-        assert!(shown.chars().count() <= MAX_MESSAGE + 1);
+        assert!(shown.chars().count() <= untrusted::TEXT + 30, "{shown}");
+    }
+
+    #[test]
+    fn a_hostile_error_text_is_shown_on_one_line_escaped_and_clipped() {
+        let body = format!(
+            r#"{{"errors":[{{"code":"DENIED\u001b[2J","message":"no\r\u001b[32mOK {}"}}]}}"#,
+            "x".repeat(1 << 20)
+        );
+        let err = RegistryError::from_response(
+            "HEAD manifest",
+            "r.io/app:1",
+            403,
+            body.as_bytes(),
+            false,
+        );
+        let shown = err.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        // White space (the CR) becomes a space; any other control character an escape.
+        assert!(shown.contains("no \\u{1b}[32mOK"), "{shown}");
+        assert!(shown.len() < 1_000, "{}", shown.len());
+        // A code is clipped too, and any failure built from a registry's words.
+        let err = RegistryError::from_response(
+            "HEAD manifest",
+            "x",
+            500,
+            format!(
+                r#"{{"errors":[{{"code":"{}","message":"m"}}]}}"#,
+                "C".repeat(1 << 20)
+            )
+            .as_bytes(),
+            false,
+        );
+        assert!(err.to_string().len() < 1_000);
+        let err = RegistryError::with(
+            "list tags",
+            "x",
+            Failure::Protocol(format!("\x1b[2K{}", "n".repeat(1 << 20))),
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.len() < MAX_FAILURE + 100 && !shown.contains('\x1b'),
+            "{shown}"
+        );
     }
 }

@@ -89,7 +89,7 @@ impl LeftOut {
     }
 }
 
-/// `"a2\u{1b}[31m…"`, and `and 7 more` after the quoted ones.
+/// `"a2\u{1b}[31m… (9 more characters)"`, and `and 7 more` after the quoted ones.
 impl fmt::Display for LeftOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.quoted.join(", "))?;
@@ -100,19 +100,10 @@ impl fmt::Display for LeftOut {
     }
 }
 
-/// `name` quoted for a message: at most [`QUOTED_CHARS`] characters, control characters and
-/// quotes escaped, `…` where it was clipped.
+/// `name` quoted for a message: one line of at most [`QUOTED_CHARS`] characters, control
+/// characters escaped ([`crate::untrusted::line`]).
 fn quote(name: &str) -> String {
-    let mut quoted = String::from('"');
-    let mut chars = name.chars();
-    for c in chars.by_ref().take(QUOTED_CHARS) {
-        quoted.extend(c.escape_debug());
-    }
-    if chars.next().is_some() {
-        quoted.push('…');
-    }
-    quoted.push('"');
-    quoted
+    format!("\"{}\"", crate::untrusted::line(name, QUOTED_CHARS))
 }
 
 /// One page as the registry sent it, its names that are not tags left out.
@@ -518,8 +509,9 @@ mod tests {
         assert_eq!(
             left_out.to_string(),
             format!(
-                "\"{}…\", \"bad\\u{{1b}}[31mred\\n\", \"-dash\" and 2 more",
-                "a".repeat(QUOTED_CHARS)
+                "\"{}… ({} more characters)\", \"bad\\u{{1b}}[31mred\\n\", \"-dash\" and 2 more",
+                "a".repeat(QUOTED_CHARS),
+                (2 << 20) - QUOTED_CHARS
             )
         );
         assert!(left_out.to_string().len() < 200);

@@ -24,6 +24,7 @@ use crate::registry::tags::Listing;
 use crate::registry::waiting::{Waiter, Whole};
 use crate::registry::{Failure, RegistryError};
 use crate::selection::by_version_desc;
+use crate::untrusted;
 
 /// Repositories listed at once when several mirrors have tag rules.
 const LISTINGS_AT_ONCE: usize = 4;
@@ -143,7 +144,8 @@ fn select(
                 jobs.extend(tag_jobs);
                 tags_selected.push(tag.to_string());
             }
-            Err(_) => invalid.push(format!("{tag:?}")),
+            // Quoted as Rust quotes a string: control characters escaped.
+            Err(_) => invalid.push(format!("{:?}", untrusted::clip(tag, untrusted::NAME))),
         }
     }
     let repository = selection.source.repo();

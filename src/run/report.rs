@@ -9,6 +9,17 @@ use crate::config::Job;
 use crate::copy::Outcome;
 use crate::registry::ratelimit::RegistryUsage;
 use crate::registry::waiting::secs;
+use crate::untrusted;
+
+/// The most characters of one problem or failure reason in a report line (and in
+/// `/healthz`'s `errors`): each quotes a few clipped names or texts of a registry's, so this
+/// only bounds what nothing else has.
+const MAX_REASON: usize = 2_000;
+
+/// `text` as a report shows it: on one line, control characters escaped, clipped.
+fn shown(text: &str) -> String {
+    untrusted::line(text, MAX_REASON)
+}
 
 /// The result of one image.
 #[derive(Debug)]
@@ -83,9 +94,18 @@ impl Report {
     pub fn failures(&self) -> Vec<String> {
         let images = self.results.iter().filter_map(|r| {
             let reason = r.outcome.as_ref().err()?;
-            Some(format!("{} → {}: {reason}", r.job.source, r.job.target))
+            Some(format!(
+                "{} → {}: {}",
+                r.job.source,
+                r.job.target,
+                shown(reason)
+            ))
         });
-        self.problems.iter().cloned().chain(images).collect()
+        self.problems
+            .iter()
+            .map(|p| shown(p))
+            .chain(images)
+            .collect()
     }
 
     /// The report for a person: a line per image that needs attention (every failure with its
@@ -93,7 +113,7 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for problem in &self.problems {
-            let _ = writeln!(out, "FAILED      {problem}");
+            let _ = writeln!(out, "FAILED      {}", shown(problem));
         }
         let (mut changed, mut unchanged, mut skipped) = (0, 0, 0);
         for r in &self.results {
@@ -119,13 +139,14 @@ impl Report {
                 Ok(Outcome::Mirrored { .. }) => changed += 1,
                 Ok(Outcome::Skipped { reason }) => {
                     skipped += 1;
-                    let _ = writeln!(out, "skipped     {source} → {target}: {reason}");
+                    let _ = writeln!(out, "skipped     {source} → {target}: {}", shown(reason));
                 }
                 Err(reason) => {
                     let _ = writeln!(
                         out,
-                        "FAILED      {source} → {target} ({}): {reason}",
-                        r.job.origin()
+                        "FAILED      {source} → {target} ({}): {}",
+                        r.job.origin(),
+                        shown(reason)
                     );
                 }
             }
