@@ -10,8 +10,12 @@
 //! means an OCI manifest, so mirrors.toml lives in `config` and OCI manifests in `manifest`.)
 
 mod error;
+mod expand;
 mod file;
+mod mirrors;
 pub(crate) mod pem;
+mod process;
+mod registries;
 mod resolve;
 
 use std::collections::BTreeMap;
@@ -440,7 +444,7 @@ impl Config {
         let in_use = jobs
             .iter()
             .flat_map(|job| [&job.source.registry, &job.target.registry]);
-        resolve::settle_registries(&self.path, &mut config.registries, in_use, &docker)?;
+        registries::settle_registries(&self.path, &mut config.registries, in_use, &docker)?;
         config.jobs.extend(jobs);
         Ok((config, problems))
     }
