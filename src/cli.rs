@@ -8,7 +8,6 @@ use indicatif::ProgressBar;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::aws::ssm;
 use crate::config::{Config, Job, Overrides};
 use crate::daemon;
 use crate::daemon::signals;
@@ -229,59 +228,30 @@ async fn once(
     stop: CancellationToken,
     view: Option<ProgressBar>,
 ) -> Exit {
-    // A parameter that cannot be read, or entries that are not images, fail the run (exit 1)
-    // but not the file's own images.
-    let mut problems = Vec::new();
-    let config = match &config.ssm {
-        Some(ssm) => match ssm::read_list(ssm).await {
-            Ok(entries) => match config.with_listed(&entries) {
-                Ok((config, listed_problems)) => {
-                    let parameter = &ssm.parameter;
-                    problems.extend(
-                        listed_problems
-                            .into_iter()
-                            .map(|p| format!("SSM parameter {parameter}: {p}")),
-                    );
-                    config
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Exit::BadConfig;
-                }
-            },
-            Err(e) => {
-                problems.push(e.to_string());
-                config
-            }
-        },
-        None => config,
-    };
-    let mut runner = match Runner::new(&config, Arc::default(), stop) {
+    let runner = match Runner::new(&config, Arc::default(), stop) {
         Ok(runner) => runner,
         Err(e) => {
             eprintln!("error: {}: {e}", config.path.display());
             return Exit::BadConfig;
         }
     };
+    let every_mirror: Vec<usize> = (0..config.mirrors.len()).collect();
+    // The SSM parameter is read here, as the daemon reads it for a run of its mirror.
+    let mut pass = runner.prepare(Arc::new(config), every_mirror).await;
     if let Some(shard) = shard {
         info!(%shard, "mirroring one shard's share of the images");
     }
-    let every_mirror: Vec<usize> = (0..config.mirrors.len()).collect();
     let in_shard = |job: &Job| shard.is_none_or(|s| s.includes(&job.target.to_string()));
     let watching = view.map(|bar| {
         let tally = Arc::new(Tally::default());
-        runner.tally = Some(tally.clone());
-        (bar.clone(), progress::watch(bar, &runner, tally))
+        pass.runner.tally = Some(tally.clone());
+        (bar.clone(), progress::watch(bar, &pass.runner, tally))
     });
-    let (mut report, _) = runner
-        .run(&config, &every_mirror, &Claims::new(), &in_shard, dry_run)
-        .await;
+    let (report, _) = pass.run(&Claims::new(), &in_shard, dry_run).await;
     if let Some((bar, redraw)) = watching {
         redraw.abort();
         bar.finish_and_clear();
     }
-    problems.append(&mut report.problems);
-    report.problems = problems;
     println!("{}", report.render());
     if report.failed() > 0 {
         Exit::SomeFailed

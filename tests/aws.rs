@@ -1,8 +1,8 @@
 //! The AWS side, against moto's server mode and real registries: the image list from an SSM
 //! parameter (StringList, String, SecureString), a run with no config file, an edited
-//! parameter honoured on the next pass, a missing parameter, and `--shard`; ECR targets
-//! (repositories created with their settings before the push, tokens from
-//! GetAuthorizationToken) against a registry behind ECR's rules.
+//! parameter honoured on the next pass, a missing parameter, a bad list failing `--once` and
+//! the daemon alike, and `--shard`; ECR targets (repositories created with their settings
+//! before the push, tokens from GetAuthorizationToken) against a registry behind ECR's rules.
 
 mod harness;
 
@@ -249,6 +249,102 @@ fn the_daemon_reads_the_parameter_every_run_and_follows_an_edit() {
         "{}",
         daemon.stderr()
     );
+}
+
+/// The lines a `--once` report fails with (`FAILED      …`).
+fn failed_lines(run: &Run) -> Vec<String> {
+    run.stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("FAILED      "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the daemon's last run of the SSM parameter's mirror came to, once it has one:
+/// its `result` and its `errors`.
+fn last_ssm_run(daemon: &mut Spawned) -> (String, Vec<String>) {
+    let base = format!("http://{}", harness::daemon::server_address(daemon));
+    let mut last = None;
+    harness::daemon::eventually(daemon, "a run of the SSM mirror", || {
+        let health: serde_json::Value = harness::daemon::http()
+            .get(format!("{base}/healthz"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let runs = health["mirrors"].as_array().cloned().unwrap_or_default();
+        last = runs
+            .into_iter()
+            .find(|m| m["name"] == format!("ssm:{PARAMETER}"))
+            .map(|m| m["last_run"].clone())
+            .filter(|run| !run.is_null());
+        last.is_some()
+    });
+    let last = last.unwrap();
+    let errors = last["errors"].as_array().unwrap().iter();
+    (
+        last["result"].as_str().unwrap().to_string(),
+        errors.map(|e| e.as_str().unwrap().to_string()).collect(),
+    )
+}
+
+/// Issue 21: `--once` and the daemon build a pass through one path. Before, a parameter that
+/// could not be read failed `--once` (exit 1) while the daemon's run of it was "ok", and an
+/// entry that was no image failed `--once` but was only a warning in the daemon's log.
+#[test]
+fn a_bad_list_fails_a_once_pass_and_a_daemon_run_alike() {
+    let moto = Moto::start();
+    let source = Registry::start();
+    let target = Registry::start();
+    let images = seed(&source, &["own", "a"]);
+    let s = source.host();
+    let sandbox = Sandbox::new();
+    let config = format!(
+        "images = [\"{s}/own:1\"]\n[defaults]\ntarget = \"{}/mirror\"\n[ssm]\nparameter = \"{PARAMETER}\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\n",
+        target.host()
+    );
+    sandbox.write_config(&config);
+
+    // The parameter does not exist yet: the read fails, the file's image is mirrored.
+    let once = sandbox.regmirror().envs(moto.env()).arg("--once").run();
+    once.assert_code(1);
+    let failed = failed_lines(&once);
+    assert!(
+        failed.len() == 1 && failed[0].starts_with(&format!("SSM parameter {PARAMETER}: ")),
+        "{}",
+        once.output()
+    );
+    assert!(failed[0].contains("ParameterNotFound"), "{}", once.output());
+    let mut daemon = sandbox.regmirror().envs(moto.env()).start();
+    let (result, errors) = last_ssm_run(&mut daemon);
+    assert_eq!(result, "failed", "{}", daemon.stderr());
+    assert!(
+        errors.len() == 1 && errors[0].starts_with(&format!("SSM parameter {PARAMETER}: ")),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("ParameterNotFound"), "{errors:?}");
+    drop(daemon);
+    assert_eq!(
+        mirrored(&target, "own").as_deref(),
+        Some(images[0].digest())
+    );
+
+    // An entry that is no image fails alone, with the same line; the other is mirrored.
+    moto.put_parameter(PARAMETER, "StringList", &format!("{s}/a:1,Not An Image"));
+    let once = sandbox.regmirror().envs(moto.env()).arg("--once").run();
+    once.assert_code(1);
+    let failed = failed_lines(&once);
+    assert!(
+        failed.len() == 1 && failed[0].contains("\"Not An Image\": invalid image reference"),
+        "{}",
+        once.output()
+    );
+    assert_eq!(mirrored(&target, "a").as_deref(), Some(images[1].digest()));
+    let mut daemon = sandbox.regmirror().envs(moto.env()).start();
+    let (result, errors) = last_ssm_run(&mut daemon);
+    assert_eq!(result, "failed", "{}", daemon.stderr());
+    assert_eq!(errors, failed, "{}", daemon.stderr());
 }
 
 /// An "ECR" registry: a real registry behind ECR's rules, with moto as ECR's API (reached

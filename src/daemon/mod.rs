@@ -23,8 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
 use self::metrics::Metrics;
-use crate::aws::ssm;
-use crate::config::{ssm_mirror_name, Config, Job, Overrides, ServerSettings};
+use crate::config::{Config, Job, Overrides, ServerSettings};
 use crate::exit::Exit;
 use crate::registry::ratelimit::Budgets;
 use crate::run::{Claim, Claims, Report, Runner, Selected};
@@ -166,8 +165,6 @@ pub struct Daemon {
     overrides: Overrides,
     /// `--shard`: only this share of every mirror's images.
     shard: Option<Shard>,
-    /// The SSM parameter's entries last read, kept for when it cannot be read.
-    last_listed: Mutex<Option<Vec<String>>>,
     /// Pull budgets for the life of the process, whatever the config says meanwhile.
     budgets: Arc<Budgets>,
     pub metrics: Metrics,
@@ -239,7 +236,6 @@ impl Daemon {
             stop,
             overrides,
             shard,
-            last_listed: Mutex::new(None),
             budgets,
             metrics: Metrics::default(),
             passes: TaskTracker::new(),
@@ -358,6 +354,9 @@ impl Daemon {
                 // Runs under way and new ones share one set of slots.
                 runner.slots = state.runner.slots.clone();
             }
+            // A read of the SSM parameter that fails after a reload goes on with the entries
+            // read before it.
+            runner.listed = state.runner.listed.clone();
             state.config = Arc::new(config);
             state.runner = runner;
             state.text = text;
@@ -520,17 +519,16 @@ impl Daemon {
             async move {
                 let started = Utc::now();
                 let Some(daemon) = me.upgrade() else { return };
-                let (runner, config) = daemon.config_for(&name, config, runner).await;
                 let Some(index) = config.mirrors.iter().position(|m| m.name == name) else {
                     daemon.finish(&name, started, &Report::default());
                     return;
                 };
                 let others = daemon.claims_besides(&name, &config);
                 info!(why, "run started");
+                // For the SSM parameter's mirror, the parameter is read here, as `--once` reads it.
+                let pass = runner.prepare(config, vec![index]).await;
                 let in_shard = |job: &Job| daemon.in_shard(job);
-                let (report, claims) = runner
-                    .run(&config, &[index], &others, &in_shard, false)
-                    .await;
+                let (report, claims) = pass.run(&others, &in_shard, false).await;
                 daemon.remember_claims(&name, claims);
                 daemon.finish(&name, started, &report);
             }
@@ -580,63 +578,6 @@ impl Daemon {
     fn remember_claims(&self, name: &str, claims: Claims) {
         if let Some(entry) = self.lock().mirrors.get_mut(name) {
             entry.claims = claims;
-        }
-    }
-
-    /// The config a run of mirror `name` works from, and the runner for it. For the SSM
-    /// parameter's mirror it reads the parameter first and adds its images; if that fails it
-    /// goes on with the entries last read, and logs why.
-    async fn config_for(
-        &self,
-        name: &str,
-        config: Arc<Config>,
-        runner: Runner,
-    ) -> (Runner, Arc<Config>) {
-        let Some(ssm) = config
-            .ssm
-            .as_ref()
-            .filter(|s| ssm_mirror_name(&s.parameter) == name)
-        else {
-            return (runner, config);
-        };
-        let entries = match ssm::read_list(ssm).await {
-            Ok(entries) => {
-                *self.last_listed.lock().unwrap_or_else(|p| p.into_inner()) = Some(entries.clone());
-                entries
-            }
-            Err(e) => {
-                let last = self
-                    .last_listed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                warn!(error = %e, kept = last.as_ref().map_or(0, Vec::len), "cannot read the SSM parameter; going on with the entries last read");
-                last.unwrap_or_default()
-            }
-        };
-        let listed = match config.with_listed(&entries) {
-            Ok((listed, problems)) => {
-                for problem in problems {
-                    warn!("SSM parameter {}: {problem}", ssm.parameter);
-                }
-                listed
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot use the SSM parameter's entries");
-                return (runner, config);
-            }
-        };
-        // The listed images may name registries the file does not: a runner that knows them,
-        // with the same budgets and slots.
-        match Runner::new(&listed, self.budgets.clone(), self.stop.clone()) {
-            Ok(mut fresh) => {
-                fresh.slots = runner.slots.clone();
-                (fresh, Arc::new(listed))
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot set up the SSM parameter's registries");
-                (runner, config)
-            }
         }
     }
 

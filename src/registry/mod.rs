@@ -147,6 +147,11 @@ impl Registries {
         })
     }
 
+    /// The pull budgets it paces with, for another set of clients to share.
+    pub fn budgets(&self) -> Arc<Budgets> {
+        self.budgets.clone()
+    }
+
     /// The credentials for `reference`'s registry (`None`: anonymous), and for ECR the
     /// generation they belong to. A credential helper is asked here, on first use.
     async fn auth_for(

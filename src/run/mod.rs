@@ -1,15 +1,21 @@
 //! One pass: its plan (every image, tag rules applied to fresh listings), then every image
 //! of the plan, and the report it ends with.
 //!
+//! [`Runner::prepare`] makes a pass of a config, adding the SSM parameter's images when the
+//! pass runs its mirror; `--once` and the daemon both start there, so the list fails them
+//! alike (see `listed.rs`).
+//!
 //! [`plan`] lists the repositories of mirrors with tag rules and turns what they select into
 //! jobs. Images are then compared all at once (the registry layer bounds the HEADs in flight
 //! per registry) and copied up to `defaults.concurrency` at a time, each in its own task: one
 //! that fails (or even panics) is recorded and the others carry on. The [`Report`] lists
 //! every result in config order and ends with the summary line.
 
+mod listed;
 mod plan;
 mod report;
 
+pub use listed::{LastListed, Pass};
 pub use plan::{Claim, Claims, Plan};
 pub use report::{ImageResult, Report, Selected};
 
@@ -82,6 +88,9 @@ pub struct Runner {
     pub grace: Duration,
     /// Counted as images finish, when someone watches (the terminal's progress view).
     pub tally: Option<Arc<Tally>>,
+    /// The SSM parameter's entries last read, for a pass whose read fails; the daemon hands
+    /// it from one config's runner to the next.
+    pub listed: Arc<LastListed>,
 }
 
 impl Runner {
@@ -100,6 +109,7 @@ impl Runner {
             stop,
             grace: config.shutdown_grace,
             tally: None,
+            listed: Arc::default(),
         })
     }
 
