@@ -116,7 +116,7 @@ impl Runner {
     /// Plans the mirrors of `config` at the indexes `mirrors` (see [`Runner::plan`]) and
     /// mirrors the planned images that `keep` keeps (a shard's share). Returns the report,
     /// with what listing cost counted in, and the targets the plan claimed.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         config: &Config,
         mirrors: &[usize],
