@@ -21,6 +21,7 @@ use std::time::Duration;
 use harness::cli::sandboxed;
 use harness::moto::{Moto, REGION};
 use harness::*;
+use regmirror::shard::Shard;
 use serde_yaml_ng::Value;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -210,6 +211,27 @@ fn mirrored_count(run: &Run) -> usize {
         .unwrap_or_else(|| panic!("no summary line\n{}", run.output()))
 }
 
+/// Twelve or more image names of which every one of `count` shards gets at least one. The split
+/// hashes each target reference, which holds the target's random port, so twelve fixed names
+/// leave a shard empty about one run in forty.
+fn names_in_every_shard(target: &Registry, count: u32) -> Vec<String> {
+    let shards: Vec<Shard> = (1..=count).map(|index| Shard { index, count }).collect();
+    let mut names = Vec::new();
+    let mut filled = vec![false; shards.len()];
+    for i in 0.. {
+        if names.len() >= 12 && filled.iter().all(|f| *f) {
+            break;
+        }
+        let name = format!("img{i}");
+        let reference = format!("{}/mirror/{name}:1", target.host());
+        for (shard, filled) in shards.iter().zip(&mut filled) {
+            *filled |= shard.includes(&reference);
+        }
+        names.push(name);
+    }
+    names
+}
+
 #[test]
 fn the_indexed_cronjob_splits_one_list_between_its_pods_with_no_overlap_and_no_gap() {
     const MANIFEST: &str = "deploy/kubernetes/shards/cronjob.yaml";
@@ -236,7 +258,7 @@ fn the_indexed_cronjob_splits_one_list_between_its_pods_with_no_overlap_and_no_g
 
     let source = Registry::start();
     let target = Registry::start();
-    let names: Vec<String> = (0..12).map(|i| format!("img{i}")).collect();
+    let names = names_in_every_shard(&target, completions as u32);
     seed(&source, &names);
     let config = pod.value_of("--config").to_string();
     std::fs::create_dir_all(Path::new(&config).parent().unwrap()).unwrap();
