@@ -55,4 +55,5 @@ pub mod run;
 pub mod schedule;
 pub mod selection;
 pub mod shard;
+pub mod store;
 pub mod untrusted;

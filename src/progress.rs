@@ -69,6 +69,7 @@ impl<'a> MakeWriter<'a> for LogWriter {
 /// Redraws `bar` from `runner`'s pass until aborted, counting from `tally`.
 pub fn watch(bar: ProgressBar, runner: &Runner, tally: Arc<Tally>) -> JoinHandle<()> {
     let registries = runner.registries.clone();
+    let stores = runner.stores.clone();
     let slots = runner.slots.clone();
     let concurrency = runner.concurrency;
     tokio::spawn(async move {
@@ -76,7 +77,7 @@ pub fn watch(bar: ProgressBar, runner: &Runner, tally: Arc<Tally>) -> JoinHandle
         let mut shown = String::new();
         loop {
             let now = Instant::now();
-            let bytes = registries.bytes_transferred();
+            let bytes = stores.bytes_transferred();
             samples.push((now, bytes));
             samples.retain(|(at, _)| now.duration_since(*at) <= RATE_WINDOW);
             let rate = match samples.first() {

@@ -4,7 +4,7 @@
 //! In order of preference: it is already there (HEAD); the target registry can mount it from a
 //! repository that has it (the source repository when source and target share a registry, or
 //! a target repository this pass already filled); or its bytes stream from the source, read
-//! once for every target that needs them ([`Registries::copy_blob_to_all`]). A
+//! once for every target that needs them ([`Stores::copy_blob_to_all`]). A
 //! [`BlobLedger`] shared by every image of a pass remembers where each blob landed in each
 //! target registry, so a layer shared by ten images crosses the network once and is mounted
 //! nine times; concurrent images wanting the same blob wait for the one transfer instead of
@@ -17,7 +17,8 @@ use super::ledger::{Claim, Ledger, Promise};
 use crate::manifest::Descriptor;
 use crate::reference::Repository;
 use crate::registry::waiting::Waiter;
-use crate::registry::{Registries, RegistryError};
+use crate::registry::RegistryError;
+use crate::store::Stores;
 
 /// Blob transfers under way at once across the whole pass (a transfer to several targets
 /// counts once): enough to fill a link, few enough not to look like a flood to the registry.
@@ -56,7 +57,7 @@ impl BlobLedger {
     /// each, in order.
     pub async fn place_all(
         &self,
-        registries: &Registries,
+        stores: &Stores,
         from: &Repository,
         to: &[Repository],
         blob: &Descriptor,
@@ -65,11 +66,11 @@ impl BlobLedger {
         let digest = blob.digest.as_str();
         // What each target can do alone: it has the blob, or mounts it from the source.
         let cheap = join_all(to.iter().map(|target| async move {
-            if registries.blob_exists(target, digest, waiter).await? {
+            let store = stores.of(&target.registry);
+            if store.blob_exists(target, digest, waiter).await? {
                 return Ok(Some(Placed::AlreadyThere));
             }
-            if from.registry == target.registry && registries.mount_blob(target, from, digest).await
-            {
+            if from.registry == target.registry && store.mount_blob(target, from, digest).await {
                 return Ok(Some(Placed::Mounted));
             }
             Ok(None)
@@ -98,7 +99,7 @@ impl BlobLedger {
             let targets: Vec<Repository> = mine.iter().map(|(i, _)| to[*i].clone()).collect();
             let copied = {
                 let _permit = self.transfers.acquire().await.expect("never closed");
-                registries
+                stores
                     .copy_blob_to_all(from, &targets, digest, blob.size, waiter)
                     .await
             };
@@ -110,10 +111,7 @@ impl BlobLedger {
             }
         }
         for i in later {
-            results[i] = Some(
-                self.place_after(registries, from, &to[i], blob, waiter)
-                    .await,
-            );
+            results[i] = Some(self.place_after(stores, from, &to[i], blob, waiter).await);
         }
         results
             .into_iter()
@@ -125,7 +123,7 @@ impl BlobLedger {
     /// mount from where it landed, or transfer it here if that image gave up.
     async fn place_after(
         &self,
-        registries: &Registries,
+        stores: &Stores,
         from: &Repository,
         to: &Repository,
         blob: &Descriptor,
@@ -139,7 +137,7 @@ impl BlobLedger {
         {
             Claim::Done(home) => home,
             Claim::Mine(promise) => {
-                let copied = self.transfer(registries, from, to, blob, waiter).await?;
+                let copied = self.transfer(stores, from, to, blob, waiter).await?;
                 promise.keep(to.clone());
                 return Ok(Placed::Copied(copied));
             }
@@ -148,25 +146,25 @@ impl BlobLedger {
         if &home == to {
             return Ok(Placed::AlreadyThere); // another image of this pass put it here
         }
-        if registries.mount_blob(to, &home, digest).await {
+        if stores.of(&to.registry).mount_blob(to, &home, digest).await {
             return Ok(Placed::Mounted);
         }
         // The registry would not mount it (some refuse cross-repository mounts): move it anyway.
         Ok(Placed::Copied(
-            self.transfer(registries, from, to, blob, waiter).await?,
+            self.transfer(stores, from, to, blob, waiter).await?,
         ))
     }
 
     async fn transfer(
         &self,
-        registries: &Registries,
+        stores: &Stores,
         from: &Repository,
         to: &Repository,
         blob: &Descriptor,
         waiter: &Waiter,
     ) -> Result<u64, RegistryError> {
         let _permit = self.transfers.acquire().await.expect("never closed");
-        registries
+        stores
             .copy_blob(from, to, &blob.digest, blob.size, waiter)
             .await
     }

@@ -38,7 +38,8 @@ use crate::digest;
 use crate::manifest::{platform, Descriptor, Manifest, ManifestError, Platform, Platforms};
 use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::{Overdue, WaitRefused, Waiter};
-use crate::registry::{Registries, RegistryError};
+use crate::registry::RegistryError;
+use crate::store::Stores;
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
 const CHILD_MANIFESTS_AT_ONCE: usize = 4;
@@ -50,7 +51,8 @@ pub const MAX_INDEX_DEPTH: usize = 4;
 /// What is shared by every image of one pass.
 #[derive(Debug, Clone)]
 pub struct PassContext {
-    pub registries: Arc<Registries>,
+    /// Every store images are read from or written to.
+    pub stores: Arc<Stores>,
     pub ledger: Arc<BlobLedger>,
     /// Manifests pushed so far, so each goes once into each target repository.
     pub manifests: Arc<ManifestLedger>,
@@ -146,17 +148,20 @@ pub async fn mirror(
     choice: &CopyChoice,
     waiter: &Waiter,
 ) -> Vec<Result<Outcome, CopyError>> {
-    let registries = &ctx.registries;
+    let stores = &ctx.stores;
     let source_side = async {
         match &source.digest {
             Some(pinned) => Ok(Some(pinned.clone())),
-            None => registries.manifest_digest(source, waiter).await,
+            None => {
+                let store = stores.of(&source.registry);
+                store.manifest_digest(source, waiter).await
+            }
         }
     };
-    let target_side =
-        join_all(targets.iter().map(|target| async move {
-            registries.manifest_digest(&target.named(), waiter).await
-        }));
+    let target_side = join_all(targets.iter().map(|target| async move {
+        let store = stores.of(&target.registry);
+        store.manifest_digest(&target.named(), waiter).await
+    }));
     let (source_digest, target_digests) = futures_util::join!(source_side, target_side);
     let source_digest = match source_digest {
         Ok(Some(digest)) => digest,
@@ -196,11 +201,12 @@ pub async fn mirror(
         }
     }
     // Before the first pull: a target that cannot take the push costs no pull.
-    let prepared = join_all(
-        changed
-            .iter()
-            .map(|&i| async move { registries.prepare_push(&targets[i].repo()).await }),
-    )
+    let prepared = join_all(changed.iter().map(|&i| async move {
+        stores
+            .of(&targets[i].registry)
+            .prepare_push(&targets[i].repo())
+            .await
+    }))
     .await;
     let mut ready = Vec::new();
     for (i, prepared) in changed.into_iter().zip(prepared) {
@@ -344,7 +350,8 @@ async fn compare(
         return Ok(Compared::Differs(current));
     };
     let (body, _) = ctx
-        .registries
+        .stores
+        .of(&target.registry)
         .pull_manifest(&target.named().pinned(&current), waiter)
         .await?;
     let made_from = platform::recorded(&body);
@@ -390,13 +397,14 @@ async fn copy_tagged(
     choice: &CopyChoice,
     to: Vec<Repository>,
 ) -> Vec<Result<(Done, Copied), CopyError>> {
-    let registries = &ctx.registries;
+    let stores = &ctx.stores;
     // The content may be there under another tag; a filtered index is checked by its record.
     let held = join_all(to.iter().map(|repository| async move {
         if choice.platforms.is_some() {
             return Ok(false);
         }
-        registries
+        stores
+            .of(&repository.registry)
             .manifest_digest(&repository.at_digest(digest), waiter)
             .await
             .map(|found| found.is_some())
@@ -443,7 +451,11 @@ async fn copy_manifest(
     to: &[Repository],
 ) -> Vec<Result<Copied, CopyError>> {
     let pinned = source.pinned(digest);
-    let pulled = ctx.registries.pull_manifest(&pinned, waiter).await;
+    let pulled = ctx
+        .stores
+        .of(&pinned.registry)
+        .pull_manifest(&pinned, waiter)
+        .await;
     let (body, manifest) = match pulled.map_err(CopyError::from).and_then(|(body, _)| {
         let manifest = Manifest::parse(&body, None).map_err(|e| CopyError::Manifest {
             image: pinned.to_string(),
@@ -498,7 +510,8 @@ async fn copy_manifest(
                 // The source pulled once, counted against the first target.
                 stats.pulls += u64::from(i == 0);
                 let named = repository.image_for(source);
-                ctx.registries
+                ctx.stores
+                    .of(&named.registry)
                     .push_manifest(&named, body, manifest.media_type(), waiter)
                     .await?;
                 stats.manifests_pushed += 1;
@@ -574,7 +587,8 @@ async fn choose(
                 return Ok(Chosen::All);
             };
             let bytes = ctx
-                .registries
+                .stores
+                .of(&pinned.registry)
                 .read_blob(&pinned.repo(), &config.digest, MAX_CONFIG_BYTES, waiter)
                 .await?;
             match serde_json::from_slice::<Platform>(&bytes) {
@@ -598,12 +612,13 @@ async fn retag(
     digest: &str,
 ) -> Result<CopyStats, CopyError> {
     let stored = target.repo().at_digest(digest);
-    let (body, _) = ctx.registries.pull_manifest(&stored, waiter).await?;
+    let store = ctx.stores.of(&stored.registry);
+    let (body, _) = store.pull_manifest(&stored, waiter).await?;
     let manifest = Manifest::parse(&body, None).map_err(|e| CopyError::Manifest {
         image: stored.to_string(),
         source: e,
     })?;
-    ctx.registries
+    store
         .push_manifest(target, body, manifest.media_type(), waiter)
         .await?;
     Ok(CopyStats {
@@ -671,7 +686,7 @@ async fn place_blob(
     blob: &Descriptor,
 ) -> Vec<Result<CopyStats, CopyError>> {
     ctx.ledger
-        .place_all(&ctx.registries, from, to, blob, waiter)
+        .place_all(&ctx.stores, from, to, blob, waiter)
         .await
         .into_iter()
         .map(|placed| {
@@ -724,10 +739,11 @@ async fn copy_child_once(
     depth: usize,
 ) -> Vec<Result<(Done, CopyStats), CopyError>> {
     let (digest, declared_type) = (child.digest.as_str(), child.media_type.as_str());
-    let registries = &ctx.registries;
-    // A registry only stores a manifest whose references it holds: one that has it is done.
+    let stores = &ctx.stores;
+    // A store only holds a manifest whose references it holds: one that has it is done.
     let held = join_all(to.iter().map(|repository| async move {
-        registries
+        stores
+            .of(&repository.registry)
             .manifest_digest(&repository.at_digest(digest), waiter)
             .await
             .map(|found| found.is_some())
@@ -748,7 +764,8 @@ async fn copy_child_once(
     if !missing.is_empty() {
         let repositories: Vec<Repository> = missing.iter().map(|&i| to[i].clone()).collect();
         let source = from.at_digest(digest);
-        let pulled = registries
+        let pulled = stores
+            .of(&source.registry)
             .pull_manifest(&source, waiter)
             .await
             .map_err(CopyError::from)
@@ -778,7 +795,8 @@ async fn copy_child_once(
                         async move {
                             let mut stats = copied?;
                             stats.pulls += u64::from(n == 0);
-                            registries
+                            stores
+                                .of(&repository.registry)
                                 .push_manifest(
                                     &repository.at_digest(digest),
                                     body,

@@ -74,7 +74,8 @@ pub(super) fn mirror_referrers<'a>(
                 );
             }
             // The API, where the source has it.
-            let listed = match ctx.registries.referrers(from, subject, waiter).await {
+            let store = ctx.stores.of(&from.registry);
+            let listed = match store.referrers(from, subject, waiter).await {
                 Ok(Some(listed)) => listed,
                 Ok(None) => continue,
                 Err(e) => {
@@ -122,7 +123,8 @@ async fn listing(
         Claim::Done(listed) => listed.map_err(CopyError::Referrers),
         Claim::Mine(promise) => {
             let listed = ctx
-                .registries
+                .stores
+                .of(&from.registry)
                 .list_tags(from, waiter)
                 .await
                 .map(|listing| Arc::new(listing.tags))
@@ -145,9 +147,9 @@ async fn referrers_into(
     hex: &str,
     listed: &[Descriptor],
 ) -> Result<u64, CopyError> {
-    let registries = &ctx.registries;
+    let store = ctx.stores.of(&target.registry);
     // What the target already knows of: its API's answer, or its fallback index.
-    let (api, known) = match registries.referrers(target, subject, waiter).await? {
+    let (api, known) = match store.referrers(target, subject, waiter).await? {
         Some(known) => (true, known),
         None => (false, fallback_index(ctx, waiter, target, hex).await?),
     };
@@ -179,7 +181,7 @@ async fn referrers_into(
             &ImageRef::parse(&format!("{target}:sha256-{hex}"))
                 .map_err(|e| CopyError::Referrers(format!("cannot name the fallback tag: {e}")))?,
         );
-        registries
+        store
             .push_manifest(&tag, body.into(), OCI_INDEX, waiter)
             .await?;
     }
@@ -197,7 +199,8 @@ async fn fallback_index(
         Ok(tag) => target.image_for(&tag),
         Err(e) => return Err(CopyError::Referrers(e.to_string())),
     };
-    let body = match ctx.registries.pull_manifest(&tag, waiter).await {
+    let store = ctx.stores.of(&tag.registry);
+    let body = match store.pull_manifest(&tag, waiter).await {
         Ok((body, _)) => body,
         Err(e) if e.is_not_found() => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),

@@ -1,30 +1,27 @@
-//! Blobs: whether a repository holds one, mounting one from another repository, and
-//! streaming one from source to target.
+//! Blobs: whether a repository holds one, mounting one from another repository, and the two
+//! ends of a copy.
 //!
-//! A copy is the source `GET` feeding one monolithic target `PUT` chunk by chunk. On the way
-//! the bytes are counted and hashed with the digest's own algorithm: a body longer than the
-//! manifest says is cut off at once, and a digest that does not match stops the upload short
-//! of its `Content-Length`, so the target never stores the blob. The transfer must keep
-//! moving (see [`super::limits::stalled`]); one that stalls at either end is dropped and
-//! retried. `Authorization` goes only to the registry's own host, never to a CDN a blob
-//! redirects to or an upload location elsewhere.
+//! A copy (`crate::store::transfer`) is a source `GET` feeding monolithic target `PUT`s chunk
+//! by chunk. The download's bytes are checked as they pass ([`super::verify`]): a body longer
+//! than the manifest says is cut off at once, and a digest that does not match stops the
+//! upload short of its `Content-Length`, so the target never stores the blob.
+//! `Authorization` goes only to the registry's own host, never to a CDN a blob redirects to
+//! or an upload location elsewhere.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use oci_client::Reference;
 use oci_client::RegistryOperation::{Pull, Push};
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 
-use super::error::StreamAbort;
-use super::limits::{human_bytes, read_body, stalled};
+use super::limits::read_body;
+use super::verify::{checked, Chunks};
 use super::{Failure, Registries, RegistryError};
-use crate::digest::{self, Digester};
+use crate::digest;
 use crate::reference::{api_host, Repository};
 use crate::registry::retry::retrying;
 use crate::registry::waiting::Waiter;
@@ -137,67 +134,16 @@ impl Registries {
         }
     }
 
-    /// Streams a blob from one repository into another, retried whole on transient failures.
-    /// Returns the bytes moved.
-    pub async fn copy_blob(
-        &self,
-        from: &Repository,
-        to: &Repository,
-        digest: &str,
-        size: u64,
-        waiter: &Waiter,
-    ) -> Result<u64, RegistryError> {
-        retrying(waiter, || self.copy_blob_once(from, to, digest, size)).await
-    }
-
-    /// One try: the source GET feeds the target PUT, watched for stalls.
-    async fn copy_blob_once(
-        &self,
-        from: &Repository,
-        to: &Repository,
-        digest: &str,
-        size: u64,
-    ) -> Result<u64, RegistryError> {
-        let subject = format!("{from}@{digest}");
-        let moved = Arc::new(AtomicU64::new(0));
-        tokio::select! {
-            copied = self.transfer(from, to, digest, size, moved.clone()) => copied,
-            failure = stalled(&moved, size, self.deadlines) => {
-                Err(RegistryError::with("copy blob", subject, failure))
-            }
-        }
-    }
-
-    async fn transfer(
-        &self,
-        from: &Repository,
-        to: &Repository,
-        digest: &str,
-        size: u64,
-        moved: Arc<AtomicU64>,
-    ) -> Result<u64, RegistryError> {
-        let body = self.download(from, digest, size, moved).await?;
-        let location = self.start_upload(to, digest).await?;
-        self.upload(
-            from,
-            to,
-            digest,
-            size,
-            location,
-            reqwest::Body::wrap_stream(body),
-        )
-        .await
-    }
-
     /// The source's GET of a blob, as a stream that counts and checks its bytes and holds the
-    /// last chunk back until the digest is known good.
-    pub(super) async fn download(
+    /// last chunk back until the digest is known good ([`super::verify`]). One try: a copy
+    /// is retried whole.
+    pub async fn download(
         &self,
         from: &Repository,
         digest: &str,
         size: u64,
         moved: Arc<AtomicU64>,
-    ) -> Result<HoldLast<Verified>, RegistryError> {
+    ) -> Result<Chunks, RegistryError> {
         let subject = format!("{from}@{digest}");
         let algorithm = digest::parse(digest).map_err(|e| {
             RegistryError::with("pull blob", &subject, Failure::Protocol(e.to_string()))
@@ -224,31 +170,27 @@ impl Registries {
                 )),
             ));
         }
-        Ok(HoldLast::new(Verified {
-            chunks: download.bytes_stream().boxed(),
-            digester: Some(Digester::new(algorithm)),
-            expected: digest.to_string(),
-            size,
-            seen: 0,
-            moved,
-            total: self.transferred.clone(),
-        }))
+        let chunks = download
+            .bytes_stream()
+            .map(|c| c.map_err(std::io::Error::other));
+        Ok(checked(chunks.boxed(), algorithm, digest, size, moved))
     }
 
-    /// The monolithic PUT of `body` (`size` bytes of blob `digest`) to an upload `location`
-    /// of `to`. A refused upload names the target; a body that ends in an error (a digest
-    /// mismatch at the source) fails it without the target committing anything.
-    pub(super) async fn upload(
+    /// The monolithic PUT of `chunks` (`size` bytes of blob `digest`) to an upload
+    /// `location` of `to` ([`Registries::start_upload`]). A refused upload names the target; a
+    /// body that ends in an error (a digest mismatch at the source) fails it without the
+    /// target committing anything.
+    pub async fn upload(
         &self,
-        from: &Repository,
         to: &Repository,
         digest: &str,
         size: u64,
         location: Url,
-        body: reqwest::Body,
+        chunks: Chunks,
     ) -> Result<u64, RegistryError> {
-        let subject = format!("{from}@{digest}");
-        let pushed = format!("{to}@{digest}");
+        let subject = format!("{to}@{digest}");
+        let pushed = &subject;
+        let body = reqwest::Body::wrap_stream(chunks);
         // The upload location may be anywhere; credentials, and the registry's own CAs, go
         // only to the registry itself.
         let own = self.same_host(&location, to);
@@ -276,17 +218,13 @@ impl Registries {
             .map_err(|e| RegistryError::transport("copy blob", &subject, &e))?;
         let status = answer.status();
         if !status.is_success() {
-            return Err(self.refusal("push blob", &pushed, to, answer).await);
+            return Err(self.refusal("push blob", pushed, to, answer).await);
         }
         Ok(size)
     }
 
     /// `POST …/blobs/uploads/`: where the blob's bytes are to be PUT, with `digest` added.
-    pub(super) async fn start_upload(
-        &self,
-        to: &Repository,
-        digest: &str,
-    ) -> Result<Url, RegistryError> {
+    pub async fn start_upload(&self, to: &Repository, digest: &str) -> Result<Url, RegistryError> {
         let subject = format!("{to}@{digest}");
         let reference = blob_reference(to, digest);
         let url = self.uploads_url(to);
@@ -353,156 +291,4 @@ fn blob_reference(repository: &Repository, digest: &str) -> Reference {
         repository.repository.clone(),
         digest.to_string(),
     )
-}
-
-/// The source's bytes, counted and hashed as they pass: cut off past `size`, and ended with
-/// an error instead of cleanly when the length or the digest is wrong.
-pub(super) struct Verified {
-    chunks: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-    /// `None` once the end has been judged.
-    digester: Option<Digester>,
-    expected: String,
-    size: u64,
-    seen: u64,
-    /// Bytes handed on, shared with the stall watch.
-    moved: Arc<AtomicU64>,
-    /// Bytes handed on by every transfer of the process, for a person watching.
-    total: Arc<AtomicU64>,
-}
-
-impl Stream for Verified {
-    type Item = std::io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let Some(digester) = this.digester.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let abort = |reason| Poll::Ready(Some(Err(std::io::Error::other(reason))));
-        match this.chunks.poll_next_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.seen += chunk.len() as u64;
-                if this.seen > this.size {
-                    this.digester = None;
-                    return abort(StreamAbort::TooLarge(format!(
-                        "the source sends more than the {} the manifest says",
-                        human_bytes(this.size)
-                    )));
-                }
-                digester.update(&chunk);
-                this.moved.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                this.total.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.digester = None;
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
-            }
-            Poll::Ready(None) => {
-                let digester = this.digester.take().expect("checked above");
-                if this.seen < this.size {
-                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
-                        "the source ended the blob after {} of {} bytes",
-                        this.seen, this.size
-                    )))));
-                }
-                let got = digester.finish();
-                if got != this.expected {
-                    return abort(StreamAbort::DigestMismatch(format!(
-                        "expected {}, got {got}",
-                        this.expected
-                    )));
-                }
-                Poll::Ready(None)
-            }
-        }
-    }
-}
-
-/// Holds each chunk back until the next one arrives, so the last bytes of a blob are sent
-/// only once the source stream has ended cleanly, which is when [`Verified`] has checked the
-/// digest. On a mismatch the upload stops short of its Content-Length and the target never
-/// commits the blob, whatever the target itself checks. Costs one chunk of memory.
-pub(super) struct HoldLast<S> {
-    chunks: S,
-    held: Option<Bytes>,
-    done: bool,
-}
-
-impl<S> HoldLast<S> {
-    fn new(chunks: S) -> Self {
-        HoldLast {
-            chunks,
-            held: None,
-            done: false,
-        }
-    }
-}
-
-impl<S, E> Stream for HoldLast<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    type Item = Result<Bytes, E>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match this.chunks.poll_next_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    if let Some(previous) = this.held.replace(chunk) {
-                        return Poll::Ready(Some(Ok(previous)));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.done = true;
-                    this.held = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(this.held.take().map(Ok));
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_last_chunk_waits_for_a_clean_end() {
-        let chunks = |items: Vec<Result<&'static str, &'static str>>| {
-            futures_util::stream::iter(items.into_iter().map(|i| i.map(Bytes::from)))
-        };
-        let ok: Vec<_> = HoldLast::new(chunks(vec![Ok("a"), Ok("b"), Ok("c")]))
-            .collect()
-            .await;
-        assert_eq!(
-            ok,
-            [
-                Ok(Bytes::from("a")),
-                Ok(Bytes::from("b")),
-                Ok(Bytes::from("c"))
-            ]
-        );
-        let bad: Vec<_> = HoldLast::new(chunks(vec![Ok("a"), Ok("b"), Err("digest")]))
-            .collect()
-            .await;
-        assert_eq!(
-            bad,
-            [Ok(Bytes::from("a")), Err("digest")],
-            "b is never sent"
-        );
-        let empty: Vec<Result<Bytes, ()>> =
-            HoldLast::new(futures_util::stream::empty()).collect().await;
-        assert!(empty.is_empty());
-    }
 }

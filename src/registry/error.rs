@@ -122,6 +122,18 @@ impl RegistryError {
         Self::with(action, subject, request_failure(err))
     }
 
+    /// A blob's bytes that ended in an error while being written anywhere but a registry (a
+    /// file, memory): a check of [`super::verify`] that failed (never retried), or a read
+    /// that broke.
+    pub fn from_stream(action: &'static str, subject: impl ToString, err: &std::io::Error) -> Self {
+        let failure = match find::<StreamAbort>(err) {
+            Some(StreamAbort::DigestMismatch(m)) => Failure::DigestMismatch(m.clone()),
+            Some(StreamAbort::TooLarge(m)) => Failure::TooLarge(m.clone()),
+            None => Failure::Transport(clip(&err.to_string())),
+        };
+        Self::with(action, subject, failure)
+    }
+
     /// An error answer to a request regmirror made itself, read from `response`: its status,
     /// and no more of its body than [`error_body`] reads. `plain_http` says the request went
     /// without TLS.
@@ -242,7 +254,7 @@ fn refuses_plain_http(body: &[u8]) -> bool {
 /// Why a streamed body was cut short by regmirror itself: carried inside the HTTP client's
 /// error (as an `io::Error`) and recovered by [`request_failure`], so a digest mismatch is
 /// never retried as a network fault.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(super) enum StreamAbort {
     #[error("{0}")]
     DigestMismatch(String),
@@ -282,7 +294,7 @@ fn request_failure(err: &reqwest::Error) -> Failure {
 /// The first `T` among `e` and its sources. An `io::Error` hides what it wraps from
 /// `source()` (the TLS stream and a body stream both report through one), so each is opened
 /// by hand.
-fn find<'e, T: StdError + 'static>(e: &'e (dyn StdError + 'static)) -> Option<&'e T> {
+pub(super) fn find<'e, T: StdError + 'static>(e: &'e (dyn StdError + 'static)) -> Option<&'e T> {
     let mut next = Some(e);
     while let Some(e) = next {
         if let Some(found) = e.downcast_ref::<T>() {

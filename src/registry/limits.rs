@@ -163,7 +163,7 @@ pub(super) async fn error_body(response: reqwest::Response) -> Bytes {
 /// Returns when a transfer of `size` bytes, whose bytes so far `moved` counts, breaks the
 /// rate rule (or, once all are sent, waits past [`REQUEST_DEADLINE`] for its answer); never
 /// returns while it keeps to it. Raced against the transfer, it ends the transfer.
-pub(super) async fn stalled(moved: &AtomicU64, size: u64, deadlines: Deadlines) -> Failure {
+pub async fn stalled(moved: &AtomicU64, size: u64, deadlines: Deadlines) -> Failure {
     let window = deadlines.window;
     let floor = MIN_TRANSFER_RATE.saturating_mul(window.as_secs().max(1));
     let mut before = 0;

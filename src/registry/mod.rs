@@ -21,7 +21,6 @@ use reqwest::Method;
 mod auth;
 mod blobs;
 mod error;
-mod fanout;
 pub mod limits;
 mod manifests;
 mod pacing;
@@ -32,6 +31,7 @@ pub mod retry;
 pub mod tags;
 mod token;
 mod trust;
+pub mod verify;
 pub mod waiting;
 
 pub use error::{Failure, RegistryError};
@@ -77,8 +77,6 @@ pub struct Registries {
     endpoints: BTreeMap<String, Endpoint>,
     /// Registries that answered the referrers API with 404.
     without_referrers: referrers::WithoutReferrers,
-    /// Blob bytes streamed so far, by every transfer.
-    transferred: Arc<std::sync::atomic::AtomicU64>,
     /// [`HEADS_PER_REGISTRY`] permits per API host.
     heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -143,7 +141,6 @@ impl Registries {
             heads: std::sync::Mutex::default(),
             endpoints,
             without_referrers: std::sync::Mutex::default(),
-            transferred: Arc::default(),
         })
     }
 
@@ -215,11 +212,6 @@ impl Registries {
             .ensure_repository(host, &repository.repository)
             .await
             .map_err(|e| RegistryError::with("create", repository, Failure::Aws(e.to_string())))
-    }
-
-    /// Blob bytes streamed from sources so far (a blob sent to several targets counts once).
-    pub fn bytes_transferred(&self) -> u64 {
-        self.transferred.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registries whose pulls wait for their budget now.

@@ -132,8 +132,10 @@ impl Runner {
     /// A runner for `config`'s registries that shares this one's slots, pull budgets, SSM
     /// memory and tally.
     fn sharing(&self, config: &Config) -> Result<Runner, String> {
+        let registries = Arc::new(Registries::new(config, self.registries.budgets())?);
         Ok(Runner {
-            registries: Arc::new(Registries::new(config, self.registries.budgets())?),
+            stores: Arc::new(super::stores_of(config, &registries)),
+            registries,
             ..self.clone()
         })
     }

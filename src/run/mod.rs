@@ -33,9 +33,11 @@ use crate::config::{Config, Job};
 use crate::copy::blobs::BlobLedger;
 use crate::copy::{self, CopyError, Outcome, PassContext};
 use crate::reference::ImageRef;
+use crate::registry::limits::Deadlines;
 use crate::registry::ratelimit::{Budgets, RegistryUsage};
 use crate::registry::waiting::{secs, Waiter, Whole};
 use crate::registry::Registries;
+use crate::store::Stores;
 
 /// What a person watching a pass sees counted: images planned, and done by outcome.
 #[derive(Debug, Default)]
@@ -76,7 +78,10 @@ const IMAGES_IN_FLIGHT: usize = 128;
 /// concurrency slots, and the shutdown signal.
 #[derive(Debug, Clone)]
 pub struct Runner {
+    /// The registries' clients, budgets and pauses.
     pub registries: Arc<Registries>,
+    /// Where images are read and written: the registries, through one interface.
+    pub stores: Arc<Stores>,
     /// `defaults.concurrency` slots, shared by passes that run at the same time.
     pub slots: Arc<Semaphore>,
     /// The number of `slots`: copies under way are `concurrency` less those available.
@@ -101,8 +106,10 @@ impl Runner {
         budgets: Arc<Budgets>,
         stop: CancellationToken,
     ) -> Result<Runner, String> {
+        let registries = Arc::new(Registries::new(config, budgets)?);
         Ok(Runner {
-            registries: Arc::new(Registries::new(config, budgets)?),
+            stores: Arc::new(stores_of(config, &registries)),
+            registries,
             slots: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
             max_wait: config.rate_limit.max_wait,
@@ -148,7 +155,7 @@ impl Runner {
         let started = Instant::now();
         let usage_before = self.registries.usage();
         let ctx = PassContext {
-            registries: self.registries.clone(),
+            stores: self.stores.clone(),
             ledger: Arc::new(BlobLedger::default()),
             manifests: Arc::default(),
             listings: Arc::default(),
@@ -281,6 +288,14 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The stores of a pass over `config`: its registries.
+fn stores_of(config: &Config, registries: &Arc<Registries>) -> Stores {
+    Stores::new(
+        registries.clone(),
+        Deadlines::for_max_wait(config.rate_limit.max_wait),
+    )
 }
 
 /// What registries did between two readings of their usage (other passes running at the same

@@ -110,7 +110,8 @@ impl Runner {
             },
         )?;
         let repository = selection.source.repo();
-        let listing = self.registries.list_tags(&repository, &waiter);
+        let store = self.stores.of(&repository.registry);
+        let listing = store.list_tags(&repository, &waiter);
         waiter
             .within_deadline(Whole::Listing, listing)
             .await
