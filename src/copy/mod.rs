@@ -30,6 +30,8 @@ pub mod blobs;
 mod ledger;
 pub mod manifests;
 mod referrers;
+#[cfg(test)]
+mod tests;
 
 use self::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
 use self::manifests::{Done, ManifestLedger, Turn};

@@ -198,4 +198,41 @@ mod tests {
             HoldLast::new(futures_util::stream::empty()).collect().await;
         assert!(empty.is_empty());
     }
+
+    #[tokio::test]
+    async fn a_blob_ends_cleanly_only_when_its_length_and_digest_are_right() {
+        let read = |bytes: &'static [&'static str], size: u64| async move {
+            let chunks = futures_util::stream::iter(bytes.iter().map(|b| Ok(Bytes::from(*b))));
+            let digest = crate::digest::of(Algorithm::Sha256, b"abc");
+            let moved = Arc::new(AtomicU64::new(0));
+            let out: Vec<_> = checked(chunks.boxed(), Algorithm::Sha256, &digest, size, moved)
+                .collect()
+                .await;
+            out.into_iter()
+                .map(|c| c.map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert!(read(&["a", "bc"], 3).await.iter().all(Result::is_ok));
+        let wrong = read(&["a", "bd"], 3).await;
+        assert_eq!(
+            wrong.len(),
+            2,
+            "the last chunk is never handed on: {wrong:?}"
+        );
+        assert!(wrong[1].as_ref().unwrap_err().contains("expected sha256:"));
+        let long = read(&["ab", "cd"], 3).await;
+        assert!(long
+            .last()
+            .unwrap()
+            .as_ref()
+            .unwrap_err()
+            .contains("more than"));
+        let short = read(&["ab"], 3).await;
+        assert!(short
+            .last()
+            .unwrap()
+            .as_ref()
+            .unwrap_err()
+            .contains("after 2 of 3"));
+    }
 }

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+#[cfg(test)]
+pub(crate) mod memory;
 mod registry;
 mod transfer;
 
