@@ -142,6 +142,11 @@ fn status(tally: &Tally, pass: &Pass, pauses: &[Pause], now: DateTime<Local>) ->
     if pass.copying > 0 {
         line.push_str(&format!(" · copying {}", pass.copying));
     }
+    match tally.pruned.load(Ordering::Relaxed) {
+        0 => {}
+        1 => line.push_str(" · 1 tag pruned"),
+        n => line.push_str(&format!(" · {n} tags pruned")),
+    }
     if pass.bytes > 0 {
         line.push_str(&format!(" · {} streamed", human_bytes(pass.bytes)));
         if pass.rate >= 1.0 {
@@ -230,6 +235,7 @@ mod tests {
         tally.mirrored.store(5, Ordering::Relaxed);
         tally.unchanged.store(17, Ordering::Relaxed);
         tally.failed.store(1, Ordering::Relaxed);
+        tally.pruned.store(2, Ordering::Relaxed);
         let busy = Pass {
             copying: 3,
             bytes: 412 << 20,
@@ -238,7 +244,8 @@ mod tests {
         let shown = status(&tally, &busy, &[pause(Some(7860), None)], noon);
         assert_eq!(
             shown,
-            "images 23 of 50: 5 mirrored, 17 unchanged, 1 failed · copying 3 · 412 MiB streamed \
+            "images 23 of 50: 5 mirrored, 17 unchanged, 1 failed · copying 3 · 2 tags pruned · \
+             412 MiB streamed \
              at 38 MiB/s\n\
              registry-1.docker.io: pull budget spent, next pull at 14:05 (in 2 h 11 min)"
         );

@@ -126,6 +126,13 @@ impl TagRules {
         }
     }
 
+    /// Whether these rules name `tag`: it passes every rule, and is a version when `latest`
+    /// is set, so that only the count of `latest` can leave it out. A tag they do not name
+    /// is never theirs to delete.
+    pub fn names(&self, tag: &str) -> bool {
+        self.admits(tag) && (self.latest.is_none() || version_of(tag).is_some())
+    }
+
     /// The listed tags these rules select, in a stable order: highest version first when
     /// `latest` is set, else as listed.
     pub fn select<'a>(&self, listed: &'a [String]) -> Vec<&'a str> {

@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ecr::operation::create_repository::CreateRepositoryError;
 use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
+    EncryptionConfiguration, EncryptionType, ImageFailureCode, ImageIdentifier,
+    ImageScanningConfiguration, ImageTagMutability, Tag,
 };
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -369,6 +370,44 @@ impl Ecr {
             .unwrap_or_else(|p| p.into_inner())
             .insert(repository.to_string());
         Ok(())
+    }
+}
+
+impl Ecr {
+    /// Deletes `tag` from `repository` in `host` with BatchDeleteImage, which takes the tag
+    /// alone (the image stays while another tag names it). `false` when ECR had no such tag.
+    pub async fn delete_tag(
+        &self,
+        host: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<bool, EcrError> {
+        let registry = self.registry(host).expect("callers check is_ecr");
+        let fail = |reason: String| EcrError {
+            action: "BatchDeleteImage",
+            host: host.to_string(),
+            reason: format!("{repository}:{tag}: {reason}"),
+        };
+        let client = self.client(host, "BatchDeleteImage").await?;
+        let answer = client
+            .batch_delete_image()
+            .repository_name(repository)
+            .set_registry_id(registry.settings.account.clone())
+            .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+            .send()
+            .await
+            .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
+        if let Some(failure) = answer.failures().first() {
+            return match failure.failure_code() {
+                Some(ImageFailureCode::ImageNotFound) => Ok(false),
+                code => Err(fail(format!(
+                    "{}: {}",
+                    code.map(|c| c.as_str()).unwrap_or("failed"),
+                    failure.failure_reason().unwrap_or_default()
+                ))),
+            };
+        }
+        Ok(!answer.image_ids().is_empty())
     }
 }
 

@@ -79,6 +79,12 @@ pub struct RawDefaults {
     pub platforms: Option<Spanned<Vec<Spanned<String>>>>,
     /// Copy signatures, attestations and SBOMs too.
     pub referrers: Option<bool>,
+    /// Delete the target tags the rules name but no longer select.
+    pub prune: Option<bool>,
+    /// The most tags one mirror's prune may delete in a pass.
+    pub prune_max_tags: Option<Spanned<i64>>,
+    /// The most of a mirror's managed tags, in percent, one prune may delete.
+    pub prune_max_percent: Option<Spanned<i64>>,
     pub concurrency: Option<Spanned<i64>>,
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
@@ -164,6 +170,10 @@ pub struct RawMirror {
     pub platforms: Option<Spanned<Vec<Spanned<String>>>>,
     /// Copy signatures, attestations and SBOMs too (over `defaults.referrers`).
     pub referrers: Option<bool>,
+    /// Over `defaults.prune`.
+    pub prune: Option<bool>,
+    pub prune_max_tags: Option<Spanned<i64>>,
+    pub prune_max_percent: Option<Spanned<i64>>,
     pub target: Option<Spanned<String>>,
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,

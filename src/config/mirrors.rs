@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::expand::Resolver;
 use super::file::{RawConfig, RawDefaults, RawMirror};
 use super::{
-    ssm_mirror_name, ConfigError, CopyChoice, DefaultTarget, Job, Mirror, Overrides,
+    ssm_mirror_name, ConfigError, CopyChoice, DefaultTarget, Job, Mirror, Overrides, Prune,
     RegistrySettings, TagSelection,
 };
 use crate::aws::ssm::SsmSettings;
@@ -31,6 +31,16 @@ pub(super) struct When<'a> {
     run_on_start: bool,
     /// `defaults.platforms` and `defaults.referrers`.
     choice: CopyChoice,
+    /// `defaults.prune`, and the limits `defaults.prune_max_*` set for every mirror.
+    prune: bool,
+    prune_limits: Prune,
+}
+
+impl When<'_> {
+    /// The prune of the `images` mirrors and the SSM one: `defaults.prune`.
+    fn prune(&self) -> Option<Prune> {
+        self.prune.then_some(self.prune_limits)
+    }
 }
 
 impl Resolver<'_> {
@@ -76,13 +86,86 @@ impl Resolver<'_> {
             Some(expression) => Some(self.schedule(expression, zone, "defaults.schedule")?),
             None => None,
         };
+        let prune_limits = self.prune_limits(
+            Prune::default(),
+            &defaults.prune_max_tags,
+            &defaults.prune_max_percent,
+            "defaults",
+        )?;
         Ok(When {
             zone,
             schedule: defaults.schedule.as_ref(),
             default_schedule,
             run_on_start: defaults.run_on_start.unwrap_or(true),
             choice,
+            prune: defaults.prune.unwrap_or(false),
+            prune_limits,
         })
+    }
+
+    /// `base` with the limits `prune_max_tags` and `prune_max_percent` of `section` set.
+    fn prune_limits(
+        &self,
+        base: Prune,
+        max_tags: &Option<Spanned<i64>>,
+        max_percent: &Option<Spanned<i64>>,
+        section: &str,
+    ) -> Result<Prune, ConfigError> {
+        let mut limits = base;
+        if let Some(n) = max_tags {
+            limits.max_tags = usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| {
+                    self.at(
+                        n.span(),
+                        format!(
+                            "{section}.prune_max_tags must be at least 1, not {}",
+                            n.get_ref()
+                        ),
+                    )
+                })?;
+        }
+        if let Some(n) = max_percent {
+            limits.max_percent = u8::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    self.at(
+                        n.span(),
+                        format!(
+                            "{section}.prune_max_percent must be between 1 and 100, not {}",
+                            n.get_ref()
+                        ),
+                    )
+                })?;
+        }
+        Ok(limits)
+    }
+
+    /// A `[[mirror]]`'s prune: its own `prune` over `defaults.prune`, its limits over the
+    /// defaults'; limits without prune are refused, as they would do nothing.
+    fn mirror_prune(
+        &self,
+        m: &RawMirror,
+        defaults: &When<'_>,
+    ) -> Result<Option<Prune>, ConfigError> {
+        let limits = self.prune_limits(
+            defaults.prune_limits,
+            &m.prune_max_tags,
+            &m.prune_max_percent,
+            "mirror",
+        )?;
+        if m.prune.unwrap_or(defaults.prune) {
+            return Ok(Some(limits));
+        }
+        match m.prune_max_tags.as_ref().or(m.prune_max_percent.as_ref()) {
+            Some(set) => Err(self.at(
+                set.span(),
+                "mirror.prune_max_tags and prune_max_percent limit prune, which is off for this mirror: set prune = true",
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Where images without a target of their own go: `prefixes` under `defaults.layout`
@@ -154,6 +237,7 @@ impl Resolver<'_> {
                 line: 0,
                 selection: None,
                 choice: when.choice.clone(),
+                prune: when.prune(),
             });
         }
         if jobs.is_empty() && ssm.is_none() && mirrors.iter().all(|m| m.selection.is_none()) {
@@ -189,7 +273,7 @@ impl Resolver<'_> {
             image.span(),
             schedule,
             when.run_on_start,
-            when.choice.clone(),
+            (when.choice.clone(), when.prune()),
         )?;
         jobs.from_images.insert(written);
         for target in targets {
@@ -285,13 +369,14 @@ impl Resolver<'_> {
             },
             referrers: m.referrers.unwrap_or(defaults.choice.referrers),
         };
+        let prune = self.mirror_prune(m, defaults)?;
         jobs.mirror(
             self,
             name,
             name_span,
             schedule,
             m.run_on_start.unwrap_or(defaults.run_on_start),
-            choice,
+            (choice, prune),
         )
     }
 
@@ -552,7 +637,7 @@ impl Jobs {
         span: Range<usize>,
         schedule: Option<Schedule>,
         run_on_start: bool,
-        choice: CopyChoice,
+        (choice, prune): (CopyChoice, Option<Prune>),
     ) -> Result<usize, ConfigError> {
         if let Some(earlier) = self.names.get(&name).map(|&i| &self.mirrors[i]) {
             return Err(r.at(
@@ -571,6 +656,7 @@ impl Jobs {
             line: r.line(&span),
             selection: None,
             choice,
+            prune,
         });
         Ok(self.mirrors.len() - 1)
     }

@@ -146,6 +146,37 @@ pub struct Mirror {
     pub selection: Option<TagSelection>,
     /// What of each image it copies.
     pub choice: CopyChoice,
+    /// Whether, and within what limits, the target tags it no longer selects are deleted.
+    pub prune: Option<Prune>,
+}
+
+/// `prune = true`: after a pass whose listings succeeded, the target tags a mirror's rules
+/// name but no longer select (or its exact tags gone upstream) are deleted, unless there are
+/// more of them than these limits allow, in which case none is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prune {
+    /// `prune_max_tags`: the most tags one mirror's prune deletes in a pass.
+    pub max_tags: usize,
+    /// `prune_max_percent`: the most of the mirror's managed tags (those in the target its
+    /// rules name) one prune deletes, in percent; one tag is always allowed.
+    pub max_percent: u8,
+}
+
+impl Default for Prune {
+    fn default() -> Self {
+        Prune {
+            max_tags: 20,
+            max_percent: 50,
+        }
+    }
+}
+
+impl Prune {
+    /// Whether deleting `deleting` of `managed` tags is within the limits.
+    pub fn allows(&self, deleting: usize, managed: usize) -> bool {
+        let share = managed * usize::from(self.max_percent) / 100;
+        deleting <= self.max_tags && deleting <= share.max(1)
+    }
 }
 
 /// A `[[mirror]]` with tag rules: which repository to list, which tags to take from it, and

@@ -64,6 +64,7 @@ pub struct Metrics {
     tag_lists: Family<RegistryLabel, Counter>,
     tags_listed: Family<MirrorLabel, Gauge>,
     tags_selected: Family<MirrorLabel, Gauge>,
+    pruned: Family<MirrorLabel, Counter>,
     /// Registry totals already added to the counters: the budgets hold process totals, the
     /// counters only ever grow by the difference.
     seen: Mutex<HashMap<String, RegistryUsage>>,
@@ -90,6 +91,7 @@ impl Default for Metrics {
             tag_lists: Family::default(),
             tags_listed: Family::default(),
             tags_selected: Family::default(),
+            pruned: Family::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -172,6 +174,11 @@ impl Default for Metrics {
             "Tags the rules of a mirror selected at its last run",
             m.tags_selected.clone(),
         );
+        registry.register(
+            "pruned_tags",
+            "Target tags prune deleted, by mirror (signatures of pruned digests included)",
+            m.pruned.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -204,6 +211,12 @@ impl Metrics {
                 }
             }
         }
+        let pruned = report
+            .pruned
+            .iter()
+            .filter(|p| p.deleted && p.mirror == mirror)
+            .count();
+        self.pruned.get_or_create(&label).inc_by(pruned as u64);
         for selected in report.selections.iter().filter(|s| s.mirror == mirror) {
             self.tags_listed
                 .get_or_create(&label)

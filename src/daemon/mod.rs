@@ -212,6 +212,8 @@ struct LastRun {
     failures: Vec<String>,
     /// For a mirror with tag rules: what it listed and selected.
     tags: Option<Selected>,
+    /// Target tags its prune deleted.
+    pruned: usize,
 }
 
 /// What a request to run a mirror now came to.
@@ -608,6 +610,11 @@ impl Daemon {
                 failed: failures.len(),
                 failures: failures.into_iter().take(HEALTH_ERRORS).collect(),
                 tags: report.selections.iter().find(|s| s.mirror == name).cloned(),
+                pruned: report
+                    .pruned
+                    .iter()
+                    .filter(|p| p.deleted && p.mirror == name)
+                    .count(),
             });
         }
     }
@@ -634,6 +641,7 @@ impl Daemon {
                         "mirrored": last.mirrored,
                         "unchanged": last.unchanged,
                         "failed": last.failed,
+                        "pruned": last.pruned,
                         "errors": last.failures,
                         "tags": last.tags.as_ref().map(|tags| json!({
                             "listed": tags.listed,

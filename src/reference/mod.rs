@@ -214,6 +214,18 @@ impl Repository {
         }
     }
 
+    /// The image `tag` names in this repository; `tag` is one a listing or the config has
+    /// already checked.
+    pub fn tagged(&self, tag: &str) -> ImageRef {
+        ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            written_path: self.repository.clone(),
+            tag: Some(tag.to_string()),
+            digest: None,
+        }
+    }
+
     /// The manifest `digest` in this repository, with no tag.
     pub fn at_digest(&self, digest: &str) -> ImageRef {
         ImageRef {

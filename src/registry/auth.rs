@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine;
-use oci_client::{Reference, RegistryOperation};
+use oci_client::Reference;
 use reqwest::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 
@@ -31,13 +31,24 @@ struct Entry {
 /// One repository's cached header; its lock is held while a token is fetched.
 type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
 
+/// What a request does to a repository, which is the token scope it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Access {
+    Pull,
+    /// Pushing reads too (a mount, a HEAD before a PUT), so its token covers both.
+    Push,
+    /// Deleting a manifest or tag: its own action in the token spec, which registries grant
+    /// apart from push.
+    Delete,
+}
+
 /// How each registry asked to be spoken to, and the headers that answer it.
 #[derive(Default)]
 pub(super) struct AuthCache {
     /// By API host.
     challenges: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Challenge>>>>>,
     /// By (API host, repository, push).
-    entries: Mutex<HashMap<(String, String, bool), Slot>>,
+    entries: Mutex<HashMap<(String, String, Access), Slot>>,
 }
 
 impl std::fmt::Debug for AuthCache {
@@ -60,11 +71,11 @@ pub(super) struct Reach<'a> {
 }
 
 impl AuthCache {
-    fn slot(&self, reference: &Reference, operation: RegistryOperation) -> Slot {
+    fn slot(&self, reference: &Reference, operation: Access) -> Slot {
         let key = (
             reference.resolve_registry().to_string(),
             reference.repository().to_string(),
-            matches!(operation, RegistryOperation::Push),
+            operation,
         );
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.entry(key).or_default().clone()
@@ -131,7 +142,7 @@ impl AuthCache {
         reach: &Reach<'_>,
         reference: &Reference,
         login: Option<&Credentials>,
-        operation: RegistryOperation,
+        operation: Access,
     ) -> Result<Option<HeaderValue>, RegistryError> {
         let host = reference.resolve_registry();
         let (realm, service) = match self.challenge(reach, host).await? {
@@ -166,8 +177,9 @@ impl AuthCache {
         // The repository as the API's host knows it: under an endpoint's path, if any.
         let repository = format!("{}{}", reach.prefix, reference.repository());
         let scope = match operation {
-            RegistryOperation::Pull => format!("repository:{repository}:pull"),
-            RegistryOperation::Push => format!("repository:{repository}:pull,push"),
+            Access::Pull => format!("repository:{repository}:pull"),
+            Access::Push => format!("repository:{repository}:pull,push"),
+            Access::Delete => format!("repository:{repository}:delete"),
         };
         let fetched = within(reach.deadlines.request, "authenticate to", &host, async {
             token::fetch(&reach.http.token, &realm, service.as_deref(), &scope, login)
@@ -185,7 +197,7 @@ impl AuthCache {
 
     /// Drops what is cached for `operation` on `reference`'s repository, and how its registry
     /// asked to be spoken to (after a 401).
-    pub(super) async fn forget(&self, reference: &Reference, operation: RegistryOperation) {
+    pub(super) async fn forget(&self, reference: &Reference, operation: Access) {
         *self.slot(reference, operation).lock().await = None;
         self.challenges
             .lock()
@@ -230,7 +242,7 @@ impl Registries {
     pub(super) async fn authorization(
         &self,
         reference: &Reference,
-        operation: RegistryOperation,
+        operation: Access,
     ) -> Result<(Option<HeaderValue>, Option<u64>), RegistryError> {
         let (login, ecr_generation) = self.auth_for(reference).await?;
         if let (Some(generation), Some(c)) = (ecr_generation, &login) {
@@ -256,7 +268,7 @@ impl Registries {
         action: &'static str,
         subject: &(dyn std::fmt::Display + Sync),
         reference: &Reference,
-        operation: RegistryOperation,
+        operation: Access,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
         answer: F,
     ) -> Result<T, RegistryError>

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_client::Reference;
-use oci_client::RegistryOperation::{Pull, Push};
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 
+use super::auth::Access::{Pull, Push};
 use super::limits::read_body;
 use super::verify::{checked, Chunks};
 use super::{Failure, Registries, RegistryError};

@@ -78,6 +78,10 @@ pub enum Failure {
     /// (`MANIFEST_BLOB_UNKNOWN`): just pushed, on storage that has not settled.
     #[error("the registry does not see what the manifest references: {0}")]
     ReferencesMissing(String),
+    /// The registry does not do this at all (`405`, `UNSUPPORTED`): deletes disabled, a
+    /// read-only registry or a pull-through cache refusing pushes.
+    #[error("the registry does not allow it: {0}")]
+    Unsupported(String),
     #[error("unexpected response: {0}")]
     Protocol(String),
     /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
@@ -226,6 +230,7 @@ fn classify(status: Option<u16>, code: &str, message: &str) -> Failure {
             Failure::NotFound
         }
         (_, "TOOMANYREQUESTS") | (Some(429), _) => Failure::RateLimited(message),
+        (_, "UNSUPPORTED") | (Some(405), _) => Failure::Unsupported(message),
         (_, "UNAUTHORIZED" | "DENIED") | (Some(401 | 403), _) => Failure::Denied(message),
         (_, "DIGESTINVALID") => {
             Failure::DigestMismatch(format!("the target registry refused the upload: {message}"))

@@ -8,10 +8,10 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use oci_client::RegistryOperation;
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
+use super::auth::Access;
 use super::limits::{read_body, MAX_MANIFEST_BYTES};
 use super::{Failure, Registries, RegistryError};
 use crate::digest;
@@ -45,9 +45,10 @@ impl Registries {
         upload: Option<(Bytes, HeaderValue)>,
     ) -> Exchange {
         let (action, operation) = match method {
-            Method::HEAD => ("HEAD manifest", RegistryOperation::Pull),
-            Method::PUT => ("push manifest", RegistryOperation::Push),
-            _ => ("pull manifest", RegistryOperation::Pull),
+            Method::HEAD => ("HEAD manifest", Access::Pull),
+            Method::PUT => ("push manifest", Access::Push),
+            Method::DELETE => ("delete manifest", Access::Delete),
+            _ => ("pull manifest", Access::Pull),
         };
         let reading = method != Method::PUT;
         let reference = image.api_reference();

@@ -20,6 +20,7 @@ use reqwest::Method;
 
 mod auth;
 mod blobs;
+mod delete;
 mod error;
 pub mod limits;
 mod manifests;
@@ -34,6 +35,7 @@ mod trust;
 pub mod verify;
 pub mod waiting;
 
+pub use delete::Deleted;
 pub use error::{Failure, RegistryError};
 
 use crate::aws::ecr::Ecr;

@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use oci_client::{Reference, RegistryOperation};
+use oci_client::Reference;
 use reqwest::header::ACCEPT;
 use reqwest::StatusCode;
 
+use super::auth::Access;
 use super::limits::{read_body, MAX_MANIFEST_BYTES};
 use super::retry::retrying;
 use super::waiting::Waiter;
@@ -75,14 +76,7 @@ impl Registries {
                 }
             };
             let get = |http: &reqwest::Client| http.get(&url).header(ACCEPT, OCI_INDEX);
-            self.exchange(
-                ACTION,
-                subject,
-                &reference,
-                RegistryOperation::Pull,
-                get,
-                answer,
-            )
+            self.exchange(ACTION, subject, &reference, Access::Pull, get, answer)
         })
         .await?;
         if answered.is_none() {

@@ -22,12 +22,13 @@ use std::fmt;
 
 use std::time::SystemTime;
 
-use oci_client::{Reference, RegistryOperation};
+use oci_client::Reference;
 use reqwest::header::{HeaderMap, ACCEPT, LINK};
 use reqwest::Url;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::auth::Access;
 use super::limits::{human_bytes, read_body};
 use super::ratelimit::RateLimitInfo;
 use super::retry::retrying;
@@ -234,19 +235,12 @@ impl Registries {
         };
         let build =
             |http: &reqwest::Client| http.get(url.clone()).header(ACCEPT, "application/json");
-        self.exchange(
-            ACTION,
-            &subject,
-            reference,
-            RegistryOperation::Pull,
-            build,
-            answer,
-        )
-        .await
-        .map_err(|mut err| {
-            err.retry_after = retry_after;
-            err
-        })
+        self.exchange(ACTION, &subject, reference, Access::Pull, build, answer)
+            .await
+            .map_err(|mut err| {
+                err.retry_after = retry_after;
+                err
+            })
     }
 }
 

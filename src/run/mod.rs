@@ -13,6 +13,7 @@
 
 mod listed;
 mod plan;
+mod prune;
 mod report;
 
 pub use listed::{LastListed, Pass};
@@ -47,6 +48,8 @@ pub struct Tally {
     pub unchanged: AtomicUsize,
     pub skipped: AtomicUsize,
     pub failed: AtomicUsize,
+    /// Target tags prune deleted.
+    pub pruned: AtomicUsize,
 }
 
 impl Tally {
@@ -135,7 +138,7 @@ impl Runner {
         let usage_before = self.registries.usage();
         let plan = self.plan(config, mirrors, others).await;
         let planned = plan.jobs.len();
-        let jobs: Vec<Job> = plan.jobs.into_iter().filter(|job| keep(job)).collect();
+        let jobs: Vec<Job> = plan.jobs.iter().filter(|job| keep(job)).cloned().collect();
         if let Some(tally) = &self.tally {
             tally.planned.fetch_add(jobs.len(), Ordering::Relaxed);
         }
@@ -143,7 +146,13 @@ impl Runner {
             info!(images = jobs.len(), of = planned, "this shard's share");
         }
         let mut report = self.pass(&jobs, dry_run).await;
+        // After the copies: a tag that replaces a pruned one is in place first.
+        let pruning = self
+            .prune(config, mirrors, &plan, others, keep, dry_run)
+            .await;
         report.problems = plan.problems;
+        report.problems.extend(pruning.problems);
+        report.pruned = pruning.pruned;
         report.selections = plan.selections;
         report.usage = usage_since(&usage_before, self.registries.usage());
         report.elapsed = started.elapsed();

@@ -4,7 +4,8 @@
 //! from the config. A mirror with tag rules lists its source repository at every pass, so a
 //! tag published upstream is mirrored by the next run without an edit or a restart, and its
 //! rules pick from what the listing returns. Tags that leave the selection are left alone in
-//! the target: regmirror never deletes.
+//! the target, unless the mirror prunes (see [`super::prune`]), which reads the listings kept
+//! here.
 //!
 //! Listing is the only time two mirrors can turn out to want one target tag from different
 //! sources (the config refuses it when both are written out). Such a tag is mirrored by
@@ -55,6 +56,9 @@ pub struct Plan {
     /// Every target the planned mirrors asked for, contested ones included: the daemon keeps
     /// them so that other mirrors' later runs see these claims.
     pub claims: Claims,
+    /// The tags each mirror with rules listed, by mirror index, for its prune: only listings
+    /// that succeeded.
+    pub listed: BTreeMap<usize, Vec<String>>,
 }
 
 impl Runner {
@@ -86,6 +90,9 @@ impl Runner {
             match listing {
                 Ok(listing) => {
                     candidates.extend(select(mirror, index, selection, &listing, &mut plan));
+                    if mirror.prune.is_some() {
+                        plan.listed.insert(index, listing.tags);
+                    }
                 }
                 Err(e) => plan.problems.push(listing_failed(mirror, selection, &e)),
             }
@@ -220,7 +227,7 @@ fn listing_failed(mirror: &Mirror, selection: &TagSelection, e: &RegistryError) 
 }
 
 /// `mirror nginx (line 12)`.
-fn place(mirror: &Mirror) -> String {
+pub(super) fn place(mirror: &Mirror) -> String {
     named(&mirror.name, mirror.line)
 }
 
@@ -315,6 +322,7 @@ mod tests {
             line,
             selection: None,
             choice: Default::default(),
+            prune: None,
         }
     }
 

@@ -39,6 +39,38 @@ pub struct Selected {
     pub selected: Vec<String>,
 }
 
+/// Why prune deletes a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneWhy {
+    /// An exact tag its source no longer lists.
+    GoneUpstream,
+    /// A tag the rules name but no longer select.
+    NotSelected,
+    /// A signature, attestation or SBOM tag of a digest pruned with no tag left naming it.
+    Referrer,
+}
+
+impl PruneWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PruneWhy::GoneUpstream => "gone upstream",
+            PruneWhy::NotSelected => "no longer selected",
+            PruneWhy::Referrer => "describes a pruned digest",
+        }
+    }
+}
+
+/// A target tag prune deleted (or, in a dry run, would delete).
+#[derive(Debug, Clone)]
+pub struct PrunedTag {
+    pub mirror: String,
+    /// The tag, pinned to the digest it pointed at.
+    pub image: crate::reference::ImageRef,
+    pub why: PruneWhy,
+    /// `false` in a dry run.
+    pub deleted: bool,
+}
+
 /// Everything a pass did, in config order.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -48,6 +80,8 @@ pub struct Report {
     pub problems: Vec<String>,
     /// What each mirror with tag rules listed and selected.
     pub selections: Vec<Selected>,
+    /// Target tags prune deleted, or would delete in a dry run.
+    pub pruned: Vec<PrunedTag>,
     /// Pulls spent, tags listed and time waited, per registry.
     pub usage: Vec<RegistryUsage>,
     pub elapsed: Duration,
@@ -151,6 +185,20 @@ impl Report {
                 }
             }
         }
+        for p in &self.pruned {
+            let verb = if p.deleted {
+                "pruned     "
+            } else {
+                "would prune"
+            };
+            let _ = writeln!(
+                out,
+                "{verb} {} ({}; {})",
+                p.image.named(),
+                p.image.digest.as_deref().unwrap_or_default(),
+                p.why.as_str()
+            );
+        }
         for u in &self.usage {
             let left = match (u.remaining, u.limit) {
                 (Some(remaining), Some(limit)) => format!(", {remaining} of {limit} left"),
@@ -190,9 +238,14 @@ impl Report {
             0 => String::new(),
             n => format!(", skipped {n}"),
         };
+        let pruned = match (self.pruned.len(), self.dry_run) {
+            (0, _) => String::new(),
+            (n, false) => format!(", pruned {n}"),
+            (n, true) => format!(", would prune {n}"),
+        };
         let _ = write!(
             out,
-            "{verb} {changed}, unchanged {unchanged}{skipped}, failed {} in {:.1} s",
+            "{verb} {changed}, unchanged {unchanged}{skipped}{pruned}, failed {} in {:.1} s",
             self.failed(),
             self.elapsed.as_secs_f64()
         );

@@ -21,7 +21,7 @@ use crate::reference::{ImageRef, Repository};
 use crate::registry::tags::{LeftOut, Listing};
 use crate::registry::verify::checked;
 use crate::registry::waiting::Waiter;
-use crate::registry::{Failure, RegistryError};
+use crate::registry::{Deleted, Failure, RegistryError};
 
 /// A blob is handed out in chunks of this many bytes, so streams have more than one.
 const CHUNK: usize = 4;
@@ -32,6 +32,7 @@ pub enum Op {
     Head,
     Pull,
     Push,
+    Delete,
     BlobExists,
     ReadBlob,
     Mount,
@@ -311,6 +312,22 @@ impl Store for Memory {
             state.stored.push(Stored::Tag { repository, tag });
         }
         Ok(())
+    }
+
+    async fn delete_tag(
+        &self,
+        image: &ImageRef,
+        _: bool,
+        _: &Waiter,
+    ) -> Result<Deleted, RegistryError> {
+        self.ask(Op::Delete, "delete tag", &image.to_string())?;
+        let mut state = self.state();
+        let tag = name(&image.named()).0.to_string();
+        let removed = repo(&mut state, &image.repo()).tags.remove(&tag);
+        Ok(match removed {
+            Some(_) => Deleted::Tag,
+            None => Deleted::Absent,
+        })
     }
 
     async fn blob_exists(

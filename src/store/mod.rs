@@ -29,7 +29,7 @@ use crate::registry::limits::Deadlines;
 use crate::registry::tags::Listing;
 pub use crate::registry::verify::Chunks;
 use crate::registry::waiting::Waiter;
-use crate::registry::RegistryError;
+use crate::registry::{Deleted, RegistryError};
 
 /// A place images are kept: a registry, or anything that holds repositories of manifests,
 /// blobs and tags the same way.
@@ -63,6 +63,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         media_type: &str,
         waiter: &Waiter,
     ) -> Result<(), RegistryError>;
+
+    /// Deletes `image`'s tag and nothing else; `image` is pinned to the digest the tag points
+    /// at. `alone`: no other tag of the repository names that digest, so a store that can only
+    /// delete by digest may.
+    async fn delete_tag(
+        &self,
+        image: &ImageRef,
+        alone: bool,
+        waiter: &Waiter,
+    ) -> Result<Deleted, RegistryError>;
 
     /// Whether `repository` holds the blob `digest`.
     async fn blob_exists(

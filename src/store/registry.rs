@@ -13,7 +13,7 @@ use crate::manifest::Descriptor;
 use crate::reference::{ImageRef, Repository};
 use crate::registry::tags::Listing;
 use crate::registry::waiting::Waiter;
-use crate::registry::{Registries, RegistryError};
+use crate::registry::{Deleted, Registries, RegistryError};
 
 #[async_trait]
 impl Store for Registries {
@@ -41,6 +41,15 @@ impl Store for Registries {
         waiter: &Waiter,
     ) -> Result<(), RegistryError> {
         Registries::push_manifest(self, image, body, media_type, waiter).await
+    }
+
+    async fn delete_tag(
+        &self,
+        image: &ImageRef,
+        alone: bool,
+        waiter: &Waiter,
+    ) -> Result<Deleted, RegistryError> {
+        Registries::delete_tag(self, image, alone, waiter).await
     }
 
     async fn blob_exists(

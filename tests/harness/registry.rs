@@ -40,6 +40,9 @@ pub struct RegistryOptions {
     /// is accepted (none is signed by the registry's bundle): for tests of what a client does
     /// with the challenge.
     pub token_realm: Option<String>,
+    /// Deletes turned off (`storage.delete.enabled: false`): every DELETE is answered 405
+    /// `UNSUPPORTED`, as registries that never delete answer.
+    pub no_deletes: bool,
 }
 
 impl RegistryOptions {
@@ -109,7 +112,7 @@ impl Registry {
                 (None, Some(realm)) => Auth::Token(realm),
                 (None, None) => Auth::None,
             };
-            let config = config_yaml(dir.path(), &host, &instance, auth, tls.is_some());
+            let config = config_yaml(dir.path(), &host, &instance, auth, &options);
             fs::write(&config_path, config).expect("write registry config");
             let log = fs::File::create(dir.path().join("registry.log")).expect("create log");
             let child = Command::new(&binary)
@@ -318,9 +321,16 @@ enum Auth<'a> {
 }
 
 /// With `tls`, the certificate and key [`Tls::create`] wrote into `dir`.
-fn config_yaml(dir: &Path, host: &str, instance: &str, auth: Auth<'_>, tls: bool) -> String {
+fn config_yaml(
+    dir: &Path,
+    host: &str,
+    instance: &str,
+    auth: Auth<'_>,
+    options: &RegistryOptions,
+) -> String {
     let data = dir.join("data");
-    let tls = if tls {
+    let deletes = !options.no_deletes;
+    let tls = if options.tls {
         format!(
             "\x20 tls:\n    certificate: {}\n    key: {}\n",
             dir.join("cert.pem").display(),
@@ -351,7 +361,7 @@ fn config_yaml(dir: &Path, host: &str, instance: &str, auth: Auth<'_>, tls: bool
     format!(
         "version: 0.1\n\
          log:\n  level: warn\n\
-         storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n\
+         storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: {deletes}\n\
          \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
          http:\n  addr: {host}\n  secret: regmirror-test-secret-{instance}\n\
          \x20 headers:\n    X-Regmirror-Test-Instance: [\"{instance}\"]\n\
