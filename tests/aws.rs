@@ -8,7 +8,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::ecr::{AwsCalls, EcrRegistry};
+use harness::ecr::FakeEcr;
 use harness::moto::Moto;
 use harness::*;
 
@@ -345,47 +345,6 @@ fn a_bad_list_fails_a_once_pass_and_a_daemon_run_alike() {
     let (result, errors) = last_ssm_run(&mut daemon);
     assert_eq!(result, "failed", "{}", daemon.stderr());
     assert_eq!(errors, failed, "{}", daemon.stderr());
-}
-
-/// An "ECR" registry: a real registry behind ECR's rules, with moto as ECR's API (reached
-/// through a proxy that counts the calls).
-struct FakeEcr {
-    _registry: Registry,
-    proxy: Proxy,
-    moto: Moto,
-    api: Proxy,
-    calls: AwsCalls,
-}
-
-impl FakeEcr {
-    fn start() -> FakeEcr {
-        let moto = Moto::start();
-        let registry = Registry::start();
-        let proxy = Proxy::start(registry.host());
-        proxy.add_rule(EcrRegistry::new(&moto));
-        let api = Proxy::start(moto.endpoint.trim_start_matches("http://"));
-        let calls = AwsCalls::default();
-        api.add_rule(calls.recorder());
-        FakeEcr {
-            _registry: registry,
-            proxy,
-            moto,
-            api,
-            calls,
-        }
-    }
-
-    /// `regmirror --once` with the AWS environment pointing at the counting proxy.
-    fn once(&self, sandbox: &Sandbox, config: &std::path::Path) -> Run {
-        sandbox
-            .regmirror()
-            .envs(self.moto.env())
-            .env("AWS_ENDPOINT_URL", format!("http://{}", self.api.host()))
-            .arg("--once")
-            .arg("--config")
-            .arg(config)
-            .run()
-    }
 }
 
 #[test]

@@ -291,3 +291,32 @@ fn the_daemon_prunes_at_each_run_and_reports_it_in_healthz_and_metrics() {
         "{metrics}"
     );
 }
+
+#[test]
+fn an_ecr_target_has_its_tag_deleted_alone_through_batch_delete_image() {
+    use harness::ecr::FakeEcr;
+    let ecr = FakeEcr::start();
+    let upstream = Registry::start();
+    let images = seed(&upstream, "app", &["1.0", "1.1"]);
+    let e = ecr.proxy.host();
+    let sandbox = Sandbox::new();
+    let config = sandbox.write_config(&format!(
+        "{}[registries.\"{e}\"]\necr = true\nregion = \"eu-west-1\"\n",
+        config(upstream.host(), e, "")
+    ));
+    ecr.once(&sandbox, &config).assert_success();
+    // What ECR's own API holds after those pushes (the stand-in's images live in the
+    // registry behind it; moto is told, as ECR would know).
+    for (image, tag) in images.iter().zip(["1.0", "1.1"]) {
+        let top = image.top();
+        let manifest = String::from_utf8(top.bytes.clone()).unwrap();
+        ecr.moto
+            .ecr_put_image("mirror/app", tag, &manifest, &top.media_type);
+    }
+    assert!(delete_manifest(&upstream, "app", images[0].digest()));
+    let run = ecr.once(&sandbox, &config);
+    run.assert_success();
+    run.assert_summary("pruned 1");
+    assert_eq!(ecr.calls.count("BatchDeleteImage"), 1);
+    assert_eq!(ecr.moto.ecr_tags("mirror/app"), ["1.1"]);
+}

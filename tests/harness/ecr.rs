@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 
+use super::cli::{Run, RunExt, Sandbox};
 use super::moto::{Moto, RepositoryLookup};
-use super::proxy::{Action, RequestInfo, Rule};
+use super::proxy::{Action, Proxy, RequestInfo, Rule};
+use super::registry::Registry;
 
 /// The password moto's GetAuthorizationToken returns for its default account.
 pub const MOTO_PASSWORD: &str = "123456789012-auth-token";
@@ -87,5 +89,48 @@ impl AwsCalls {
 
     pub fn count(&self, operation: &str) -> usize {
         self.0.lock().unwrap().get(operation).copied().unwrap_or(0)
+    }
+}
+
+/// An "ECR" registry: a real registry behind ECR's rules, with moto as ECR's API (reached
+/// through a proxy that counts the calls).
+pub struct FakeEcr {
+    _registry: Registry,
+    /// The registry, answering as ECR does.
+    pub proxy: Proxy,
+    pub moto: Moto,
+    /// moto, counting calls.
+    pub api: Proxy,
+    pub calls: AwsCalls,
+}
+
+impl FakeEcr {
+    pub fn start() -> FakeEcr {
+        let moto = Moto::start();
+        let registry = Registry::start();
+        let proxy = Proxy::start(registry.host());
+        proxy.add_rule(EcrRegistry::new(&moto));
+        let api = Proxy::start(moto.endpoint.trim_start_matches("http://"));
+        let calls = AwsCalls::default();
+        api.add_rule(calls.recorder());
+        FakeEcr {
+            _registry: registry,
+            proxy,
+            moto,
+            api,
+            calls,
+        }
+    }
+
+    /// `regmirror --once` with the AWS environment pointing at the counting proxy.
+    pub fn once(&self, sandbox: &Sandbox, config: &std::path::Path) -> Run {
+        sandbox
+            .regmirror()
+            .envs(self.moto.env())
+            .env("AWS_ENDPOINT_URL", format!("http://{}", self.api.host()))
+            .arg("--once")
+            .arg("--config")
+            .arg(config)
+            .run()
     }
 }

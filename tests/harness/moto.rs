@@ -140,6 +140,39 @@ impl Moto {
         })
     }
 
+    /// Records in moto's ECR that `repository`'s `tag` holds `manifest` (PutImage), as ECR
+    /// would after a push.
+    pub fn ecr_put_image(&self, repository: &str, tag: &str, manifest: &str, media_type: &str) {
+        let client = aws_sdk_ecr::Client::new(&self.config);
+        self.runtime
+            .block_on(
+                client
+                    .put_image()
+                    .repository_name(repository)
+                    .image_tag(tag)
+                    .image_manifest(manifest)
+                    .image_manifest_media_type(media_type)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("put_image {repository}:{tag}: {e:?}"));
+    }
+
+    /// The tags moto's ECR holds in `repository` (ListImages), sorted.
+    pub fn ecr_tags(&self, repository: &str) -> Vec<String> {
+        let client = aws_sdk_ecr::Client::new(&self.config);
+        let answer = self
+            .runtime
+            .block_on(client.list_images().repository_name(repository).send())
+            .unwrap_or_else(|e| panic!("list_images {repository}: {e:?}"));
+        let mut tags: Vec<String> = answer
+            .image_ids()
+            .iter()
+            .filter_map(|id| id.image_tag().map(str::to_string))
+            .collect();
+        tags.sort();
+        tags
+    }
+
     /// A repository of moto's ECR as DescribeRepositories shows it, with its tags.
     pub fn ecr_repository(
         &self,
