@@ -125,6 +125,7 @@ fn status(tally: &Tally, pass: &Pass, pauses: &[Pause], now: DateTime<Local>) ->
             (&tally.mirrored, "mirrored"),
             (&tally.unchanged, "unchanged"),
             (&tally.skipped, "skipped"),
+            (&tally.immutable, "immutable"),
             (&tally.failed, "failed"),
         ] {
             let count = count.load(Ordering::Relaxed);
@@ -233,7 +234,8 @@ mod tests {
         );
         tally.planned.store(50, Ordering::Relaxed);
         tally.mirrored.store(5, Ordering::Relaxed);
-        tally.unchanged.store(17, Ordering::Relaxed);
+        tally.unchanged.store(16, Ordering::Relaxed);
+        tally.immutable.store(1, Ordering::Relaxed);
         tally.failed.store(1, Ordering::Relaxed);
         tally.pruned.store(2, Ordering::Relaxed);
         let busy = Pass {
@@ -244,8 +246,8 @@ mod tests {
         let shown = status(&tally, &busy, &[pause(Some(7860), None)], noon);
         assert_eq!(
             shown,
-            "images 23 of 50: 5 mirrored, 17 unchanged, 1 failed · copying 3 · 2 tags pruned · \
-             412 MiB streamed \
+            "images 23 of 50: 5 mirrored, 16 unchanged, 1 immutable, 1 failed · copying 3 · \
+             2 tags pruned · 412 MiB streamed \
              at 38 MiB/s\n\
              registry-1.docker.io: pull budget spent, next pull at 14:05 (in 2 h 11 min)"
         );

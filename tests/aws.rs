@@ -439,12 +439,36 @@ tags = {{ team = "platform", "cost-center" = "42" }}
         .collect();
     assert!(refused.is_empty(), "{refused:?}");
 
-    // Unchanged: a token to compare digests, and no creation.
+    // Unchanged: a token to compare digests, and no creation; nothing written to the
+    // immutable repositories, which would refuse a rewrite of the index.
+    ecr.proxy.clear();
     let again = ecr.once(&sandbox, &config);
     again.assert_success();
     again.assert_summary("mirrored 0, unchanged 2, failed 0");
     assert_eq!(ecr.calls.count("GetAuthorizationToken"), 2);
     assert_eq!(ecr.calls.count("CreateRepository"), 2);
+    assert_eq!(ecr.proxy.manifest_puts(), 0);
+
+    // The repositories were created IMMUTABLE, and ECR keeps its tags: a tag moved upstream
+    // is reported as such, and the other image is still compared.
+    let moved = Image::single(Flavor::Docker, 1, 1024);
+    moved.push(&source, "lib/tool", "1");
+    let refused = ecr.once(&sandbox, &config);
+    refused.assert_code(1);
+    refused.assert_summary("mirrored 0, unchanged 1, immutable 1, failed 0");
+    assert!(
+        refused.stdout.contains(&format!(
+            "immutable in target: upstream moved {} → {}",
+            tool.digest(),
+            moved.digest()
+        )),
+        "{}",
+        refused.output()
+    );
+    assert_eq!(
+        head_manifest(ecr_direct(&ecr), "mirror/lib/tool", "1").as_deref(),
+        Some(tool.digest())
+    );
 }
 
 #[test]

@@ -15,14 +15,6 @@ fn count(daemon: &Spawned, needle: &str) -> usize {
     daemon.stderr().matches(needle).count()
 }
 
-fn images_config(source: &str, target: &str, images: &[&str], defaults: &str) -> String {
-    let list: Vec<String> = images.iter().map(|i| format!("\"{source}/{i}\"")).collect();
-    format!(
-        "images = [{}]\n[defaults]\ntarget = \"{target}\"\n{defaults}",
-        list.join(", ")
-    )
-}
-
 #[test]
 fn a_two_second_schedule_mirrors_an_image_and_follows_a_moved_tag() {
     let source = Registry::start();

@@ -10,6 +10,11 @@
 //!    at its old content or at complete new content. A process killed anywhere leaves at worst
 //!    unreferenced blobs and manifests, which the next run reuses.
 //!
+//! A target that refuses to move a tag (ECR's `IMMUTABLE` repositories, Harbor's immutability
+//! rules) is never asked to rewrite an unchanged one, since nothing is written to a target that
+//! has the source's digest. When upstream moved, the refusal is the image's own outcome,
+//! [`Outcome::Immutable`], not a failure to retry.
+//!
 //! Several targets share the source's reads: each manifest is pulled once and each blob read
 //! once for all the targets that lack it ([`blobs`]). A target that fails (refuses, times out,
 //! is full) fails alone; the others finish.
@@ -79,6 +84,11 @@ pub enum Outcome {
     },
     /// Not mirrored, and rightly so: none of its platforms is wanted.
     Skipped { reason: String },
+    /// Not mirrored: upstream's tag moved from `was` to `upstream`, and the target refuses to
+    /// move its tag (immutable), which still holds what it was copied from `was`. The new
+    /// content is stored there by digest, so the next pass reads it from the target, not the
+    /// source.
+    Immutable { was: String, upstream: String },
 }
 
 /// Work done for one image.
@@ -177,15 +187,18 @@ pub async fn mirror(
         .await;
     let mut outcomes: Vec<Option<Result<Outcome, CopyError>>> = Vec::new();
     let mut changed = Vec::new();
+    // What upstream held when each changed target was last mirrored, if it holds anything.
+    let mut moved_from: Vec<Option<String>> = vec![None; targets.len()];
     for (i, compared) in compared.into_iter().enumerate() {
         outcomes.push(match compared {
             Err(e) => Some(Err(e)),
             Ok(Compared::Same(digest)) => Some(Ok(Outcome::Unchanged { digest })),
-            Ok(Compared::Differs(current)) if ctx.dry_run => Some(Ok(Outcome::WouldCopy {
+            Ok(Compared::Differs { current, .. }) if ctx.dry_run => Some(Ok(Outcome::WouldCopy {
                 digest: source_digest.clone(),
                 target: current,
             })),
-            Ok(Compared::Differs(_)) => {
+            Ok(Compared::Differs { was, .. }) => {
+                moved_from[i] = was;
                 changed.push(i);
                 None
             }
@@ -244,6 +257,7 @@ pub async fn mirror(
                     .extend(children);
                 (stored, stats)
             }
+            Turn::Mine(Copied::Refused(_, refused)) => return Err(CopyError::Registry(refused)),
             Turn::Mine(Copied::Held) => (
                 source_digest.clone(),
                 retag(ctx, waiter, target, source_digest).await?,
@@ -262,7 +276,7 @@ pub async fn mirror(
         })
     });
     for (&i, outcome) in ready.iter().zip(join_all(tagging).await) {
-        outcomes[i] = Some(outcome);
+        outcomes[i] = Some(refused_move(outcome, moved_from[i].take(), source_digest));
     }
     if choice.referrers {
         let mut subjects = vec![source_digest.clone()];
@@ -323,13 +337,35 @@ async fn with_referrers(
     }
 }
 
+/// The outcome of a target whose tag refused to move from what upstream held before (`was`)
+/// to `upstream`: [`Outcome::Immutable`]. A refusal where the target held nothing under the
+/// tag is no move and stays the failure it is.
+fn refused_move(
+    outcome: Result<Outcome, CopyError>,
+    was: Option<String>,
+    upstream: &str,
+) -> Result<Outcome, CopyError> {
+    match (outcome, was) {
+        (Err(CopyError::Registry(e)), Some(was)) if e.is_immutable() => Ok(Outcome::Immutable {
+            was,
+            upstream: upstream.to_string(),
+        }),
+        (outcome, _) => outcome,
+    }
+}
+
 /// A target against the source, by digest.
 enum Compared {
     /// Holds the source's content (or, for a choice of platforms, the index regmirror made of
     /// it): its digest.
     Same(String),
-    /// Differs: what its tag points at now, if anything.
-    Differs(Option<String>),
+    /// Differs: what its tag points at now (`current`), if anything, and the upstream digest
+    /// that was copied from (`was`): `current` itself, or the source digest a filtered index
+    /// records.
+    Differs {
+        current: Option<String>,
+        was: Option<String>,
+    },
 }
 
 /// Whether `target` (whose tag points at `current`) holds the source's content. With a
@@ -349,7 +385,10 @@ async fn compare(
         return Ok(Compared::Same(source_digest.to_string()));
     }
     let (Some(platforms), Some(current)) = (&choice.platforms, current.clone()) else {
-        return Ok(Compared::Differs(current));
+        return Ok(Compared::Differs {
+            was: current.clone(),
+            current,
+        });
     };
     let (body, _) = ctx
         .stores
@@ -360,7 +399,10 @@ async fn compare(
     if made_from == Some((source_digest.to_string(), platforms.to_string())) {
         return Ok(Compared::Same(current));
     }
-    Ok(Compared::Differs(Some(current)))
+    Ok(Compared::Differs {
+        was: Some(made_from.map_or_else(|| current.clone(), |(from, _)| from)),
+        current: Some(current),
+    })
 }
 
 /// What storing a content in a target repository came to, for the image that did it.
@@ -372,6 +414,9 @@ enum Copied {
     /// The repository held the content already, under another name: only the tag is to be
     /// pushed ([`retag`]).
     Held,
+    /// Stored by digest (this digest), but the tag was refused: the target does not move an
+    /// existing tag ([`crate::registry::Failure::Immutable`]).
+    Refused(String, RegistryError),
     /// Not mirrored: none of its platforms is wanted.
     Skipped(String),
 }
@@ -430,6 +475,8 @@ async fn copy_tagged(
         for (&i, copied) in fresh.iter().zip(copied) {
             results[i] = Some(copied.map(|copied| match &copied {
                 Copied::Pushed(stored, ..) => (Done::Stored(stored.clone()), copied),
+                // Stored by digest: other tags of this content can still point at it.
+                Copied::Refused(stored, _) => (Done::Stored(stored.clone()), copied),
                 Copied::Skipped(reason) => (Done::Skipped(reason.clone()), copied),
                 Copied::Held => (Done::Stored(digest.to_string()), copied),
             }));
@@ -512,10 +559,23 @@ async fn copy_manifest(
                 // The source pulled once, counted against the first target.
                 stats.pulls += u64::from(i == 0);
                 let named = repository.image_for(source);
-                ctx.stores
-                    .of(&named.registry)
-                    .push_manifest(&named, body, manifest.media_type(), waiter)
-                    .await?;
+                let store = ctx.stores.of(&named.registry);
+                let media_type = manifest.media_type();
+                match store
+                    .push_manifest(&named, body.clone(), media_type, waiter)
+                    .await
+                {
+                    Ok(()) => {}
+                    // Kept by digest, so the next pass finds it there and pulls nothing.
+                    Err(refused) if refused.is_immutable() => {
+                        let by_digest = repository.at_digest(&stored);
+                        store
+                            .push_manifest(&by_digest, body, media_type, waiter)
+                            .await?;
+                        return Ok(Copied::Refused(stored, refused));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 stats.manifests_pushed += 1;
                 Ok(Copied::Pushed(stored, stats, children))
             }

@@ -334,6 +334,71 @@ async fn a_refusing_target_fails_alone_and_the_source_is_read_once_for_both() {
     );
 }
 
+/// ECR's refusal of a push onto an existing tag of an `IMMUTABLE` repository.
+fn immutable() -> Failure {
+    Failure::Immutable("The image tag '1' already exists in the 'm/app' repository and cannot be overwritten because the repository is immutable.".to_string())
+}
+
+#[tokio::test]
+async fn a_tag_moved_upstream_into_an_immutable_target_is_its_own_outcome_and_costs_one_pull() {
+    let world = World::new();
+    let (index, _) = two_platforms(&world.source);
+    // a's tag holds an older image and never moves; b takes the new one.
+    let held = repository("a.test/m/app");
+    let old = seed_image(&world.a, &held, "linux/amd64", &["old"]);
+    let was = seed_index(&world.a, &held, &[old], "1");
+    world.a.fail(Op::Push, "m/app:1", immutable());
+    let source = image("src.test/app:1");
+    let targets = [image("a.test/m/app:1"), image("b.test/m/app:1")];
+    let choice = CopyChoice::default();
+    let outcomes = mirror(&world.pass(), &source, &targets, &choice, &waiter()).await;
+    let refused = Outcome::Immutable {
+        was: was.clone(),
+        upstream: index.clone(),
+    };
+    assert!(
+        matches!(&outcomes[0], Ok(o) if *o == refused),
+        "{outcomes:?}"
+    );
+    mirrored(&outcomes[1]);
+    assert_eq!(world.a.tag(&held, "1"), Some(was.clone()), "the tag stays");
+    assert_eq!(world.b.tag(&targets[1].repo(), "1"), Some(index.clone()));
+    assert!(world.a.manifest(&held, &index).is_some(), "kept by digest");
+    assert_eq!(
+        world.a.count(Op::Push),
+        4,
+        "two children, the tag once, the index by digest"
+    );
+
+    // The next pass finds the content in the target by digest: no pull at the source, one
+    // refused push, the same outcome.
+    let (pulls, pushes) = (world.source.count(Op::Pull), world.a.count(Op::Push));
+    let again = mirror(&world.pass(), &source, &targets[..1], &choice, &waiter()).await;
+    assert!(matches!(&again[0], Ok(o) if *o == refused), "{again:?}");
+    assert_eq!(world.source.count(Op::Pull), pulls, "no pull");
+    assert_eq!(world.a.count(Op::Push), pushes + 1, "the tag, once");
+}
+
+#[tokio::test]
+async fn a_refusal_as_immutable_of_a_tag_the_target_did_not_hold_stays_a_failure() {
+    let world = World::new();
+    two_platforms(&world.source);
+    world.a.fail(Op::Push, "m/app:1", immutable());
+    let outcomes = mirror(
+        &world.pass(),
+        &image("src.test/app:1"),
+        &[image("a.test/m/app:1")],
+        &CopyChoice::default(),
+        &waiter(),
+    )
+    .await;
+    let failed = outcomes[0].as_ref().unwrap_err().to_string();
+    assert!(
+        failed.contains("refuses to move an existing tag"),
+        "{failed}"
+    );
+}
+
 #[tokio::test]
 async fn a_choice_of_platforms_copies_only_their_children_and_blobs() {
     let world = World::new();

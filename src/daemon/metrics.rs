@@ -30,7 +30,8 @@ struct MirrorLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ImageLabels {
     mirror: String,
-    /// `mirrored`, `unchanged` or `failed`.
+    /// `mirrored`, `unchanged`, `skipped`, `immutable` or `failed` (for runs: `success` or
+    /// `failed`).
     result: &'static str,
 }
 
@@ -97,7 +98,8 @@ impl Default for Metrics {
         };
         registry.register(
             "images",
-            "Images handled, by mirror and result (mirrored, unchanged, failed)",
+            "Images handled, by mirror and result (mirrored, unchanged, skipped, immutable: \
+             upstream moved where the target refuses to move the tag, failed)",
             m.images.clone(),
         );
         registry.register_with_unit(
@@ -108,7 +110,7 @@ impl Default for Metrics {
         );
         registry.register(
             "runs",
-            "Runs of a mirror, by result (success: no image failed)",
+            "Runs of a mirror, by result (success: no image failed or refused as immutable)",
             m.runs.clone(),
         );
         registry.register(
@@ -124,7 +126,8 @@ impl Default for Metrics {
         );
         registry.register_with_unit(
             "last_success_timestamp",
-            "When a run of the mirror last ended with no image failed (Unix time)",
+            "When a run of the mirror last ended with no image failed or refused as immutable \
+             (Unix time)",
             Unit::Seconds,
             m.last_success.clone(),
         );
@@ -206,6 +209,9 @@ impl Metrics {
                 Ok(Outcome::Skipped { .. }) => {
                     self.images.get_or_create(&image("skipped")).inc();
                 }
+                Ok(Outcome::Immutable { .. }) => {
+                    self.images.get_or_create(&image("immutable")).inc();
+                }
                 Err(_) => {
                     self.images.get_or_create(&image("failed")).inc();
                 }
@@ -225,7 +231,7 @@ impl Metrics {
                 .get_or_create(&label)
                 .set(selected.selected.len() as i64);
         }
-        let success = report.failed() == 0;
+        let success = report.complete();
         self.runs
             .get_or_create(&image(if success { "success" } else { "failed" }))
             .inc();

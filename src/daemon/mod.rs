@@ -210,6 +210,10 @@ struct LastRun {
     failed: usize,
     /// The first [`HEALTH_ERRORS`] of them, each a line.
     failures: Vec<String>,
+    /// Images whose upstream tag moved where the target refuses to move it.
+    immutable: usize,
+    /// The first [`HEALTH_ERRORS`] of them, each a line.
+    immutable_images: Vec<String>,
     /// For a mirror with tag rules: what it listed and selected.
     tags: Option<Selected>,
     /// Target tags its prune deleted.
@@ -587,9 +591,11 @@ impl Daemon {
         let finished = Utc::now();
         let (mirrored, unchanged) = report.counts();
         let failures = report.failures();
+        let immutable = report.immutable_lines();
         info!(
             mirrored,
             unchanged,
+            immutable = immutable.len(),
             failed = failures.len(),
             secs = (report.elapsed.as_secs_f64() * 100.0).round() / 100.0,
             "run finished"
@@ -599,7 +605,7 @@ impl Daemon {
         let mut state = self.lock();
         if let Some(entry) = state.mirrors.get_mut(name) {
             entry.running = false;
-            if failures.is_empty() {
+            if report.complete() {
                 entry.last_success = Some(finished);
             }
             entry.last = Some(LastRun {
@@ -609,6 +615,8 @@ impl Daemon {
                 unchanged,
                 failed: failures.len(),
                 failures: failures.into_iter().take(HEALTH_ERRORS).collect(),
+                immutable: immutable.len(),
+                immutable_images: immutable.into_iter().take(HEALTH_ERRORS).collect(),
                 tags: report.selections.iter().find(|s| s.mirror == name).cloned(),
                 pruned: report
                     .pruned
@@ -637,12 +645,18 @@ impl Daemon {
                     json!({
                         "started": stamp(last.started),
                         "finished": stamp(last.finished),
-                        "result": if last.failed == 0 { "ok" } else { "failed" },
+                        "result": match (last.failed, last.immutable) {
+                            (0, 0) => "ok",
+                            (0, _) => "immutable",
+                            _ => "failed",
+                        },
                         "mirrored": last.mirrored,
                         "unchanged": last.unchanged,
                         "failed": last.failed,
                         "pruned": last.pruned,
                         "errors": last.failures,
+                        "immutable": last.immutable,
+                        "immutable_images": last.immutable_images,
                         "tags": last.tags.as_ref().map(|tags| json!({
                             "listed": tags.listed,
                             "selected": tags.selected.len(),

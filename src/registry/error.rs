@@ -82,6 +82,11 @@ pub enum Failure {
     /// read-only registry or a pull-through cache refusing pushes.
     #[error("the registry does not allow it: {0}")]
     Unsupported(String),
+    /// A push onto a tag that already exists, refused because the target never moves a tag:
+    /// an ECR repository with `IMMUTABLE` tags, a Harbor immutability rule. Never retried;
+    /// the tag stays where it was.
+    #[error("the target refuses to move an existing tag: {0}")]
+    Immutable(String),
     #[error("unexpected response: {0}")]
     Protocol(String),
     /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
@@ -173,11 +178,19 @@ impl RegistryError {
         if references_missing {
             return Self::with(action, subject, Failure::ReferencesMissing(clip(&message)));
         }
+        if refuses_to_move_a_tag(status, &codes, &message) {
+            return Self::with(action, subject, Failure::Immutable(clip(&message)));
+        }
         Self::with(action, subject, classify(Some(status), code, &message))
     }
 
     pub fn is_not_found(&self) -> bool {
         matches!(self.failure, Failure::NotFound)
+    }
+
+    /// Whether the target refused to move an existing tag ([`Failure::Immutable`]).
+    pub fn is_immutable(&self) -> bool {
+        matches!(self.failure, Failure::Immutable(_))
     }
 
     /// Whether trying again later could succeed: rate limits, server errors, broken connections.
@@ -219,6 +232,31 @@ fn envelope(body: &[u8]) -> (Vec<String>, String) {
         ),
         _ => (Vec::new(), String::from_utf8_lossy(body).into_owned()),
     }
+}
+
+/// Whether an error answer is a target refusing to move a tag it holds, told by what each
+/// registry is known to send, never by a status alone (a 400 or 412 says many things):
+///
+/// - ECR, an `IMMUTABLE` repository (or tag): 400 `TAG_INVALID`, "The image tag '1.0'
+///   already exists in the 'app' repository and cannot be overwritten because the repository
+///   is immutable." (newer regions: "because the tag is immutable").
+/// - Harbor 2.x, a tag immutability rule: 412 `PRECONDITION`, "Failed to process request due
+///   to 'app:1.0' configured as immutable."; Harbor 1.10 sent the same text with `DENIED`.
+///
+/// Artifactory's refusal of an overwrite without the Delete/Overwrite permission says only
+/// `MANIFEST_INVALID` or 403: it stays the failure it says it is.
+fn refuses_to_move_a_tag(status: u16, codes: &[String], message: &str) -> bool {
+    let coded = |wanted: &[&str]| {
+        codes
+            .iter()
+            .any(|c| wanted.iter().any(|w| c.eq_ignore_ascii_case(w)))
+    };
+    let refused = match status {
+        400 => coded(&["TAG_INVALID"]),
+        412 => coded(&["PRECONDITION", "DENIED"]),
+        _ => false,
+    };
+    refused && message.to_ascii_lowercase().contains("immutable")
 }
 
 /// One mapping from what a registry answered to how regmirror treats it.
@@ -369,6 +407,7 @@ mod tests {
         assert!(!err(Failure::HttpsRequired).is_retryable());
         assert!(!err(Failure::TooLarge(String::new())).is_retryable());
         assert!(!err(Failure::Refused(String::new())).is_retryable());
+        assert!(!err(Failure::Immutable(String::new())).is_retryable());
         assert!(err(Failure::Stalled {
             waited: Duration::from_secs(1),
             what: String::new()
@@ -454,5 +493,67 @@ mod tests {
             shown.len() < MAX_FAILURE + 100 && !shown.contains('\x1b'),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_tag_refused_as_immutable_is_told_by_ecrs_and_harbors_own_answers() {
+        let failure = |status, body: &str| {
+            RegistryError::from_response(
+                "push manifest",
+                "x/app:1.0",
+                status,
+                body.as_bytes(),
+                false,
+            )
+            .failure
+        };
+        // ECR, as docker, jib and kaniko users have quoted it.
+        let ecr = r#"{"errors":[{"code":"TAG_INVALID","message":"The image tag '1.0' already exists in the 'mirror/app' repository and cannot be overwritten because the repository is immutable."}]}"#;
+        let ecr_tag = r#"{"errors":[{"code":"TAG_INVALID","message":"The image tag '1.0' already exists in the 'mirror/app' repository and cannot be overwritten because the tag is immutable."}]}"#;
+        // Harbor 2.x (errors.PreconditionCode, sent as 412) and 1.10.
+        let harbor = r#"{"errors":[{"code":"PRECONDITION","message":"Failed to process request due to 'app:1.0' configured as immutable."}]}"#;
+        let harbor_1_10 = r#"{"errors":[{"code":"DENIED","message":"Failed to process request due to 'app:1.0' configured as immutable."}]}"#;
+        for (status, body) in [
+            (400, ecr),
+            (400, ecr_tag),
+            (412, harbor),
+            (412, harbor_1_10),
+        ] {
+            let failure = failure(status, body);
+            assert!(
+                matches!(&failure, Failure::Immutable(m) if m.contains("immutable")),
+                "{status} {body}: {failure:?}"
+            );
+        }
+        assert!(RegistryError::with("push manifest", "x", failure(400, ecr)).is_immutable());
+
+        // The same codes without the word, or the word under another code or status, are
+        // what they say: distribution's TAG_INVALID is a tag that does not match the URI.
+        let distribution =
+            r#"{"errors":[{"code":"TAG_INVALID","message":"manifest tag did not match URI"}]}"#;
+        assert!(matches!(
+            failure(400, distribution),
+            Failure::Status { status: 400, .. }
+        ));
+        let policy = r#"{"errors":[{"code":"PROJECTPOLICYVIOLATION","message":"current image with 2 vulnerabilities cannot be pulled due to configured policy"}]}"#;
+        assert!(matches!(
+            failure(412, policy),
+            Failure::Status { status: 412, .. }
+        ));
+        let harbor_elsewhere = harbor.replace("PRECONDITION", "UNKNOWN");
+        assert!(matches!(
+            failure(500, &harbor_elsewhere),
+            Failure::Status { status: 500, .. }
+        ));
+        assert!(matches!(failure(403, harbor_1_10), Failure::Denied(_)));
+        let artifactory = r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":{"description":"HTTP 403 Forbidden"}}]}"#;
+        assert!(matches!(
+            failure(400, artifactory),
+            Failure::Status { status: 400, .. }
+        ));
+        assert!(matches!(
+            failure(400, "immutable"),
+            Failure::Status { status: 400, .. }
+        ));
     }
 }

@@ -18,7 +18,7 @@ mod report;
 
 pub use listed::{LastListed, Pass};
 pub use plan::{Claim, Claims, Plan};
-pub use report::{ImageResult, Report, Selected};
+pub use report::{ImageResult, PerTarget, Report, Selected};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +47,8 @@ pub struct Tally {
     pub mirrored: AtomicUsize,
     pub unchanged: AtomicUsize,
     pub skipped: AtomicUsize,
+    /// Upstream moved where the target refuses to move its tag.
+    pub immutable: AtomicUsize,
     pub failed: AtomicUsize,
     /// Target tags prune deleted.
     pub pruned: AtomicUsize,
@@ -58,6 +60,7 @@ impl Tally {
             Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. }) => &self.mirrored,
             Ok(Outcome::Unchanged { .. }) => &self.unchanged,
             Ok(Outcome::Skipped { .. }) => &self.skipped,
+            Ok(Outcome::Immutable { .. }) => &self.immutable,
             Err(_) => &self.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -65,10 +68,16 @@ impl Tally {
 
     /// Images done, by any outcome.
     pub fn done(&self) -> usize {
-        [&self.mirrored, &self.unchanged, &self.skipped, &self.failed]
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        [
+            &self.mirrored,
+            &self.unchanged,
+            &self.skipped,
+            &self.immutable,
+            &self.failed,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
     }
 }
 
@@ -377,6 +386,9 @@ fn log_outcome(
             "mirrored"
         ),
         Ok(Outcome::Skipped { reason }) => info!(reason = %reason, "skipped"),
+        Ok(Outcome::Immutable { was, upstream }) => {
+            warn!(%was, %upstream, secs, "immutable in target: upstream moved")
+        }
         Err(e) => warn!(error = %e, secs, "failed"),
     }
 }

@@ -1,6 +1,11 @@
 //! What a pass did: a result per image, the problems of mirrors as a whole (a listing that
 //! failed, rules that selected nothing, a tag two mirrors claim), and what each registry
 //! spent; rendered for a person as a line per thing that needs attention and one summary line.
+//!
+//! A pass is complete when every image the user asked for holds what upstream has: nothing
+//! failed, and no upstream tag moved where the target refuses to move it
+//! ([`Outcome::Immutable`]). That is what the exit code, `/healthz` and the metrics' last
+//! success say.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -94,6 +99,37 @@ impl Report {
         self.results.iter().filter(|r| r.outcome.is_err()).count() + self.problems.len()
     }
 
+    /// Images whose upstream tag moved where the target refuses to move it.
+    pub fn immutable(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Ok(Outcome::Immutable { .. })))
+            .count()
+    }
+
+    /// Whether every image holds what upstream has: nothing failed, nothing refused as
+    /// immutable. The exit code is 0 only then.
+    pub fn complete(&self) -> bool {
+        self.failed() == 0 && self.immutable() == 0
+    }
+
+    /// Every image refused as immutable, as one line: `source → target: immutable in target:
+    /// upstream moved <old> → <new>`.
+    pub fn immutable_lines(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Ok(Outcome::Immutable { was, upstream }) => Some(format!(
+                    "{} → {}: {}",
+                    r.job.source,
+                    r.job.target,
+                    moved(was, upstream)
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Images copied (or that would be, in a dry run) and images already up to date.
     pub fn counts(&self) -> (usize, usize) {
         let changed = |r: &&ImageResult| {
@@ -109,16 +145,17 @@ impl Report {
         )
     }
 
-    /// Per target registry: images copied (or that would be), unchanged, failed.
-    pub fn per_target_registry(&self) -> std::collections::BTreeMap<&str, (usize, usize, usize)> {
+    /// Per target registry: images copied (or that would be), unchanged, refused as
+    /// immutable, failed.
+    pub fn per_target_registry(&self) -> std::collections::BTreeMap<&str, PerTarget> {
         let mut counts = std::collections::BTreeMap::new();
         for r in &self.results {
-            let entry: &mut (usize, usize, usize) =
-                counts.entry(r.job.target.registry.as_str()).or_default();
+            let entry: &mut PerTarget = counts.entry(r.job.target.registry.as_str()).or_default();
             match &r.outcome {
-                Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. }) => entry.0 += 1,
-                Ok(Outcome::Unchanged { .. } | Outcome::Skipped { .. }) => entry.1 += 1,
-                Err(_) => entry.2 += 1,
+                Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. }) => entry.changed += 1,
+                Ok(Outcome::Unchanged { .. } | Outcome::Skipped { .. }) => entry.unchanged += 1,
+                Ok(Outcome::Immutable { .. }) => entry.immutable += 1,
+                Err(_) => entry.failed += 1,
             }
         }
         counts
@@ -175,6 +212,14 @@ impl Report {
                     skipped += 1;
                     let _ = writeln!(out, "skipped     {source} → {target}: {}", shown(reason));
                 }
+                Ok(Outcome::Immutable { was, upstream }) => {
+                    let _ = writeln!(
+                        out,
+                        "IMMUTABLE   {source} → {target} ({}): {}",
+                        r.job.origin(),
+                        moved(was, upstream)
+                    );
+                }
                 Err(reason) => {
                     let _ = writeln!(
                         out,
@@ -227,17 +272,17 @@ impl Report {
         // With several target registries, each gets its own count.
         let per_target = self.per_target_registry();
         if per_target.len() > 1 {
-            for (registry, (changed, unchanged, failed)) in &per_target {
+            for (registry, counts) in &per_target {
                 let _ = writeln!(
                     out,
-                    "to {registry}: {verb} {changed}, unchanged {unchanged}, failed {failed}"
+                    "to {registry}: {verb} {}, unchanged {}{}, failed {}",
+                    counts.changed,
+                    counts.unchanged,
+                    some(counts.immutable, "immutable"),
+                    counts.failed
                 );
             }
         }
-        let skipped = match skipped {
-            0 => String::new(),
-            n => format!(", skipped {n}"),
-        };
         let pruned = match (self.pruned.len(), self.dry_run) {
             (0, _) => String::new(),
             (n, false) => format!(", pruned {n}"),
@@ -245,10 +290,41 @@ impl Report {
         };
         let _ = write!(
             out,
-            "{verb} {changed}, unchanged {unchanged}{skipped}{pruned}, failed {} in {:.1} s",
+            "{verb} {changed}, unchanged {unchanged}{}{}{pruned}, failed {} in {:.1} s",
+            some(skipped, "skipped"),
+            some(self.immutable(), "immutable"),
             self.failed(),
             self.elapsed.as_secs_f64()
         );
         out
     }
+}
+
+/// What one target registry got in a pass, by image.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PerTarget {
+    /// Copied, or in a dry run would be.
+    pub changed: usize,
+    /// Already up to date, or skipped (no platform wanted).
+    pub unchanged: usize,
+    /// Upstream moved; the target refuses to move its tag.
+    pub immutable: usize,
+    pub failed: usize,
+}
+
+/// `, <what> <n>` for a count shown only when there is something to count.
+fn some(n: usize, what: &str) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(", {what} {n}"),
+    }
+}
+
+/// The words for an image refused as immutable, the same in the report, `/healthz` and logs.
+pub fn moved(was: &str, upstream: &str) -> String {
+    format!(
+        "immutable in target: upstream moved {} → {}",
+        untrusted::line(was, untrusted::NAME),
+        untrusted::line(upstream, untrusted::NAME)
+    )
 }

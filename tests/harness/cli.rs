@@ -65,6 +65,16 @@ pub fn sandboxed(mut command: Command, home: &Path) -> Command {
     command
 }
 
+/// A mirrors.toml of `images` (each `repo:tag`) on `source`, under `target`, with `defaults`
+/// (more of `[defaults]`, and what follows it) at the end.
+pub fn images_config(source: &str, target: &str, images: &[&str], defaults: &str) -> String {
+    let list: Vec<String> = images.iter().map(|i| format!("\"{source}/{i}\"")).collect();
+    format!(
+        "images = [{}]\n[defaults]\ntarget = \"{target}\"\n{defaults}",
+        list.join(", ")
+    )
+}
+
 /// Writes `toml` to `dir/mirrors.toml` and returns its path.
 /// Debian's `skopeo`, for side-by-side benchmarks, in a clean environment like regmirror's: a
 /// private HOME and config directories under `home`, no proxies or auth files.

@@ -54,6 +54,26 @@ pub fn http() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// `GET {base}/metrics`: the metrics' text.
+pub fn metrics(base: &str) -> String {
+    http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// `GET {base}/healthz`: its JSON.
+pub fn health(base: &str) -> serde_json::Value {
+    http()
+        .get(format!("{base}/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// Posts `body` to `{base}/sync` as GitHub delivers a webhook: `X-GitHub-Event: event`, and
 /// `X-Hub-Signature-256` the HMAC-SHA256 of the body keyed with `secret`.
 pub fn deliver_signed(

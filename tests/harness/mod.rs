@@ -36,7 +36,7 @@ pub mod tags;
 
 // Re-exported for `use harness::*`; each binary uses only some of them.
 #[allow(unused_imports)]
-pub use cli::{regmirror, write_config, Run, RunExt, Sandbox, Spawned};
+pub use cli::{images_config, regmirror, write_config, Run, RunExt, Sandbox, Spawned};
 #[allow(unused_imports)]
 pub use hub::{
     BearerAuth, HeaderStyle, PullLimit, PullLimitOptions, PullLog, Refused, RetryAfter, Verdict,

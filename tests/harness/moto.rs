@@ -115,11 +115,18 @@ impl Moto {
     }
 }
 
-/// Whether moto's ECR holds a repository; callable from anywhere, a proxy rule included.
-pub type RepositoryLookup = Box<dyn Fn(&str) -> bool + Send>;
+/// What a proxy rule needs to know of a repository of moto's ECR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Created with `imageTagMutability = IMMUTABLE`.
+    pub immutable: bool,
+}
+
+/// A repository of moto's ECR, if it holds it; callable from anywhere, a proxy rule included.
+pub type RepositoryLookup = Box<dyn Fn(&str) -> Option<Held> + Send>;
 
 impl Moto {
-    /// A check of moto's ECR for one repository. Each call asks moto on a thread of its own,
+    /// A look in moto's ECR for one repository. Each call asks moto on a thread of its own,
     /// so it works inside another runtime (the proxy's).
     pub fn repository_lookup(&self) -> RepositoryLookup {
         let config = self.config.clone();
@@ -131,9 +138,15 @@ impl Moto {
                     .build()
                     .expect("a runtime");
                 let client = aws_sdk_ecr::Client::new(&config);
-                runtime
+                let answer = runtime
                     .block_on(client.describe_repositories().repository_names(name).send())
-                    .is_ok_and(|answer| !answer.repositories().is_empty())
+                    .ok()?;
+                let repository = answer.repositories().first()?;
+                Some(Held {
+                    immutable: repository
+                        .image_tag_mutability()
+                        .is_some_and(|m| m.as_str() == "IMMUTABLE"),
+                })
             })
             .join()
             .expect("the lookup thread")
