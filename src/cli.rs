@@ -92,6 +92,11 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// After each pass, write what it did as JSON to FILE (replaced atomically): every
+    /// image's source, target, digest, outcome and reason; totals; pruned tags; registries.
+    #[arg(long, value_name = "FILE", env = "REGMIRROR_REPORT")]
+    pub report: Option<PathBuf>,
+
     /// No status lines at the bottom of the terminal during --once (they are shown only when
     /// stderr is a terminal and logs are text).
     #[arg(long)]
@@ -214,9 +219,17 @@ pub async fn execute(cli: Cli, view: Option<ProgressBar>) -> Exit {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return Exit::SomeFailed;
             }
-            once(config, shard, cli.dry_run, stop, view).await
+            once(
+                config,
+                shard,
+                cli.dry_run,
+                cli.report.as_deref(),
+                stop,
+                view,
+            )
+            .await
         }
-        None => daemon::run(config, overrides, shard).await,
+        None => daemon::run(config, overrides, shard, cli.report.clone()).await,
     }
 }
 
@@ -225,6 +238,7 @@ async fn once(
     config: Config,
     shard: Option<Shard>,
     dry_run: bool,
+    report_file: Option<&Path>,
     stop: CancellationToken,
     view: Option<ProgressBar>,
 ) -> Exit {
@@ -253,6 +267,13 @@ async fn once(
         bar.finish_and_clear();
     }
     println!("{}", report.render());
+    if let Some(path) = report_file {
+        let document = crate::run::record::document(&report, chrono::Utc::now());
+        if let Err(e) = crate::run::record::write(path, &document) {
+            eprintln!("error: --report {}: {e}", path.display());
+            return Exit::SomeFailed;
+        }
+    }
     // An image refused as immutable is not what upstream has: the run did not do its job.
     if report.complete() {
         Exit::Success

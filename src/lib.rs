@@ -49,6 +49,7 @@ pub mod exit;
 pub mod logging;
 pub mod manifest;
 pub mod progress;
+pub mod reason;
 pub mod reference;
 pub mod registry;
 pub mod run;

@@ -12,6 +12,9 @@
 use aws_sdk_ssm::error::DisplayErrorContext;
 use aws_sdk_ssm::types::ParameterType;
 
+use aws_sdk_ssm::error::ProvideErrorMetadata;
+
+use crate::reason::Reason;
 use crate::reference::ImageRef;
 
 /// Which parameter to read: `[ssm]` or `--ssm-parameter`, as the config resolved it.
@@ -29,14 +32,21 @@ pub struct SsmSettings {
 pub struct SsmError {
     pub parameter: String,
     pub reason: String,
+    /// Its class: no such parameter, not allowed, AWS not reached, or a parameter that is
+    /// not an image list.
+    pub class: Reason,
 }
 
 /// Reads the parameter and returns its entries, in order.
 pub async fn read_list(settings: &SsmSettings) -> Result<Vec<String>, SsmError> {
-    let fail = |reason: String| SsmError {
-        parameter: settings.parameter.clone(),
-        reason,
+    let failed = |class: Reason| {
+        move |reason: String| SsmError {
+            parameter: settings.parameter.clone(),
+            reason,
+            class,
+        }
     };
+    let fail = failed(Reason::Config);
     let aws = crate::aws::sdk_config(settings.region.as_deref(), "[ssm]")
         .await
         .map_err(fail)?;
@@ -47,7 +57,22 @@ pub async fn read_list(settings: &SsmSettings) -> Result<Vec<String>, SsmError> 
         .with_decryption(true)
         .send()
         .await
-        .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| {
+            let class = match e.code() {
+                Some("ParameterNotFound" | "ParameterVersionNotFound") => Reason::NotFound,
+                Some(code)
+                    if code.contains("Denied")
+                        || code.contains("Token")
+                        || code.contains("Signature")
+                        || code.contains("Unrecognized") =>
+                {
+                    Reason::Auth
+                }
+                Some(_) => Reason::Refused,
+                None => Reason::Unreachable,
+            };
+            failed(class)(DisplayErrorContext(&e).to_string())
+        })?;
     let parameter = answer
         .parameter()
         .ok_or_else(|| fail("the answer holds no value".to_string()))?;

@@ -20,10 +20,13 @@ use std::future::Future;
 
 use super::ledger::{Claim, Ledger};
 use super::CopyError;
+use crate::reason::Reason;
 use crate::reference::Repository;
 
 /// What was done for a (target repository, content): stored there, skipped, or why not.
-type Settled = Result<Done, String>;
+/// A content's fate in a repository: where it landed, or why the image that tried failed
+/// (its class and message).
+type Settled = Result<Done, (Reason, String)>;
 
 /// What a content came to in a target repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +123,7 @@ impl ManifestLedger {
                     results[i] = Some(Ok(Turn::Mine(value)));
                 }
                 Err(e) => {
-                    promise.keep(Err(e.to_string()));
+                    promise.keep(Err((e.reason(), e.to_string())));
                     results[i] = Some(Err(e));
                 }
             }
@@ -131,8 +134,9 @@ impl ManifestLedger {
 fn turn_of<T>(settled: Settled, content: &str) -> Result<Turn<T>, CopyError> {
     match settled {
         Ok(done) => Ok(Turn::Theirs(done)),
-        Err(message) => Err(CopyError::FailedBefore {
+        Err((reason, message)) => Err(CopyError::FailedBefore {
             digest: content.to_string(),
+            reason,
             message,
         }),
     }

@@ -43,6 +43,7 @@ use self::manifests::{Done, ManifestLedger, Turn};
 use crate::config::CopyChoice;
 use crate::digest;
 use crate::manifest::{platform, Descriptor, Manifest, ManifestError, Platform, Platforms};
+use crate::reason::Reason;
 use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::{Overdue, WaitRefused, Waiter};
 use crate::registry::RegistryError;
@@ -131,7 +132,11 @@ pub enum CopyError {
     Overdue(Overdue),
     /// Another image of the pass tried this manifest and failed; its reason.
     #[error("{digest}: failed for another tag of this pass: {message}")]
-    FailedBefore { digest: String, message: String },
+    FailedBefore {
+        digest: String,
+        reason: Reason,
+        message: String,
+    },
     #[error("{image} {source}")]
     Manifest {
         image: String,
@@ -145,6 +150,23 @@ pub enum CopyError {
     /// What refers to the image (signatures, attestations, SBOMs) could not be mirrored.
     #[error("referrers: {0}")]
     Referrers(String),
+}
+
+impl CopyError {
+    /// The class of this failure, for reports, metrics and alerts.
+    pub fn reason(&self) -> Reason {
+        match self {
+            CopyError::Registry(e) => e.reason(),
+            CopyError::SourceMissing(_) => Reason::NotFound,
+            CopyError::NotStarted(WaitRefused::ShuttingDown) => Reason::Stopped,
+            CopyError::NotStarted(WaitRefused::TooLong { .. }) | CopyError::Overdue(_) => {
+                Reason::Timeout
+            }
+            CopyError::FailedBefore { reason, .. } => *reason,
+            CopyError::Manifest { .. } | CopyError::NestedTooDeep { .. } => Reason::InvalidUpstream,
+            CopyError::Referrers(_) => Reason::InvalidUpstream,
+        }
+    }
 }
 
 /// Mirrors `source` into every image of `targets` (each a tag or digest in a target

@@ -26,10 +26,11 @@ use super::{copy_child, CopyChoice, CopyError, Outcome, PassContext};
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
 use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::Waiter;
+use crate::registry::RegistryError;
 
 /// Each source repository's tags, listed once per pass (for the tag scheme).
 #[derive(Debug, Default)]
-pub struct TagListings(Ledger<Repository, Result<Arc<Vec<String>>, String>>);
+pub struct TagListings(Ledger<Repository, Result<Arc<Vec<String>>, RegistryError>>);
 
 /// Cosign's tag suffixes and the fallback tag, for a digest's hex.
 fn tag_scheme(hex: &str, tag: &str) -> bool {
@@ -120,17 +121,16 @@ async fn listing(
     from: &Repository,
 ) -> Result<Arc<Vec<String>>, CopyError> {
     match ctx.listings.0.settle(from.clone()).await {
-        Claim::Done(listed) => listed.map_err(CopyError::Referrers),
+        Claim::Done(listed) => listed.map_err(CopyError::Registry),
         Claim::Mine(promise) => {
             let listed = ctx
                 .stores
                 .of(&from.registry)
                 .list_tags(from, waiter)
                 .await
-                .map(|listing| Arc::new(listing.tags))
-                .map_err(|e| e.to_string());
+                .map(|listing| Arc::new(listing.tags));
             promise.keep(listed.clone());
-            listed.map_err(CopyError::Referrers)
+            listed.map_err(CopyError::Registry)
         }
         Claim::Pending(_) => unreachable!("settle waits until it is not pending"),
     }

@@ -28,6 +28,13 @@ struct MirrorLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    mirror: String,
+    /// A reason class (`crate::reason::Reason`): `auth`, `not_found`, `rate_limited`…
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ImageLabels {
     mirror: String,
     /// `mirrored`, `unchanged`, `skipped`, `immutable` or `failed` (for runs: `success` or
@@ -66,6 +73,7 @@ pub struct Metrics {
     tags_listed: Family<MirrorLabel, Gauge>,
     tags_selected: Family<MirrorLabel, Gauge>,
     pruned: Family<MirrorLabel, Counter>,
+    failures: Family<FailureLabels, Counter>,
     /// Registry totals already added to the counters: the budgets hold process totals, the
     /// counters only ever grow by the difference.
     seen: Mutex<HashMap<String, RegistryUsage>>,
@@ -93,6 +101,7 @@ impl Default for Metrics {
             tags_listed: Family::default(),
             tags_selected: Family::default(),
             pruned: Family::default(),
+            failures: Family::default(),
             seen: Mutex::default(),
             registry: Registry::default(),
         };
@@ -178,6 +187,12 @@ impl Default for Metrics {
             m.tags_selected.clone(),
         );
         registry.register(
+            "failures",
+            "Failures by reason class: failed images, and failures of a mirror as a whole \
+             (a listing, its rules, its prune)",
+            m.failures.clone(),
+        );
+        registry.register(
             "pruned_tags",
             "Target tags prune deleted, by mirror (signatures of pruned digests included)",
             m.pruned.clone(),
@@ -216,6 +231,13 @@ impl Metrics {
                     self.images.get_or_create(&image("failed")).inc();
                 }
             }
+        }
+        for (reason, count) in report.reasons() {
+            let labels = FailureLabels {
+                mirror: mirror.to_string(),
+                reason: reason.as_str(),
+            };
+            self.failures.get_or_create(&labels).inc_by(count as u64);
         }
         let pruned = report
             .pruned

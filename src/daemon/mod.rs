@@ -13,6 +13,7 @@
 //!   `shutdown_grace` (see [`crate::run::Runner`]) and the process exits 0.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,7 +27,7 @@ use self::metrics::Metrics;
 use crate::config::{Config, Job, Overrides, ServerSettings};
 use crate::exit::Exit;
 use crate::registry::ratelimit::Budgets;
-use crate::run::{Claim, Claims, Report, Runner, Selected};
+use crate::run::{record, Claim, Claims, Report, Runner, Selected};
 use crate::schedule::Schedule;
 use crate::shard::Shard;
 
@@ -51,7 +52,12 @@ const HEALTH_ERRORS: usize = 100;
 const WALL_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs the daemon until SIGTERM or SIGINT. `config` is the already validated first load.
-pub async fn run(config: Config, overrides: Overrides, shard: Option<Shard>) -> Exit {
+pub async fn run(
+    config: Config,
+    overrides: Overrides,
+    shard: Option<Shard>,
+    report_file: Option<PathBuf>,
+) -> Exit {
     let stop = CancellationToken::new();
     let mut hangups =
         match signals::stop_on_terminate(stop.clone()).and_then(|_| signals::hangups()) {
@@ -64,7 +70,7 @@ pub async fn run(config: Config, overrides: Overrides, shard: Option<Shard>) -> 
     let path = config.path.clone();
     let server_settings = config.server.clone();
     let file_less = !path.is_file();
-    let daemon = match Daemon::new(config, overrides, shard, stop.clone()) {
+    let daemon = match Daemon::new(config, overrides, shard, report_file, stop.clone()) {
         Ok(daemon) => daemon,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());
@@ -165,6 +171,8 @@ pub struct Daemon {
     overrides: Overrides,
     /// `--shard`: only this share of every mirror's images.
     shard: Option<Shard>,
+    /// `--report`: where each run's report document is written.
+    report_file: Option<PathBuf>,
     /// Pull budgets for the life of the process, whatever the config says meanwhile.
     budgets: Arc<Budgets>,
     pub metrics: Metrics,
@@ -208,8 +216,10 @@ struct LastRun {
     unchanged: usize,
     /// Images and problems that failed.
     failed: usize,
-    /// The first [`HEALTH_ERRORS`] of them, each a line.
+    /// The first [`HEALTH_ERRORS`] of them, each a line that starts with its reason class.
     failures: Vec<String>,
+    /// How many failed by each reason class (all of them, not only those shown).
+    reasons: BTreeMap<&'static str, usize>,
     /// Images whose upstream tag moved where the target refuses to move it.
     immutable: usize,
     /// The first [`HEALTH_ERRORS`] of them, each a line.
@@ -233,6 +243,7 @@ impl Daemon {
         config: Config,
         overrides: Overrides,
         shard: Option<Shard>,
+        report_file: Option<PathBuf>,
         stop: CancellationToken,
     ) -> Result<Arc<Daemon>, String> {
         let budgets = Arc::new(Budgets::default());
@@ -242,6 +253,7 @@ impl Daemon {
             stop,
             overrides,
             shard,
+            report_file,
             budgets,
             metrics: Metrics::default(),
             passes: TaskTracker::new(),
@@ -602,6 +614,11 @@ impl Daemon {
         );
         self.metrics
             .record_run(name, report, finished.timestamp_millis() as f64 / 1000.0);
+        if let Some(path) = &self.report_file {
+            if let Err(e) = record::write(path, &record::document(report, finished)) {
+                warn!(path = %path.display(), error = %e, "cannot write the report file");
+            }
+        }
         let mut state = self.lock();
         if let Some(entry) = state.mirrors.get_mut(name) {
             entry.running = false;
@@ -614,7 +631,16 @@ impl Daemon {
                 mirrored,
                 unchanged,
                 failed: failures.len(),
-                failures: failures.into_iter().take(HEALTH_ERRORS).collect(),
+                failures: failures
+                    .into_iter()
+                    .take(HEALTH_ERRORS)
+                    .map(|(_, line)| line)
+                    .collect(),
+                reasons: report
+                    .reasons()
+                    .into_iter()
+                    .map(|(reason, n)| (reason.as_str(), n))
+                    .collect(),
                 immutable: immutable.len(),
                 immutable_images: immutable.into_iter().take(HEALTH_ERRORS).collect(),
                 tags: report.selections.iter().find(|s| s.mirror == name).cloned(),
@@ -655,6 +681,7 @@ impl Daemon {
                         "failed": last.failed,
                         "pruned": last.pruned,
                         "errors": last.failures,
+                        "reasons": last.reasons,
                         "immutable": last.immutable,
                         "immutable_images": last.immutable_images,
                         "tags": last.tags.as_ref().map(|tags| json!({

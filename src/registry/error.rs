@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
+use crate::reason::Reason;
 use crate::registry::limits::error_body;
 use crate::registry::waiting::secs;
 use crate::untrusted;
@@ -92,12 +93,40 @@ pub enum Failure {
     /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
     #[error("{0}")]
     Aws(String),
-    /// Waited as long as `max_wait` allows for budget or retries; says for what.
-    #[error("gave up: {0}")]
-    GaveUp(String),
+    /// Waited as long as `max_wait` allows for budget or retries; says for what, and the
+    /// class of what it waited out (a budget is `rate_limited`, retries of a broken
+    /// connection `unreachable`).
+    #[error("gave up: {why}")]
+    GaveUp { why: String, reason: Reason },
     /// A whole listing passed its overall deadline.
     #[error("{0}")]
     Overdue(crate::registry::waiting::Overdue),
+}
+
+impl Failure {
+    /// The class of this failure, for reports, metrics and alerts.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Failure::NotFound => Reason::NotFound,
+            Failure::Denied(_) | Failure::Credentials(_) | Failure::Aws(_) => Reason::Auth,
+            Failure::RateLimited(_) => Reason::RateLimited,
+            Failure::Status { status, .. } if *status >= 500 => Reason::Unreachable,
+            Failure::Status { status: 408, .. } => Reason::Timeout,
+            Failure::Status { .. } | Failure::Refused(_) | Failure::Unsupported(_) => {
+                Reason::Refused
+            }
+            Failure::ReferencesMissing(_) => Reason::Refused,
+            Failure::DigestMismatch(_) => Reason::Integrity,
+            Failure::TooLarge(_) | Failure::Protocol(_) => Reason::InvalidUpstream,
+            Failure::Stalled { .. } | Failure::Overdue(_) => Reason::Timeout,
+            Failure::Transport(_) | Failure::Unreachable(_) => Reason::Unreachable,
+            Failure::UntrustedCertificate(_) | Failure::Tls(_) | Failure::HttpsRequired => {
+                Reason::Tls
+            }
+            Failure::Immutable(_) => Reason::Immutable,
+            Failure::GaveUp { reason, .. } => *reason,
+        }
+    }
 }
 
 impl fmt::Display for RegistryError {
@@ -191,6 +220,11 @@ impl RegistryError {
     /// Whether the target refused to move an existing tag ([`Failure::Immutable`]).
     pub fn is_immutable(&self) -> bool {
         matches!(self.failure, Failure::Immutable(_))
+    }
+
+    /// The class of this failure, for reports, metrics and alerts.
+    pub fn reason(&self) -> Reason {
+        self.failure.reason()
     }
 
     /// Whether trying again later could succeed: rate limits, server errors, broken connections.

@@ -13,6 +13,7 @@ use tokio::sync::MutexGuard;
 use super::ratelimit::{Budget, Gate, Ticket};
 use super::waiting::{WaitRefused, Waiter};
 use super::{Failure, Registries, RegistryError};
+use crate::reason::Reason;
 use crate::reference::ImageRef;
 
 impl Registries {
@@ -26,11 +27,12 @@ impl Registries {
         waiter: &Waiter,
     ) -> Result<(Ticket, Option<MutexGuard<'b, ()>>), RegistryError> {
         let gave_up = |too_long: WaitRefused| {
-            RegistryError::with(
-                "pull manifest",
-                image,
-                Failure::GaveUp(too_long.to_string()),
-            )
+            let reason = match too_long {
+                WaitRefused::ShuttingDown => Reason::Stopped,
+                WaitRefused::TooLong { .. } => Reason::RateLimited,
+            };
+            let why = too_long.to_string();
+            RegistryError::with("pull manifest", image, Failure::GaveUp { why, reason })
         };
         let (mut waited, mut looked_twice) = (false, false);
         loop {

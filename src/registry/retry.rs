@@ -16,7 +16,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::registry::waiting::{secs, Waiter};
+use crate::reason::Reason;
+use crate::registry::waiting::{secs, WaitRefused, Waiter};
 use crate::registry::{Failure, RegistryError};
 
 const FIRST_INTERVAL: Duration = Duration::from_secs(1);
@@ -106,8 +107,13 @@ where
             .wait(delay, &format!("a retry after: {}", err.failure))
             .await
         {
+            let reason = match too_long {
+                WaitRefused::ShuttingDown => Reason::Stopped,
+                WaitRefused::TooLong { .. } => err.reason(),
+            };
+            let why = too_long.to_string();
             return Err(RegistryError {
-                failure: Failure::GaveUp(too_long.to_string()),
+                failure: Failure::GaveUp { why, reason },
                 ..err
             });
         }
@@ -289,7 +295,7 @@ mod tests {
             1,
             "no second try past max_wait"
         );
-        assert!(matches!(err.failure, Failure::GaveUp(_)), "{err}");
+        assert!(matches!(err.failure, Failure::GaveUp { .. }), "{err}");
         assert!(
             err.to_string().contains("no complete answer in time"),
             "{err}"
@@ -304,7 +310,7 @@ mod tests {
         })
         .await
         .unwrap_err();
-        assert!(matches!(err.failure, Failure::GaveUp(_)), "{err}");
+        assert!(matches!(err.failure, Failure::GaveUp { .. }), "{err}");
         assert!(
             err.to_string().contains("would pass max_wait (1 min)"),
             "{err}"

@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::warn;
 
-use super::{Claims, Report, Runner};
+use super::{Claims, Problem, Report, Runner};
 use crate::aws::ssm::{self, SsmSettings};
 use crate::config::{ssm_mirror_name, Config, Job};
+use crate::reason::Reason;
 use crate::registry::Registries;
 
 /// The entries of an SSM parameter at its last good read, for a pass whose read fails.
@@ -56,7 +57,7 @@ pub struct Pass {
     /// The indexes in `config.mirrors` of the mirrors the pass runs.
     mirrors: Vec<usize>,
     /// What kept any of the SSM list from being mirrored: each a failure of the pass.
-    problems: Vec<String>,
+    problems: Vec<Problem>,
 }
 
 impl Runner {
@@ -87,16 +88,17 @@ impl Runner {
         let parameter = &ssm.parameter;
         let (config, runner) = match listed {
             Ok((listed, runner, entry_problems)) => {
-                problems.extend(
-                    entry_problems
-                        .into_iter()
-                        .map(|p| format!("SSM parameter {parameter}: {p}")),
-                );
+                problems.extend(entry_problems.into_iter().map(|p| {
+                    Problem::new(Reason::Config, format!("SSM parameter {parameter}: {p}"))
+                }));
                 (Arc::new(listed), runner)
             }
             Err(e) => {
-                problems.push(format!(
-                    "SSM parameter {parameter}: cannot set up the registries of its images: {e}"
+                problems.push(Problem::new(
+                    Reason::Config,
+                    format!(
+                        "SSM parameter {parameter}: cannot set up the registries of its images: {e}"
+                    ),
                 ));
                 (config, self.clone())
             }
@@ -113,7 +115,7 @@ impl Runner {
     }
 
     /// The parameter's entries, or, when it cannot be read, the entries last read and why.
-    async fn read_list(&self, ssm: &SsmSettings) -> (Vec<String>, Vec<String>) {
+    async fn read_list(&self, ssm: &SsmSettings) -> (Vec<String>, Vec<Problem>) {
         match ssm::read_list(ssm).await {
             Ok(entries) => {
                 self.listed.keep(&ssm.parameter, &entries);
@@ -124,7 +126,7 @@ impl Runner {
                 if !kept.is_empty() {
                     warn!(kept = kept.len(), "going on with the SSM entries last read");
                 }
-                (kept, vec![e.to_string()])
+                (kept, vec![Problem::new(e.class, e.to_string())])
             }
         }
     }

@@ -14,11 +14,12 @@
 mod listed;
 mod plan;
 mod prune;
+pub mod record;
 mod report;
 
 pub use listed::{LastListed, Pass};
 pub use plan::{Claim, Claims, Plan};
-pub use report::{ImageResult, PerTarget, Report, Selected};
+pub use report::{Failed, ImageResult, PerTarget, Problem, Report, Selected};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +37,7 @@ use crate::copy::{self, CopyError, Outcome, PassContext};
 use crate::reference::ImageRef;
 use crate::registry::limits::Deadlines;
 use crate::registry::ratelimit::{Budgets, RegistryUsage};
-use crate::registry::waiting::{secs, Waiter, Whole};
+use crate::registry::waiting::{secs, WaitRefused, Waiter, Whole};
 use crate::registry::Registries;
 use crate::store::Stores;
 
@@ -55,7 +56,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn record(&self, outcome: &Result<Outcome, String>) {
+    fn record(&self, outcome: &Result<Outcome, Failed>) {
         let counter = match outcome {
             Ok(Outcome::Mirrored { .. } | Outcome::WouldCopy { .. }) => &self.mirrored,
             Ok(Outcome::Unchanged { .. }) => &self.unchanged,
@@ -183,7 +184,7 @@ impl Runner {
         let mut task_index = HashMap::new();
         // One task per source image, with all its targets: the source is read once for them.
         let mut pending = groups(jobs).into_iter();
-        let mut outcomes: Vec<Option<Result<Outcome, String>>> = vec![None; jobs.len()];
+        let mut outcomes: Vec<Option<Result<Outcome, Failed>>> = vec![None; jobs.len()];
         let mut deadline = None;
         loop {
             // Images start as others end, so memory follows IMAGES_IN_FLIGHT, not the job count.
@@ -206,7 +207,7 @@ impl Runner {
                         let waiter = match Waiter::new(slots, max_wait, stop) {
                             Ok(waiter) => waiter,
                             Err(refused) => {
-                                let refused = format!("not started: {refused}");
+                                let refused = Failed::Copy(CopyError::NotStarted(refused));
                                 return targets.iter().map(|_| Err(refused.clone())).collect();
                             }
                         };
@@ -225,7 +226,7 @@ impl Runner {
                         }
                         outcomes
                             .into_iter()
-                            .map(|o| o.map_err(|e| e.to_string()))
+                            .map(|o| o.map_err(Failed::from))
                             .collect::<Vec<_>>()
                     }
                     .instrument(span),
@@ -252,9 +253,9 @@ impl Runner {
             let Some(joined) = joined else {
                 // Nothing under way: every image is done, or shutdown stopped the rest.
                 for index in pending.by_ref().flatten() {
-                    outcomes[index] = Some(Err(
-                        "not started: stopped waiting: regmirror is shutting down".to_string(),
-                    ));
+                    outcomes[index] = Some(Err(Failed::Copy(CopyError::NotStarted(
+                        WaitRefused::ShuttingDown,
+                    ))));
                 }
                 break;
             };
@@ -262,13 +263,13 @@ impl Runner {
                 Ok((id, outcomes)) => (id, outcomes.into_iter().map(Some).collect::<Vec<_>>()),
                 Err(e) => {
                     let why = if e.is_cancelled() {
-                        "abandoned at shutdown: the grace period ended before it was done; the target tag was not moved"
+                        Failed::Abandoned
                     } else {
                         warn!(error = %e, "an image task ended abnormally");
-                        "internal error: the copy task panicked"
+                        Failed::Internal("the copy task panicked")
                     };
                     let count = task_index.get(&e.id()).map_or(0, Vec::len);
-                    (e.id(), vec![Some(Err(why.to_string())); count])
+                    (e.id(), vec![Some(Err(why)); count])
                 }
             };
             if let Some(group) = task_index.get(&id) {
@@ -286,8 +287,7 @@ impl Runner {
             .zip(outcomes)
             .map(|(job, outcome)| ImageResult {
                 job,
-                outcome: outcome
-                    .unwrap_or_else(|| Err("internal error: the copy task was lost".to_string())),
+                outcome: outcome.unwrap_or(Err(Failed::Internal("the copy task was lost"))),
             })
             .collect();
         Report {
@@ -389,6 +389,6 @@ fn log_outcome(
         Ok(Outcome::Immutable { was, upstream }) => {
             warn!(%was, %upstream, secs, "immutable in target: upstream moved")
         }
-        Err(e) => warn!(error = %e, secs, "failed"),
+        Err(e) => warn!(reason = %e.reason(), error = %e, secs, "failed"),
     }
 }

@@ -17,12 +17,13 @@ use futures_util::future::BoxFuture;
 use futures_util::{stream, FutureExt, StreamExt};
 use tracing::{info, warn};
 
-use super::report::Selected;
+use super::report::{Problem, Selected};
 use super::Runner;
 use crate::config::{Config, Job, Mirror, TagSelection};
+use crate::reason::Reason;
 use crate::reference::ImageRef;
 use crate::registry::tags::Listing;
-use crate::registry::waiting::{Waiter, Whole};
+use crate::registry::waiting::{WaitRefused, Waiter, Whole};
 use crate::registry::{Failure, RegistryError};
 use crate::selection::by_version_desc;
 use crate::untrusted;
@@ -50,7 +51,7 @@ pub struct Plan {
     pub jobs: Vec<Job>,
     /// Mirrors whose listing failed or whose rules selected nothing, and tags two mirrors
     /// claim: each a line for the report.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// What each mirror with rules listed and selected.
     pub selections: Vec<Selected>,
     /// Every target the planned mirrors asked for, contested ones included: the daemon keeps
@@ -109,10 +110,15 @@ impl Runner {
     async fn list(&self, selection: &TagSelection) -> Result<Listing, RegistryError> {
         let waiter = Waiter::new(self.slots.clone(), self.max_wait, self.stop.clone()).map_err(
             |refused| {
+                let reason = match refused {
+                    WaitRefused::ShuttingDown => Reason::Stopped,
+                    WaitRefused::TooLong { .. } => Reason::Timeout,
+                };
+                let why = refused.to_string();
                 RegistryError::with(
                     "list tags",
                     selection.source.repo(),
-                    Failure::GaveUp(refused.to_string()),
+                    Failure::GaveUp { why, reason },
                 )
             },
         )?;
@@ -194,27 +200,33 @@ fn select(
         } else {
             String::new()
         };
-        plan.problems.push(format!(
-            "{}: {repository} lists names that are not valid tags, left out: {}{more}",
-            place(mirror),
-            shown.join(", ")
+        plan.problems.push(Problem::new(
+            Reason::InvalidUpstream,
+            format!(
+                "{}: {repository} lists names that are not valid tags, left out: {}{more}",
+                place(mirror),
+                shown.join(", ")
+            ),
         ));
     }
     if chosen.is_empty() {
-        plan.problems.push(format!(
-            "{}: the rules ({}) select none of the {} tags {repository} lists",
-            place(mirror),
-            selection.rules,
-            listing.tags.len()
+        plan.problems.push(Problem::new(
+            Reason::Config,
+            format!(
+                "{}: the rules ({}) select none of the {} tags {repository} lists",
+                place(mirror),
+                selection.rules,
+                listing.tags.len()
+            ),
         ));
     }
     jobs
 }
 
 /// The report's line for a listing that failed.
-fn listing_failed(mirror: &Mirror, selection: &TagSelection, e: &RegistryError) -> String {
+fn listing_failed(mirror: &Mirror, selection: &TagSelection, e: &RegistryError) -> Problem {
     let repository = selection.source.repo();
-    match &e.failure {
+    let message = match &e.failure {
         Failure::NotFound => format!(
             "{}: repository {repository} does not exist (its tag list answered 404)",
             place(mirror)
@@ -223,7 +235,8 @@ fn listing_failed(mirror: &Mirror, selection: &TagSelection, e: &RegistryError) 
             "{}: cannot list the tags of {repository}: {e}",
             place(mirror)
         ),
-    }
+    };
+    Problem::new(e.reason(), message)
 }
 
 /// `mirror nginx (line 12)`.
@@ -245,7 +258,7 @@ fn settle_claims(
     mirrors: &[Mirror],
     candidates: Vec<Job>,
     others: &Claims,
-) -> (Vec<Job>, Vec<String>, Claims) {
+) -> (Vec<Job>, Vec<Problem>, Claims) {
     /// A target two sources want: who claimed it first, and who else.
     struct Contest {
         first: Claim,
@@ -298,13 +311,13 @@ fn settle_claims(
     for (target, contest) in &contests {
         for rival in &contest.rivals {
             warn!(%target, first = %contest.first.mirror, second = %rival.mirror, "two mirrors select one target tag from different sources: skipped");
-            problems.push(format!(
+            problems.push(Problem::new(Reason::Config, format!(
                 "{target}: {} selects it from {} and {} from {}: two sources for one tag, so neither is copied",
                 who(&contest.first),
                 contest.first.source,
                 who(rival),
                 rival.source
-            ));
+            )));
         }
     }
     (jobs, problems, claims)
@@ -356,7 +369,7 @@ mod tests {
         assert_eq!(targets(&jobs), ["r.io/app:1", "r.io/app:3"]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
-            problems[0].starts_with(
+            problems[0].message.starts_with(
                 "r.io/app:2: mirror one (line 2) selects it from a.io/x/app:2 and mirror two (line 8) from b.io/y/app:2"
             ),
             "{problems:?}"

@@ -28,9 +28,10 @@ use futures_util::future::join_all;
 use tracing::{info, warn};
 
 use super::plan::{place, Claims, Plan};
-use super::report::{PruneWhy, PrunedTag};
+use super::report::{Problem, PruneWhy, PrunedTag};
 use super::Runner;
 use crate::config::{Config, Job, Mirror, Prune};
+use crate::reason::Reason;
 use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::{Waiter, Whole};
 use crate::registry::{Failure, RegistryError};
@@ -44,7 +45,7 @@ const MAX_TAGS_READ: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct Pruning {
     pub pruned: Vec<PrunedTag>,
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 /// What one mirror manages in one target repository.
@@ -139,10 +140,11 @@ impl Runner {
                     Ok(Some(found)) => found,
                     Ok(None) => continue,
                     Err(e) => {
-                        pruning.problems.push(format!(
+                        let message = format!(
                             "{}: not pruned: cannot read {repository}: {e}",
                             place(mirror)
-                        ));
+                        );
+                        pruning.problems.push(Problem::new(e.reason(), message));
                         continue;
                     }
                 };
@@ -155,13 +157,8 @@ impl Runner {
                     .filter(|d| d.why != PruneWhy::Referrer)
                     .count();
                 if !limits.allows(chosen, managed_count) {
-                    pruning.problems.push(held_back(
-                        mirror,
-                        &repository,
-                        &deletions,
-                        managed_count,
-                        limits,
-                    ));
+                    let message = held_back(mirror, &repository, &deletions, managed_count, limits);
+                    pruning.problems.push(Problem::new(Reason::Config, message));
                     continue;
                 }
                 for deletion in deletions {
@@ -187,10 +184,9 @@ impl Runner {
                                 deleted,
                             });
                         }
-                        Err(Some(e)) => pruning.problems.push(format!(
-                            "{}: cannot prune {}: {e}",
-                            place(mirror),
-                            deletion.image
+                        Err(Some(e)) => pruning.problems.push(Problem::new(
+                            e.reason(),
+                            format!("{}: cannot prune {}: {e}", place(mirror), deletion.image),
                         )),
                         Err(None) => {} // not allowed there: said once, below
                     }
@@ -198,10 +194,10 @@ impl Runner {
             }
         }
         for (registry, kept) in refused_at {
-            pruning.problems.push(format!(
+            pruning.problems.push(Problem::new(Reason::Refused, format!(
                 "{registry} does not allow deletes: {kept} tag(s) prune would delete are kept \
                  (allow deletes there, such as distribution's storage.delete.enabled, or set prune = false)"
-            ));
+            )));
         }
         pruning
     }
@@ -251,9 +247,9 @@ impl Runner {
                 Ok(_) => {
                     warn!(mirror = %mirror.name, source = %source, "not pruned: the source lists no tags");
                 }
-                Err(e) => pruning.problems.push(format!(
-                    "{}: not pruned: cannot list {source}: {e}",
-                    place(mirror)
+                Err(e) => pruning.problems.push(Problem::new(
+                    e.reason(),
+                    format!("{}: not pruned: cannot list {source}: {e}", place(mirror)),
                 )),
             }
         }

@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::Job;
-use crate::copy::Outcome;
+use crate::copy::{CopyError, Outcome};
+use crate::reason::Reason;
 use crate::registry::ratelimit::RegistryUsage;
 use crate::registry::waiting::secs;
 use crate::untrusted;
@@ -30,7 +31,55 @@ fn shown(text: &str) -> String {
 #[derive(Debug)]
 pub struct ImageResult {
     pub job: Job,
-    pub outcome: Result<Outcome, String>,
+    pub outcome: Result<Outcome, Failed>,
+}
+
+/// Why an image was not mirrored, typed from where it failed up to the report.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failed {
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// Its copy was under way at shutdown and the grace period ended first.
+    #[error("abandoned at shutdown: the grace period ended before it was done; the target tag was not moved")]
+    Abandoned,
+    /// The copy task panicked, or its result went missing: regmirror's own fault.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl Failed {
+    /// The class of this failure, for reports, metrics and alerts.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Failed::Copy(e) => e.reason(),
+            Failed::Abandoned => Reason::Stopped,
+            Failed::Internal(_) => Reason::Internal,
+        }
+    }
+}
+
+/// A failure that is no one image's: a mirror's listing, its rules, two mirrors wanting one
+/// tag, the SSM list, a prune.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: Reason,
+    /// One line naming the mirror (or SSM parameter) and saying what happened.
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Problem {
+        Problem {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// What one mirror with tag rules found when it listed its repository.
@@ -82,7 +131,7 @@ pub struct Report {
     pub results: Vec<ImageResult>,
     /// Failures that are no one image's: each a line naming its mirror (or SSM parameter) and
     /// why. Any of them makes the pass a failure.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// What each mirror with tag rules listed and selected.
     pub selections: Vec<Selected>,
     /// Target tags prune deleted, or would delete in a dry run.
@@ -161,22 +210,39 @@ impl Report {
         counts
     }
 
-    /// Every failure as one line: the problems, then each failed image with its reason.
-    pub fn failures(&self) -> Vec<String> {
+    /// Every failure with its class, as one line each: the problems, then each failed image.
+    pub fn failures(&self) -> Vec<(Reason, String)> {
         let images = self.results.iter().filter_map(|r| {
-            let reason = r.outcome.as_ref().err()?;
-            Some(format!(
-                "{} → {}: {}",
-                r.job.source,
-                r.job.target,
-                shown(reason)
+            let failed = r.outcome.as_ref().err()?;
+            Some((
+                failed.reason(),
+                format!(
+                    "{} → {}: {}: {}",
+                    r.job.source,
+                    r.job.target,
+                    failed.reason(),
+                    shown(&failed.to_string())
+                ),
             ))
         });
         self.problems
             .iter()
-            .map(|p| shown(p))
+            .map(|p| (p.reason, format!("{}: {}", p.reason, shown(&p.message))))
             .chain(images)
             .collect()
+    }
+
+    /// How many failures (images and problems) each class counts.
+    pub fn reasons(&self) -> std::collections::BTreeMap<Reason, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        let images = self.results.iter().filter_map(|r| r.outcome.as_ref().err());
+        for reason in images
+            .map(Failed::reason)
+            .chain(self.problems.iter().map(|p| p.reason))
+        {
+            *counts.entry(reason).or_default() += 1;
+        }
+        counts
     }
 
     /// The report for a person: a line per image that needs attention (every failure with its
@@ -184,7 +250,12 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for problem in &self.problems {
-            let _ = writeln!(out, "FAILED      {}", shown(problem));
+            let _ = writeln!(
+                out,
+                "FAILED      {}: {}",
+                problem.reason,
+                shown(&problem.message)
+            );
         }
         let (mut changed, mut unchanged, mut skipped) = (0, 0, 0);
         for r in &self.results {
@@ -220,12 +291,13 @@ impl Report {
                         moved(was, upstream)
                     );
                 }
-                Err(reason) => {
+                Err(failed) => {
                     let _ = writeln!(
                         out,
-                        "FAILED      {source} → {target} ({}): {}",
+                        "FAILED      {source} → {target} ({}): {}: {}",
                         r.job.origin(),
-                        shown(reason)
+                        failed.reason(),
+                        shown(&failed.to_string())
                     );
                 }
             }
