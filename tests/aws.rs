@@ -116,7 +116,8 @@ fn a_secure_string_that_is_not_an_image_list_is_refused_without_echoing_it() {
         .args(["--once", "-vv"])
         .run();
     run.assert_code(1);
-    let expected = "FAILED      SSM parameter /prod/db/password: a SecureString whose entry 1 \
+    let expected =
+        "FAILED      config: SSM parameter /prod/db/password: a SecureString whose entry 1 \
                     is not an image reference (its content is not shown)";
     assert!(run.stdout.contains(expected), "{}", run.output());
     assert!(!run.output().contains("Sup3r"), "{}", run.output());
@@ -142,7 +143,7 @@ fn a_missing_parameter_fails_the_run_naming_it_and_the_file_images_still_mirror(
     run.assert_code(1);
     assert!(
         run.stdout
-            .contains("FAILED      SSM parameter /mirror/nowhere: ")
+            .contains("FAILED      not_found: SSM parameter /mirror/nowhere: ")
             && run.stdout.contains("ParameterNotFound"),
         "{}",
         run.output()
@@ -311,7 +312,8 @@ fn a_bad_list_fails_a_once_pass_and_a_daemon_run_alike() {
     once.assert_code(1);
     let failed = failed_lines(&once);
     assert!(
-        failed.len() == 1 && failed[0].starts_with(&format!("SSM parameter {PARAMETER}: ")),
+        failed.len() == 1
+            && failed[0].starts_with(&format!("not_found: SSM parameter {PARAMETER}: ")),
         "{}",
         once.output()
     );
@@ -320,7 +322,8 @@ fn a_bad_list_fails_a_once_pass_and_a_daemon_run_alike() {
     let (result, errors) = last_ssm_run(&mut daemon);
     assert_eq!(result, "failed", "{}", daemon.stderr());
     assert!(
-        errors.len() == 1 && errors[0].starts_with(&format!("SSM parameter {PARAMETER}: ")),
+        errors.len() == 1
+            && errors[0].starts_with(&format!("not_found: SSM parameter {PARAMETER}: ")),
         "{errors:?}"
     );
     assert!(errors[0].contains("ParameterNotFound"), "{errors:?}");
