@@ -16,6 +16,9 @@
 //!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses, its digests
 //!   checked by [`digest`]) and placing blobs through [`copy::blobs`] (exists, mount, or
 //!   stream, each blob moved once per pass).
+//! - [`store`] is the one interface the copy core and the pass read and write images
+//!   through: a registry is one kind of store ([`store::Stores`] finds the store behind each
+//!   registry name, and copies a blob between stores reading it once).
 //! - [`registry`] speaks the distribution protocol itself, with typed errors, every read
 //!   bounded in size and time ([`registry::limits`]), and keeps the manners of a careful
 //!   client: [`registry::ratelimit`] one pull budget per registry, [`registry::retry`] the one
@@ -29,13 +32,15 @@
 //!   (`regmirror clients`).
 //! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,
 //!   [`aws::ecr`] gets ECR tokens and creates repositories.
+//! - [`reason`] names the class of every failure (`auth`, `not_found`, `rate_limited`…) that
+//!   reports, `/healthz`, `/metrics` and alerts count by.
 //! - [`untrusted`] makes a registry's names and texts fit to show: clipped, control
 //!   characters escaped, wherever they reach a report, a log or `/healthz`.
 //!
 //! Imports between these top-level modules never go in a circle: `cli` on top; `logging` and
-//! `progress` under it; then `daemon`, `run`, `copy`, `registry` and `config` in that order;
-//! `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`, `digest`,
-//! `untrusted` and `exit` at the bottom.
+//! `progress` under it; then `daemon`, `run`, `copy`, `store`, `registry` and `config` in that
+//! order; `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`,
+//! `digest`, `untrusted`, `reason` and `exit` at the bottom.
 
 pub mod aws;
 pub mod cli;

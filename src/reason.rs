@@ -1,5 +1,5 @@
 //! Why something failed, in one of a few stable words: the *reason class* an operator sorts,
-//! counts and alerts on (`regmirror_image_failures_total{reason}`), beside the message that
+//! counts and alerts on (`regmirror_failures_total{reason}`), beside the message that
 //! says exactly what happened.
 //!
 //! Every typed error maps to one ([`crate::registry::Failure::reason`],

@@ -96,7 +96,33 @@ impl Schedule {
         }
         times
     }
+    /// The longest time between two consecutive runs from `after` on, looking a week ahead
+    /// (at least one gap, at most [`GAP_RUNS`] runs): what "twice its schedule" means to an
+    /// alert. A week covers a weekday-only schedule's weekend and a daylight-saving change;
+    /// `None` for a schedule with fewer than two runs left.
+    pub fn longest_gap(&self, after: DateTime<Utc>) -> Option<std::time::Duration> {
+        let horizon = after + chrono::Duration::days(7);
+        let mut previous = self.next_after(after)?.with_timezone(&Utc);
+        let mut longest = None;
+        for _ in 1..GAP_RUNS {
+            let Some(next) = self.next_after(previous) else {
+                break;
+            };
+            let next = next.with_timezone(&Utc);
+            let gap = (next - previous).to_std().unwrap_or_default();
+            longest = longest.max(Some(gap));
+            if next > horizon {
+                break;
+            }
+            previous = next;
+        }
+        longest
+    }
 }
+
+/// The most runs [`Schedule::longest_gap`] looks at: a week of a schedule every few seconds
+/// would be over 100,000, and such a schedule's gaps are all alike.
+const GAP_RUNS: usize = 1000;
 
 impl fmt::Display for Schedule {
     /// `"0 3 * * *" (Europe/Berlin)`
@@ -203,6 +229,21 @@ mod tests {
         );
         let local = s.next_after(Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap());
         assert_eq!(local.unwrap().format("%H:%M %Z").to_string(), "03:00 CEST");
+    }
+
+    #[test]
+    fn the_longest_gap_looks_a_week_ahead_so_weekends_and_clock_changes_count() {
+        let gap = |s: &Schedule, after: &str| s.longest_gap(at(after)).unwrap().as_secs();
+        assert_eq!(gap(&utc("@hourly"), "2026-11-22T10:20:00Z"), 3600);
+        // Weekdays only, seen from a Tuesday: Friday to Monday is the gap that counts.
+        assert_eq!(gap(&utc("0 3 * * 1-5"), "2026-11-24T10:00:00Z"), 3 * 86400);
+        // December 1st to January 1st: one gap is enough, however far it reaches.
+        assert_eq!(gap(&utc("@monthly"), "2026-11-22T10:20:00Z"), 31 * 86400);
+        // Every two seconds: bounded by the runs looked at, not a week of them.
+        assert_eq!(gap(&utc("*/2 * * * * *"), "2026-11-22T10:00:01Z"), 2);
+        // Summer time ends on 2026-10-25 in Berlin: 03:00 comes 25 hours after the last.
+        let berlin = Schedule::parse("0 3 * * *", Schedule::zone("Europe/Berlin").unwrap());
+        assert_eq!(gap(&berlin.unwrap(), "2026-10-22T12:00:00Z"), 25 * 3600);
     }
 
     #[test]

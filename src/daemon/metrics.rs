@@ -1,10 +1,15 @@
 //! The daemon's Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
 //!
-//! Per mirror: images by result, bytes copied, runs and their duration, the last success, and
-//! for mirrors with tag rules the tags listed and selected by the last run. Per registry, read
-//! from the pull budgets when scraped: pulls spent, pulls refused with 429, tag-list requests,
-//! seconds paused and the last `remaining`/`limit` the registry announced. Label values are
-//! mirror names and registry hosts from mirrors.toml, never credentials.
+//! Per mirror: images by result, bytes copied, runs and their duration, the last success, the
+//! failed runs in a row, and for mirrors with tag rules the tags listed and selected by the last
+//! run; for scheduled mirrors, the longest gap of the schedule and when it began. Per registry,
+//! read from the pull budgets when scraped: pulls spent, pulls refused with 429, tag-list
+//! requests, seconds paused, pulls waiting now and the last `remaining`/`limit` the registry
+//! announced. Whether the last config reload was applied. Label values are mirror names and
+//! registry hosts from mirrors.toml, never credentials.
+//!
+//! The alerts in deploy/prometheus/regmirror-alerts.yml read these: a mirror's per-mirror
+//! gauges are removed with the mirror, so no alert fires for a mirror no longer configured.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -63,12 +68,23 @@ pub struct Metrics {
     skipped: Family<MirrorLabel, Counter>,
     durations: Family<MirrorLabel, Histogram>,
     last_success: Family<MirrorLabel, Gauge<f64, AtomicU64>>,
+    /// Failed runs since the last success: "failing N runs in a row" is a comparison.
+    failed_in_a_row: Family<MirrorLabel, Gauge>,
+    /// The longest gap between a scheduled mirror's runs: "no success for twice its schedule".
+    schedule_interval: Family<MirrorLabel, Gauge<f64, AtomicU64>>,
+    /// When a mirror's schedule began (start, or the reload that added or rescheduled it): the
+    /// clock for a mirror that has not succeeded since.
+    schedule_start: Family<MirrorLabel, Gauge<f64, AtomicU64>>,
     reloads: Family<ReloadLabel, Counter>,
+    /// 1 while the config in force is the file's, 0 after a refused reload: the counter alone
+    /// cannot tell a file fixed since from one still broken.
+    reload_ok: Gauge,
     pulls: Family<RegistryLabel, Counter>,
     refused: Family<RegistryLabel, Counter>,
     paused: Family<RegistryLabel, Counter<f64, AtomicU64>>,
     remaining: Family<RegistryLabel, Gauge>,
     limit: Family<RegistryLabel, Gauge>,
+    waiting: Family<RegistryLabel, Gauge>,
     tag_lists: Family<RegistryLabel, Counter>,
     tags_listed: Family<MirrorLabel, Gauge>,
     tags_selected: Family<MirrorLabel, Gauge>,
@@ -91,12 +107,17 @@ impl Default for Metrics {
                 Histogram::new([1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0])
             }),
             last_success: Family::default(),
+            failed_in_a_row: Family::default(),
+            schedule_interval: Family::default(),
+            schedule_start: Family::default(),
             reloads: Family::default(),
+            reload_ok: Gauge::default(),
             pulls: Family::default(),
             refused: Family::default(),
             paused: Family::default(),
             remaining: Family::default(),
             limit: Family::default(),
+            waiting: Family::default(),
             tag_lists: Family::default(),
             tags_listed: Family::default(),
             tags_selected: Family::default(),
@@ -141,9 +162,33 @@ impl Default for Metrics {
             m.last_success.clone(),
         );
         registry.register(
+            "consecutive_failed_runs",
+            "Runs of the mirror that failed since its last success (0 after a success)",
+            m.failed_in_a_row.clone(),
+        );
+        registry.register_with_unit(
+            "schedule_interval",
+            "Longest gap between two runs of a scheduled mirror, looking a week ahead",
+            Unit::Seconds,
+            m.schedule_interval.clone(),
+        );
+        registry.register_with_unit(
+            "schedule_start_timestamp",
+            "When the daemon began running the mirror on its schedule: at start, or the reload \
+             that added or rescheduled it (Unix time)",
+            Unit::Seconds,
+            m.schedule_start.clone(),
+        );
+        registry.register(
             "config_reloads",
             "Config reloads, by result (applied, refused)",
             m.reloads.clone(),
+        );
+        m.reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "1 while the config in force is the file's, 0 after a reload was refused",
+            m.reload_ok.clone(),
         );
         registry.register(
             "pulls",
@@ -170,6 +215,11 @@ impl Default for Metrics {
             "ratelimit_limit",
             "Pulls a registry allows per window, as it last announced",
             m.limit.clone(),
+        );
+        registry.register(
+            "ratelimit_waiting_pulls",
+            "Pulls waiting for a registry's budget now (0 once they went or gave up)",
+            m.waiting.clone(),
         );
         registry.register(
             "tag_list_requests",
@@ -262,7 +312,44 @@ impl Metrics {
             .observe(report.elapsed.as_secs_f64());
         if success {
             self.last_success.get_or_create(&label).set(ended_unix);
+            self.failed_in_a_row.get_or_create(&label).set(0);
+        } else {
+            self.failed_in_a_row.get_or_create(&label).inc();
         }
+    }
+
+    /// Records that `mirror` runs on a schedule whose longest gap is `interval` from
+    /// `start_unix` on; `None` for a mirror without a schedule (or with no further runs),
+    /// which no staleness alert can judge.
+    pub fn record_schedule(&self, mirror: &str, interval: Option<Duration>, start_unix: f64) {
+        let label = MirrorLabel {
+            mirror: mirror.to_string(),
+        };
+        match interval {
+            Some(interval) => {
+                self.schedule_interval
+                    .get_or_create(&label)
+                    .set(interval.as_secs_f64());
+                self.schedule_start.get_or_create(&label).set(start_unix);
+            }
+            None => {
+                self.schedule_interval.remove(&label);
+                self.schedule_start.remove(&label);
+            }
+        }
+    }
+
+    /// Drops the gauges of a mirror no longer configured, so no alert fires for it. Its
+    /// counters stay: they only ever grow.
+    pub fn forget_mirror(&self, mirror: &str) {
+        let label = MirrorLabel {
+            mirror: mirror.to_string(),
+        };
+        self.record_schedule(mirror, None, 0.0);
+        self.failed_in_a_row.remove(&label);
+        self.last_success.remove(&label);
+        self.tags_listed.remove(&label);
+        self.tags_selected.remove(&label);
     }
 
     pub fn record_skipped(&self, mirror: &str) {
@@ -276,6 +363,7 @@ impl Metrics {
     pub fn record_reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "refused" };
         self.reloads.get_or_create(&ReloadLabel { result }).inc();
+        self.reload_ok.set(i64::from(applied));
     }
 
     /// The text a scrape gets, with registry figures brought up to `usage` (process totals).
@@ -301,6 +389,7 @@ impl Metrics {
                 self.paused
                     .get_or_create(&label)
                     .inc_by(now.paused.saturating_sub(paused_before).as_secs_f64());
+                self.waiting.get_or_create(&label).set(now.waiting as i64);
                 if let Some(remaining) = now.remaining {
                     self.remaining.get_or_create(&label).set(remaining as i64);
                 }
@@ -313,5 +402,117 @@ impl Metrics {
         let mut out = String::new();
         text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed() -> Report {
+        Report {
+            problems: vec![crate::run::Problem::new(
+                crate::reason::Reason::Unreachable,
+                "listing failed",
+            )],
+            ..Report::default()
+        }
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(start)).collect()
+    }
+
+    #[test]
+    fn failed_runs_in_a_row_count_up_and_a_success_sets_them_back_to_zero() {
+        let m = Metrics::default();
+        let runs = |m: &Metrics| m.render(&[]);
+        let gauge = "regmirror_consecutive_failed_runs{mirror=\"app\"}";
+        m.record_run("app", &failed(), 1.0);
+        m.record_run("app", &failed(), 2.0);
+        assert_eq!(line(&runs(&m), gauge), [format!("{gauge} 2").as_str()]);
+        let by_reason = "regmirror_failures_total{mirror=\"app\",reason=\"unreachable\"}";
+        assert_eq!(
+            line(&runs(&m), by_reason),
+            [format!("{by_reason} 2").as_str()]
+        );
+        m.record_run("app", &Report::default(), 3.0);
+        assert_eq!(line(&runs(&m), gauge), [format!("{gauge} 0").as_str()]);
+        m.record_run("app", &failed(), 4.0);
+        assert_eq!(line(&runs(&m), gauge), [format!("{gauge} 1").as_str()]);
+    }
+
+    #[test]
+    fn a_schedule_shows_its_gap_and_start_until_the_mirror_loses_it_or_is_removed() {
+        let m = Metrics::default();
+        m.record_schedule("app", Some(Duration::from_secs(3600)), 1700000000.0);
+        m.record_run("app", &Report::default(), 1700000100.0);
+        m.record_run("app", &failed(), 1700000200.0);
+        let text = m.render(&[]);
+        for expected in [
+            "regmirror_schedule_interval_seconds{mirror=\"app\"} 3600.0",
+            "regmirror_schedule_start_timestamp_seconds{mirror=\"app\"} 1700000000.0",
+            "regmirror_last_success_timestamp_seconds{mirror=\"app\"} 1700000100.0",
+            "regmirror_consecutive_failed_runs{mirror=\"app\"} 1",
+        ] {
+            assert!(text.contains(expected), "missing {expected}\n{text}");
+        }
+        m.record_schedule("app", None, 0.0);
+        let text = m.render(&[]);
+        assert!(
+            !text.contains("regmirror_schedule_interval_seconds{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("regmirror_consecutive_failed_runs{"),
+            "{text}"
+        );
+        m.forget_mirror("app");
+        let text = m.render(&[]);
+        for gone in [
+            "regmirror_consecutive_failed_runs{",
+            "regmirror_last_success_timestamp_seconds{",
+        ] {
+            assert!(!text.contains(gone), "{gone} left\n{text}");
+        }
+        assert!(
+            text.contains("regmirror_runs_total{mirror=\"app\",result=\"failed\"} 1"),
+            "counters stay\n{text}"
+        );
+    }
+
+    #[test]
+    fn the_last_reload_is_successful_until_one_is_refused_and_again_once_one_applies() {
+        let m = Metrics::default();
+        let gauge = "regmirror_config_last_reload_successful";
+        assert_eq!(line(&m.render(&[]), gauge), [format!("{gauge} 1").as_str()]);
+        m.record_reload(false);
+        assert_eq!(line(&m.render(&[]), gauge), [format!("{gauge} 0").as_str()]);
+        m.record_reload(true);
+        assert_eq!(line(&m.render(&[]), gauge), [format!("{gauge} 1").as_str()]);
+    }
+
+    #[test]
+    fn pulls_waiting_for_a_budget_show_and_fall_back_to_zero() {
+        let m = Metrics::default();
+        let usage = |waiting| RegistryUsage {
+            registry: "hub.io".to_string(),
+            pulls: 1,
+            refused: 0,
+            paused: Duration::from_secs(5),
+            remaining: Some(0),
+            limit: Some(1),
+            tag_lists: 0,
+            waiting,
+        };
+        let gauge = "regmirror_ratelimit_waiting_pulls{registry=\"hub.io\"}";
+        assert_eq!(
+            line(&m.render(&[usage(3)]), gauge),
+            [format!("{gauge} 3").as_str()]
+        );
+        assert_eq!(
+            line(&m.render(&[usage(0)]), gauge),
+            [format!("{gauge} 0").as_str()]
+        );
     }
 }

@@ -401,6 +401,10 @@ impl Daemon {
     fn apply_mirrors(&self, why: &'static str) {
         let mut to_start = Vec::new();
         let (mut added, mut removed, mut rescheduled) = (Vec::new(), Vec::new(), Vec::new());
+        let now = Utc::now();
+        // Each distinct schedule's longest gap, worked out once: thousands of mirrors share a
+        // handful of schedules.
+        let mut gaps: Vec<(Schedule, Option<std::time::Duration>)> = Vec::new();
         {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -433,12 +437,21 @@ impl Daemon {
                     }
                     entry.schedule = mirror.schedule.clone();
                     entry.next_run = None;
+                    let mut gap = None;
                     if let Some(schedule) = &mirror.schedule {
                         entry.timer = Some(self.spawn_timer(&mirror.name, schedule.clone()));
-                        entry.next_run = schedule
-                            .next_after(Utc::now())
-                            .map(|t| t.with_timezone(&Utc));
+                        entry.next_run = schedule.next_after(now).map(|t| t.with_timezone(&Utc));
+                        gap = match gaps.iter().find(|(s, _)| s == schedule) {
+                            Some((_, gap)) => *gap,
+                            None => {
+                                let gap = schedule.longest_gap(now);
+                                gaps.push((schedule.clone(), gap));
+                                gap
+                            }
+                        };
                     }
+                    self.metrics
+                        .record_schedule(&mirror.name, gap, unix_seconds(now));
                 }
                 if (!known || entry.images != images) && mirror.run_on_start {
                     to_start.push(mirror.name.clone());
@@ -451,6 +464,7 @@ impl Daemon {
                     if let Some(timer) = entry.timer.take() {
                         timer.abort();
                     }
+                    self.metrics.forget_mirror(name);
                     removed.push(name.clone());
                 }
                 kept
@@ -612,14 +626,19 @@ impl Daemon {
             secs = (report.elapsed.as_secs_f64() * 100.0).round() / 100.0,
             "run finished"
         );
-        self.metrics
-            .record_run(name, report, finished.timestamp_millis() as f64 / 1000.0);
         if let Some(path) = &self.report_file {
             if let Err(e) = record::write(path, &record::document(report, finished)) {
                 warn!(path = %path.display(), error = %e, "cannot write the report file");
             }
         }
         let mut state = self.lock();
+        self.metrics
+            .record_run(name, report, unix_seconds(finished));
+        // Under the lock, so a reload cannot remove the mirror in between: a run that ends
+        // after its mirror was removed leaves no gauge behind for an alert to see.
+        if !state.mirrors.contains_key(name) {
+            self.metrics.forget_mirror(name);
+        }
         if let Some(entry) = state.mirrors.get_mut(name) {
             entry.running = false;
             if report.complete() {
@@ -717,6 +736,10 @@ fn plural(n: usize, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
+}
+
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
 }
 
 fn stamp(t: DateTime<Utc>) -> String {

@@ -35,6 +35,8 @@ impl Registries {
             RegistryError::with("pull manifest", image, Failure::GaveUp { why, reason })
         };
         let (mut waited, mut looked_twice) = (false, false);
+        // Held from the first wait for budget until the pull goes or gives up.
+        let mut waiting = None;
         loop {
             let serial = match budget.near_bottom() {
                 true => Some(budget.one_at_a_time().await),
@@ -61,6 +63,7 @@ impl Registries {
                 Gate::Wait(pause) => pause,
             };
             drop(serial);
+            waiting.get_or_insert_with(|| budget.waiting());
             waiter
                 .wait(pause, &budget.describe())
                 .await

@@ -232,14 +232,16 @@ impl Report {
             .collect()
     }
 
-    /// How many failures (images and problems) each class counts.
+    /// How many failures each class counts: failed images, problems, and images refused as
+    /// immutable (not what upstream has either).
     pub fn reasons(&self) -> std::collections::BTreeMap<Reason, usize> {
         let mut counts = std::collections::BTreeMap::new();
-        let images = self.results.iter().filter_map(|r| r.outcome.as_ref().err());
-        for reason in images
-            .map(Failed::reason)
-            .chain(self.problems.iter().map(|p| p.reason))
-        {
+        let images = self.results.iter().filter_map(|r| match &r.outcome {
+            Err(failed) => Some(failed.reason()),
+            Ok(Outcome::Immutable { .. }) => Some(Reason::Immutable),
+            Ok(_) => None,
+        });
+        for reason in images.chain(self.problems.iter().map(|p| p.reason)) {
             *counts.entry(reason).or_default() += 1;
         }
         counts

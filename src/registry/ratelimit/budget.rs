@@ -87,6 +87,8 @@ pub struct RegistryUsage {
     pub limit: Option<u64>,
     /// Tag-list requests (not pulls, but requests all the same).
     pub tag_lists: u64,
+    /// Pulls waiting for the budget now (see [`Budget::waiting`]).
+    pub waiting: u64,
 }
 
 /// Every registry's budget, created on first use. One per process: the daemon keeps it
@@ -152,7 +154,13 @@ impl Budgets {
         let mut usage: Vec<_> = by_host
             .values()
             .map(|b| b.usage())
-            .filter(|u| u.pulls > 0 || u.refused > 0 || !u.paused.is_zero() || u.tag_lists > 0)
+            .filter(|u| {
+                u.pulls > 0
+                    || u.refused > 0
+                    || !u.paused.is_zero()
+                    || u.tag_lists > 0
+                    || u.waiting > 0
+            })
             .collect();
         usage.sort_by(|a, b| a.registry.cmp(&b.registry));
         usage
@@ -212,8 +220,11 @@ struct State {
     tag_lists: u64,
     /// Pauses that have ended, in wall-clock time.
     paused_total: Duration,
-    /// Set while paused, so the pause is logged once.
+    /// Set while paused, so the pause is logged once. It stays set after the last waiting
+    /// pull gave up (max_wait), until a pull is let through: see `waiting` for pulls held now.
     paused_since: Option<Instant>,
+    /// Pulls waiting for this budget now: counted by [`Waiting`] guards.
+    waiting: u64,
     /// Set once an answer showed fewer pulls left than this process alone could have spent:
     /// another process or client spends this budget too.
     shared: bool,
@@ -405,6 +416,15 @@ impl Budget {
         })
     }
 
+    /// Counts a pull as waiting for this budget until the guard is dropped: hold it from the
+    /// first [`Gate::Wait`] until the pull goes or gives up. Unlike a pause, which lasts until
+    /// a pull goes, this falls to zero once nothing waits, so it says whether the budget is
+    /// holding work back now.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.state().waiting += 1;
+        Waiting { budget: self }
+    }
+
     /// Counts one tag-list request to this registry.
     pub fn count_tag_list(&self) {
         self.state().tag_lists += 1;
@@ -422,7 +442,21 @@ impl Budget {
             remaining: s.remaining,
             limit: s.limit,
             tag_lists: s.tag_lists,
+            waiting: s.waiting,
         }
+    }
+}
+
+/// A pull counted as waiting for its registry's budget (see [`Budget::waiting`]).
+#[derive(Debug)]
+pub struct Waiting<'b> {
+    budget: &'b Budget,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut s = self.budget.state();
+        s.waiting = s.waiting.saturating_sub(1);
     }
 }
 
@@ -488,6 +522,22 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(b.usage().pulls, 2);
+    }
+
+    #[test]
+    fn waiting_counts_the_pulls_held_now_and_falls_when_they_give_up_though_the_pause_stays() {
+        let b = Budget::new("r.io", 0);
+        b.observe(&said(0, 600), b.ticket());
+        assert!(matches!(b.try_take(), Gate::Wait(_)));
+        let (first, second) = (b.waiting(), b.waiting());
+        assert_eq!(b.usage().waiting, 2);
+        drop(first);
+        assert_eq!(b.usage().waiting, 1);
+        drop(second);
+        // Both gave up (max_wait): nothing is held back now, though the budget is still spent
+        // and the pause lasts until a pull goes.
+        assert_eq!(b.usage().waiting, 0);
+        assert!(b.pause().is_some());
     }
 
     #[test]

@@ -8,5 +8,5 @@
 mod budget;
 mod headers;
 
-pub use budget::{Budget, Budgets, Gate, Pause, PullOutcome, RegistryUsage, Ticket};
+pub use budget::{Budget, Budgets, Gate, Pause, PullOutcome, RegistryUsage, Ticket, Waiting};
 pub use headers::{RateLimitInfo, MAX_WINDOW};
