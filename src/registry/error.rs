@@ -83,6 +83,10 @@ pub enum Failure {
     /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
     #[error("{0}")]
     Aws(String),
+    /// A file of an OCI image layout that could not be read or written, or that a layout may
+    /// not hold (a link, a name outside it); the subject names the layout and the file.
+    #[error("{0}")]
+    FileSystem(String),
     /// Waited as long as `max_wait` allows for budget or retries; says for what.
     #[error("gave up: {0}")]
     GaveUp(String),
