@@ -16,6 +16,9 @@
 //!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses, its digests
 //!   checked by [`digest`]) and placing blobs through [`copy::blobs`] (exists, mount, or
 //!   stream, each blob moved once per pass).
+//! - [`store`] is where images are kept, behind one interface the copy core and the pass
+//!   use: a registry ([`registry::Registries`]), or an OCI image layout on disk
+//!   ([`store::layout`], named `oci:/DIR` as skopeo names it), so images cross an air gap.
 //! - [`registry`] speaks the distribution protocol itself, with typed errors, every read
 //!   bounded in size and time ([`registry::limits`]), and keeps the manners of a careful
 //!   client: [`registry::ratelimit`] one pull budget per registry, [`registry::retry`] the one
@@ -33,7 +36,7 @@
 //!   characters escaped, wherever they reach a report, a log or `/healthz`.
 //!
 //! Imports between these top-level modules never go in a circle: `cli` on top; `logging` and
-//! `progress` under it; then `daemon`, `run`, `copy`, `registry` and `config` in that order;
+//! `progress` under it; then `daemon`, `run`, `copy`, `store`, `registry` and `config` in that order;
 //! `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`, `digest`,
 //! `untrusted` and `exit` at the bottom.
 
