@@ -1,5 +1,6 @@
 //! Benchmark, scenario 10 (issue 21): across an air gap through an OCI image layout, against
-//! Debian's `skopeo sync --dest oci` on the 60 two-platform tags of scenario 1.
+//! Debian's `skopeo sync --dest dir` on the 60 two-platform tags of scenario 1 (skopeo 1.9 has
+//! no `--dest oci`, added in later versions; `dir` is the same one-directory-per-tag export).
 //!
 //! 10a. exporting the 60 tags into an empty layout: wall time, bytes on disk of each tool's
 //!      output against the unique bytes of the images (skopeo writes one layout per tag);
@@ -150,7 +151,7 @@ fn export_skopeo(seeded: &Seeded, sandbox: &Sandbox, dir: &Path) -> Measured {
         "--src",
         "yaml",
         "--dest",
-        "oci",
+        "dir",
     ]);
     args.push(yaml.to_string_lossy().into_owned());
     args.push(dir.to_string_lossy().into_owned());
@@ -251,7 +252,7 @@ fn scenario_10_sixty_tags_across_an_air_gap_through_a_layout() {
     let rerun_title = "10b. unchanged export".to_string();
     let import_title = "10c. import into a registry lacking one image".to_string();
     let skopeo_name = format!(
-        "skopeo sync --dest oci ({})",
+        "skopeo sync --dest dir ({})",
         version.trim_start_matches("skopeo ")
     );
     let rows = vec![
@@ -323,7 +324,7 @@ fn scenario_10_sixty_tags_across_an_air_gap_through_a_layout() {
     );
     writeln!(
         section,
-        "regmirror writes one layout (`target = \"oci:DIR\"`), every blob once; `skopeo sync --dest oci` writes a layout per tag. \
+        "regmirror writes one layout (`target = \"oci:DIR\"`), every blob once; `skopeo sync --dest dir` (this skopeo has no `--dest oci`) writes a directory per tag, every blob again. \
          Bytes on disk exclude regmirror's own `.regmirror/` (its lock). Sizes: {} repositories × {TAGS} tags, {LAYERS} layers of {} per platform.",
         settings.repos,
         fmt_bytes(settings.layer_size as u64)
