@@ -16,9 +16,9 @@
 //!   reading manifests with [`manifest`] (the OCI vocabulary every layer uses, its digests
 //!   checked by [`digest`]) and placing blobs through [`copy::blobs`] (exists, mount, or
 //!   stream, each blob moved once per pass).
-//! - [`store`] is the one interface the copy core and the pass read and write images
-//!   through: a registry is one kind of store ([`store::Stores`] finds the store behind each
-//!   registry name, and copies a blob between stores reading it once).
+//! - [`store`] is where images are kept, behind one interface the copy core and the pass
+//!   use: a registry ([`registry::Registries`]), or an OCI image layout on disk
+//!   ([`store::layout`], named `oci:/DIR` as skopeo names it), so images cross an air gap.
 //! - [`registry`] speaks the distribution protocol itself, with typed errors, every read
 //!   bounded in size and time ([`registry::limits`]), and keeps the manners of a careful
 //!   client: [`registry::ratelimit`] one pull budget per registry, [`registry::retry`] the one

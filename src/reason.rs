@@ -30,6 +30,9 @@ pub enum Reason {
     Immutable,
     /// A request, transfer, listing or image that did not finish in its time.
     Timeout,
+    /// A file of an OCI image layout that could not be read or written (permissions, a full
+    /// disk), or that a layout may not hold (a link, a name outside it).
+    Storage,
     /// The source sent something regmirror will not use: a malformed or obsolete manifest,
     /// an answer too large, a protocol error.
     InvalidUpstream,
@@ -44,7 +47,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every class, in the order reports list them.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Auth,
         Reason::NotFound,
         Reason::RateLimited,
@@ -54,6 +57,7 @@ impl Reason {
         Reason::Refused,
         Reason::Immutable,
         Reason::Timeout,
+        Reason::Storage,
         Reason::InvalidUpstream,
         Reason::Config,
         Reason::Stopped,
@@ -72,6 +76,7 @@ impl Reason {
             Reason::Refused => "refused",
             Reason::Immutable => "immutable",
             Reason::Timeout => "timeout",
+            Reason::Storage => "storage",
             Reason::InvalidUpstream => "invalid_upstream",
             Reason::Config => "config",
             Reason::Stopped => "stopped",

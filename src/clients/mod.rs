@@ -105,13 +105,38 @@ pub fn settings(config: &Config) -> Result<Settings, ClientsError> {
     };
     let mut registries = BTreeSet::new();
     let mut notes = Vec::new();
+    // An OCI image layout is a directory, not a registry a runtime can pull from.
+    let layouts: Vec<String> = default_target
+        .prefixes
+        .iter()
+        .filter(|p| p.is_layout())
+        .map(ToString::to_string)
+        .collect();
+    if layouts.len() == default_target.prefixes.len() {
+        return Err(ClientsError::Layout(format!(
+            "defaults.target is an OCI image layout ({}), which runtimes cannot pull from: \
+             run regmirror clients with the config of the registry the layout is imported into",
+            layouts.join(", ")
+        )));
+    }
+    if !layouts.is_empty() {
+        notes.push(format!(
+            "runtimes pull from the registry targets only; {} is an OCI image layout",
+            layouts.join(", ")
+        ));
+    }
     let follows_layout = |source: &crate::reference::ImageRef, target: &str| {
         default_target
             .repositories_for(source)
             .is_ok_and(|all| all.iter().any(|r| r.to_string() == target))
     };
     for job in &config.jobs {
-        if follows_layout(&job.source, &job.target.repo().to_string()) {
+        if job.source.is_layout() {
+            notes.push(format!(
+                "{} is read from an OCI image layout: runtimes know no upstream registry for it",
+                job.source
+            ));
+        } else if follows_layout(&job.source, &job.target.repo().to_string()) {
             registries.insert(canonical_registry(&job.source.registry).to_string());
         } else {
             notes.push(format!(
@@ -123,7 +148,12 @@ pub fn settings(config: &Config) -> Result<Settings, ClientsError> {
     for mirror in &config.mirrors {
         if let Some(selection) = &mirror.selection {
             let target = selection.targets_shown();
-            if selection
+            if selection.source.is_layout() {
+                notes.push(format!(
+                    "mirror {}: read from an OCI image layout: runtimes know no upstream registry for it",
+                    mirror.name
+                ));
+            } else if selection
                 .targets
                 .iter()
                 .all(|t| follows_layout(&selection.source, &t.to_string()))
@@ -173,6 +203,7 @@ fn route(config: &Config, default_target: &DefaultTarget, registry: &str) -> Res
     let mirrors = default_target
         .prefixes
         .iter()
+        .filter(|prefix| !prefix.is_layout())
         .map(|prefix| {
             let target_settings = config.registry(&prefix.registry);
             MirrorHost {

@@ -30,7 +30,8 @@ use crate::aws::ssm::SsmSettings;
 use crate::credentials::{Credentials, DockerConfig, Helper, Secret};
 use crate::manifest::Platforms;
 use crate::reference::{
-    canonical_registry, is_loopback, registry_component, target_under, ImageRef, Layout, Repository,
+    canonical_registry, is_layout, is_loopback, registry_component, target_under, ImageRef, Layout,
+    Repository,
 };
 use crate::schedule::Schedule;
 use crate::selection::TagRules;
@@ -100,8 +101,9 @@ impl DefaultTarget {
         source: &ImageRef,
     ) -> Result<Repository, String> {
         let dir = match self.layout {
-            Layout::Path => String::new(),
-            Layout::Registry => self.registry_dir(&source.registry)?,
+            // A layout's names are kept as they are (see `target_under`).
+            Layout::Registry if !source.is_layout() => self.registry_dir(&source.registry)?,
+            Layout::Registry | Layout::Path => String::new(),
         };
         target_under(prefix, source, self.layout, &dir).map_err(|e| e.to_string())
     }
@@ -409,6 +411,12 @@ impl Config {
         let (mut jobs, mut problems) = (Vec::new(), Vec::new());
         for entry in entries {
             let source = match ImageRef::parse(entry) {
+                Ok(source) if source.is_layout() => {
+                    problems.push(format!(
+                        "{entry:?}: an OCI image layout is named in mirrors.toml, not in the SSM parameter"
+                    ));
+                    continue;
+                }
                 Ok(source) => source,
                 Err(e) => {
                     problems.push(format!("{entry:?}: {e}"));
@@ -478,6 +486,40 @@ impl Config {
         registries::settle_registries(&self.path, &mut config.registries, in_use, &docker)?;
         config.jobs.extend(jobs);
         Ok((config, problems))
+    }
+
+    /// The OCI image layouts the config reads or writes, by registry name (`oci:/DIR`), each
+    /// with whether it is written (a target of some image).
+    pub fn layouts(&self) -> BTreeMap<String, bool> {
+        let mut layouts = BTreeMap::new();
+        let sources = self.jobs.iter().map(|j| &j.source.registry).chain(
+            self.mirrors
+                .iter()
+                .filter_map(|m| m.selection.as_ref())
+                .map(|s| &s.source.registry),
+        );
+        for source in sources.filter(|r| is_layout(r)) {
+            layouts.entry(source.clone()).or_insert(false);
+        }
+        let targets = self
+            .jobs
+            .iter()
+            .map(|j| &j.target.registry)
+            .chain(
+                self.mirrors
+                    .iter()
+                    .filter_map(|m| m.selection.as_ref())
+                    .flat_map(|s| s.targets.iter().map(|t| &t.registry)),
+            )
+            .chain(
+                self.default_target
+                    .iter()
+                    .flat_map(|d| d.prefixes.iter().map(|p| &p.registry)),
+            );
+        for target in targets.filter(|r| is_layout(r)) {
+            layouts.insert(target.clone(), true);
+        }
+        layouts
     }
 
     /// Pulls to leave unspent at a registry.

@@ -12,7 +12,7 @@ use super::file::{RawCreate, RawRegistry};
 use super::{ConfigError, Endpoint, RegistrySettings};
 use crate::aws::ecr::{EcrHost, EcrSettings, RepositoryCreation, ENCRYPTIONS, TAG_MUTABILITIES};
 use crate::credentials::{Credentials, DockerConfig, DockerLogin, Secret};
-use crate::reference::{canonical_registry, is_loopback, Repository};
+use crate::reference::{canonical_registry, is_layout, is_loopback, Repository};
 
 /// Gives every registry in use settings: loopback speaks plain HTTP, and credentials the file
 /// does not give come from Docker's config.json (for a registry with an `endpoint`, only with
@@ -23,7 +23,8 @@ pub(super) fn settle_registries<'a>(
     in_use: impl IntoIterator<Item = &'a String>,
     docker: &DockerConfig,
 ) -> Result<(), ConfigError> {
-    for registry in in_use {
+    // A layout is a directory: no credentials, plain HTTP or ECR, so no settings.
+    for registry in in_use.into_iter().filter(|r| !is_layout(r)) {
         let settings = registries
             .entry(canonical_registry(registry).to_string())
             .or_insert_with(|| RegistrySettings::implicit(registry));

@@ -60,7 +60,7 @@ pub(super) fn mirror_referrers<'a>(
             };
             // Tags: mirrored like any image, compared by HEAD.
             for tag in tags.iter().filter(|t| tag_scheme(hex, t)) {
-                let source = match ImageRef::parse(&format!("{from}:{tag}")) {
+                let source = match from.tagged(tag) {
                     Ok(source) => source,
                     Err(_) => continue,
                 };
@@ -177,10 +177,9 @@ async fn referrers_into(
             "manifests": merged,
         });
         let body = serde_json::to_vec(&index).expect("an index serialises");
-        let tag = target.image_for(
-            &ImageRef::parse(&format!("{target}:sha256-{hex}"))
-                .map_err(|e| CopyError::Referrers(format!("cannot name the fallback tag: {e}")))?,
-        );
+        let tag = target
+            .tagged(&format!("sha256-{hex}"))
+            .map_err(|e| CopyError::Referrers(format!("cannot name the fallback tag: {e}")))?;
         store
             .push_manifest(&tag, body.into(), OCI_INDEX, waiter)
             .await?;
@@ -195,10 +194,9 @@ async fn fallback_index(
     target: &Repository,
     hex: &str,
 ) -> Result<Vec<Descriptor>, CopyError> {
-    let tag = match ImageRef::parse(&format!("{target}:sha256-{hex}")) {
-        Ok(tag) => target.image_for(&tag),
-        Err(e) => return Err(CopyError::Referrers(e.to_string())),
-    };
+    let tag = target
+        .tagged(&format!("sha256-{hex}"))
+        .map_err(|e| CopyError::Referrers(e.to_string()))?;
     let store = ctx.stores.of(&tag.registry);
     let body = match store.pull_manifest(&tag, waiter).await {
         Ok((body, _)) => body,

@@ -172,7 +172,8 @@ impl Manifest {
         }
     }
 
-    fn references(&self) -> &[Descriptor] {
+    /// What it references: an index's children, or an image's config and layers.
+    pub fn references(&self) -> &[Descriptor] {
         match self {
             Manifest::Index { children, .. } => children,
             Manifest::Image { blobs, .. } => blobs,
@@ -187,27 +188,27 @@ pub fn check_digest(digest: &str) -> Result<(), ManifestError> {
         .map_err(|e| ManifestError::Malformed(e.to_string()))
 }
 
-/// A list of descriptors that stops being read past [`MAX_REFERENCES`], so a hostile manifest
-/// is refused before it is all held.
+/// A list of descriptors that stops being read past `MAX` (a manifest's [`MAX_REFERENCES`]),
+/// so a hostile manifest or layout index is refused before it is all held.
 #[derive(Debug, Default)]
-struct Bounded(Vec<Descriptor>);
+pub(crate) struct Bounded<const MAX: usize = MAX_REFERENCES>(pub Vec<Descriptor>);
 
-impl<'de> Deserialize<'de> for Bounded {
+impl<'de, const MAX: usize> Deserialize<'de> for Bounded<MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Counting;
-        impl<'de> Visitor<'de> for Counting {
-            type Value = Bounded;
+        struct Counting<const MAX: usize>;
+        impl<'de, const MAX: usize> Visitor<'de> for Counting<MAX> {
+            type Value = Bounded<MAX>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of descriptors")
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bounded, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bounded<MAX>, A::Error> {
                 let mut list = Vec::new();
                 while let Some(descriptor) = seq.next_element()? {
-                    if list.len() == MAX_REFERENCES {
+                    if list.len() == MAX {
                         return Err(A::Error::custom(format!(
-                            "lists more than {MAX_REFERENCES} descriptors, regmirror's limit"
+                            "lists more than {MAX} descriptors, regmirror's limit"
                         )));
                     }
                     list.push(descriptor);
@@ -215,7 +216,7 @@ impl<'de> Deserialize<'de> for Bounded {
                 Ok(Bounded(list))
             }
         }
-        deserializer.deserialize_seq(Counting)
+        deserializer.deserialize_seq(Counting::<MAX>)
     }
 }
 

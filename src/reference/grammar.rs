@@ -129,6 +129,19 @@ fn domain(domain: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A repository path alone, with no registry in front (a name inside an OCI image layout):
+/// its components and its length.
+pub(super) fn check_path(path: &str) -> Result<(), String> {
+    repository_path(path)?;
+    if path.len() > NAME_MAX {
+        return Err(format!(
+            "repository name is {} characters long; the limit is {NAME_MAX}",
+            path.len()
+        ));
+    }
+    Ok(())
+}
+
 /// `component ( "/" component )*`.
 fn repository_path(path: &str) -> Result<(), String> {
     if path.is_empty() {
@@ -184,7 +197,7 @@ pub fn is_tag(tag: &str) -> bool {
         && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-')
 }
 
-fn check_tag(tag: &str) -> Result<(), String> {
+pub(super) fn check_tag(tag: &str) -> Result<(), String> {
     if is_tag(tag) {
         Ok(())
     } else {
@@ -195,7 +208,7 @@ fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
-fn check_digest(digest: &str) -> Result<(), String> {
+pub(super) fn check_digest(digest: &str) -> Result<(), String> {
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return Err(format!("digest {digest:?} is not `algorithm:hex`"));
     };

@@ -5,10 +5,16 @@
 //! the repository path *as the user wrote it* (target names are built from it, so
 //! `nginx:stable` lands at `<prefix>/nginx`, not `<prefix>/library/nginx`), and the host that
 //! actually serves a registry's API (`docker.io` is served by `registry-1.docker.io`).
+//!
+//! An OCI image layout on disk stands where a registry does, named as skopeo names it
+//! (`oci:/mnt/transfer:mirror/nginx:1.27`, see [`layout`]): its registry name is `oci:/DIR`,
+//! and references print back in skopeo's form.
 
 mod grammar;
+pub mod layout;
 
 pub use grammar::{is_tag, TAG_MAX};
+pub use layout::{is_layout, ref_name, split_ref_name};
 
 use std::fmt;
 
@@ -46,6 +52,9 @@ impl ImageRef {
     ///
     /// A reference with neither tag nor digest means `:latest`, as it does for Docker.
     pub fn parse(written: &str) -> Result<Self, ReferenceError> {
+        if is_layout(written) {
+            return parse_in_layout(written);
+        }
         let (path, tag, digest) = split_written(written)?;
         let parsed =
             grammar::check(path, tag, digest).map_err(|reason| ReferenceError::Invalid {
@@ -71,6 +80,20 @@ impl ImageRef {
 
     /// Parses a repository with no tag or digest (a `[[mirror]]` source that lists `tags`).
     pub fn parse_repository(written: &str) -> Result<Self, ReferenceError> {
+        if is_layout(written) {
+            let invalid = |reason: String| ReferenceError::Invalid {
+                written: written.to_string(),
+                reason,
+            };
+            let repository = layout_repository(written).map_err(invalid)?;
+            return Ok(ImageRef {
+                written_path: repository.repository.clone(),
+                registry: repository.registry,
+                repository: repository.repository,
+                tag: None,
+                digest: None,
+            });
+        }
         let (_, tag, digest) = split_written(written)?;
         if tag.is_some() || digest.is_some() {
             return Err(ReferenceError::Invalid {
@@ -82,15 +105,20 @@ impl ImageRef {
         Self::parse(written)
     }
 
-    /// The same repository pinned to another tag.
+    /// The same repository pinned to another tag (the repository was checked when it was
+    /// parsed: only the tag is).
     pub fn with_tag(&self, tag: &str) -> Result<Self, ReferenceError> {
-        let written = format!("{}/{}:{tag}", self.registry, self.repository);
-        let checked = Self::parse(&written)?;
+        let tagged = self.repo().tagged(tag)?;
         Ok(ImageRef {
-            tag: checked.tag,
+            tag: tagged.tag,
             digest: None,
             ..self.clone()
         })
+    }
+
+    /// Whether it names an image in an OCI image layout rather than a registry.
+    pub fn is_layout(&self) -> bool {
+        is_layout(&self.registry)
     }
 
     /// The repository this image lives in.
@@ -136,6 +164,18 @@ impl ImageRef {
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_layout() {
+            // skopeo's `oci:DIR:NAME`, NAME being the layout's ref.name.
+            write!(f, "{}:", self.registry)?;
+            match &self.tag {
+                Some(tag) => f.write_str(&ref_name(&self.repository, tag))?,
+                None => f.write_str(&self.repository)?,
+            }
+            if let Some(digest) = &self.digest {
+                write!(f, "@{digest}")?;
+            }
+            return Ok(());
+        }
         write!(f, "{}/{}", self.registry, self.repository)?;
         if let Some(tag) = &self.tag {
             write!(f, ":{tag}")?;
@@ -157,11 +197,17 @@ pub struct Repository {
 impl Repository {
     /// Parses `host[:port][/path]`, as written for `defaults.target` (a prefix, which may be
     /// the bare host) or a `[[mirror]]` `target` (a full repository).
+    ///
+    /// A layout (`oci:DIR` or `oci:DIR:path`) may name no path even as a full repository: its
+    /// images are then named by their bare tags, as oras and skopeo name a layout's one image.
     pub fn parse(written: &str, require_path: bool) -> Result<Self, ReferenceError> {
         let invalid = |reason: &str| ReferenceError::InvalidTarget {
             written: written.to_string(),
             reason: reason.to_string(),
         };
+        if is_layout(written) {
+            return layout_repository(written).map_err(|e| invalid(&e));
+        }
         if let Some((scheme, rest)) = written.split_once("://") {
             return Err(invalid(&format!(
                 "takes no {scheme}:// scheme: write `{rest}`"
@@ -205,24 +251,14 @@ impl Repository {
     pub fn join(&self, path: &str) -> Repository {
         let repository = if self.repository.is_empty() {
             path.to_string()
+        } else if path.is_empty() {
+            self.repository.clone()
         } else {
             format!("{}/{path}", self.repository)
         };
         Repository {
             registry: self.registry.clone(),
             repository,
-        }
-    }
-
-    /// The image `tag` names in this repository; `tag` is one a listing or the config has
-    /// already checked.
-    pub fn tagged(&self, tag: &str) -> ImageRef {
-        ImageRef {
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            written_path: self.repository.clone(),
-            tag: Some(tag.to_string()),
-            digest: None,
         }
     }
 
@@ -235,6 +271,27 @@ impl Repository {
             tag: None,
             digest: Some(digest.to_string()),
         }
+    }
+
+    /// The image tagged `tag` in this repository; only the tag is checked (the repository was
+    /// when it was parsed).
+    pub fn tagged(&self, tag: &str) -> Result<ImageRef, ReferenceError> {
+        grammar::check_tag(tag).map_err(|reason| ReferenceError::Invalid {
+            written: format!("{self}:{tag}"),
+            reason,
+        })?;
+        Ok(ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            written_path: self.repository.clone(),
+            tag: Some(tag.to_string()),
+            digest: None,
+        })
+    }
+
+    /// Whether it is a repository in an OCI image layout rather than a registry.
+    pub fn is_layout(&self) -> bool {
+        is_layout(&self.registry)
     }
 
     /// The image `source` becomes in this repository: same tag, same digest.
@@ -251,7 +308,11 @@ impl Repository {
 
 impl fmt::Display for Repository {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)
+        match (self.is_layout(), self.repository.is_empty()) {
+            (true, true) => f.write_str(&self.registry),
+            (true, false) => write!(f, "{}:{}", self.registry, self.repository),
+            (false, _) => write!(f, "{}/{}", self.registry, self.repository),
+        }
     }
 }
 
@@ -301,16 +362,21 @@ pub fn target_under(
     registry_dir: &str,
 ) -> Result<Repository, ReferenceError> {
     let path = match layout {
+        // A layout's names are already paths a mirror chose: kept whichever the layout.
+        _ if source.is_layout() => source.repository.clone(),
         Layout::Path => source.written_path.clone(),
         Layout::Registry if registry_dir.is_empty() => source.repository.clone(),
         Layout::Registry => format!("{registry_dir}/{}", source.repository),
     };
     let target = prefix.join(&path);
-    grammar::check(&target.to_string(), None, None).map_err(|reason| {
-        ReferenceError::InvalidTarget {
-            written: target.to_string(),
-            reason,
-        }
+    let checked = match target.is_layout() {
+        true if target.repository.is_empty() => Ok(()),
+        true => grammar::check_path(&target.repository),
+        false => grammar::check(&target.to_string(), None, None).map(|_| ()),
+    };
+    checked.map_err(|reason| ReferenceError::InvalidTarget {
+        written: target.to_string(),
+        reason,
     })?;
     Ok(target)
 }
@@ -346,7 +412,66 @@ pub fn is_loopback(registry: &str) -> bool {
 /// Whether a reference as written names a tag or a digest (`nginx:1`, `app@sha256:…`), rather
 /// than leaving it to the `latest` default (`nginx`).
 pub fn names_tag_or_digest(written: &str) -> bool {
+    if is_layout(written) {
+        return layout::split(written).is_ok_and(|(_, name)| name.is_some());
+    }
     split_written(written).is_ok_and(|(_, tag, digest)| tag.is_some() || digest.is_some())
+}
+
+/// `oci:DIR:NAME` as a source image: NAME is the layout's ref.name, split into repository and
+/// tag ([`split_ref_name`]), or `path@digest`.
+fn parse_in_layout(written: &str) -> Result<ImageRef, ReferenceError> {
+    let invalid = |reason: String| ReferenceError::Invalid {
+        written: written.to_string(),
+        reason,
+    };
+    let (registry, name) = layout::split(written).map_err(invalid)?;
+    let name = name.ok_or_else(|| {
+        invalid("names a layout but no image in it: write oci:DIR:NAME, NAME as the layout's index.json names it (such as mirror/nginx:1.27)".to_string())
+    })?;
+    let (repository, tag, digest) = match name.split_once('@') {
+        Some((named, digest)) => {
+            grammar::check_digest(digest).map_err(invalid)?;
+            let (repository, tag) = match split_ref_name(named) {
+                ("", path) => (path, None),
+                (repository, tag) => (repository, Some(tag)),
+            };
+            (repository, tag, Some(digest))
+        }
+        None => {
+            let (repository, tag) = split_ref_name(name);
+            (repository, Some(tag), None)
+        }
+    };
+    if !repository.is_empty() {
+        grammar::check_path(repository).map_err(invalid)?;
+    }
+    if let Some(tag) = tag {
+        grammar::check_tag(tag).map_err(invalid)?;
+    }
+    Ok(ImageRef {
+        registry,
+        repository: repository.to_string(),
+        written_path: repository.to_string(),
+        tag: tag.map(str::to_string),
+        digest: digest.map(str::to_string),
+    })
+}
+
+/// `oci:DIR[:path]` as a repository: the path must be one (or empty), with no tag or digest.
+fn layout_repository(written: &str) -> Result<Repository, String> {
+    let (registry, name) = layout::split(written)?;
+    let path = name.unwrap_or_default();
+    if path.contains('@') || !split_ref_name(path).0.is_empty() {
+        return Err("is a repository: it takes no tag or digest".to_string());
+    }
+    if !path.is_empty() {
+        grammar::check_path(path)?;
+    }
+    Ok(Repository {
+        registry,
+        repository: path.to_string(),
+    })
 }
 
 /// Docker's rule: the first path component is a host when it has a dot or a port, or is

@@ -93,6 +93,10 @@ pub enum Failure {
     /// An AWS API call (ECR's token or CreateRepository) failed; says which and why.
     #[error("{0}")]
     Aws(String),
+    /// A file of an OCI image layout that could not be read or written, or that a layout may
+    /// not hold (a link, a name outside it); the subject names the layout and the file.
+    #[error("{0}")]
+    FileSystem(String),
     /// Waited as long as `max_wait` allows for budget or retries; says for what, and the
     /// class of what it waited out (a budget is `rate_limited`, retries of a broken
     /// connection `unreachable`).
@@ -124,6 +128,7 @@ impl Failure {
                 Reason::Tls
             }
             Failure::Immutable(_) => Reason::Immutable,
+            Failure::FileSystem(_) => Reason::Storage,
             Failure::GaveUp { reason, .. } => *reason,
         }
     }

@@ -76,7 +76,8 @@ pub struct LeftOut {
 }
 
 impl LeftOut {
-    fn add(&mut self, name: &str) {
+    /// Counts `name` as left out, quoting it if there is room.
+    pub(crate) fn add(&mut self, name: &str) {
         self.count += 1;
         if self.quoted.len() < QUOTED_NAMES {
             self.quoted.push(quote(name));

@@ -136,7 +136,7 @@ impl Runner {
     fn sharing(&self, config: &Config) -> Result<Runner, String> {
         let registries = Arc::new(Registries::new(config, self.registries.budgets())?);
         Ok(Runner {
-            stores: Arc::new(super::stores_of(config, &registries)),
+            stores: Arc::new(super::stores_of(config, &registries)?),
             registries,
             ..self.clone()
         })

@@ -39,6 +39,7 @@ use crate::registry::limits::Deadlines;
 use crate::registry::ratelimit::{Budgets, RegistryUsage};
 use crate::registry::waiting::{secs, WaitRefused, Waiter, Whole};
 use crate::registry::Registries;
+use crate::store::layout::OciLayout;
 use crate::store::Stores;
 
 /// What a person watching a pass sees counted: images planned, and done by outcome.
@@ -121,7 +122,7 @@ impl Runner {
     ) -> Result<Runner, String> {
         let registries = Arc::new(Registries::new(config, budgets)?);
         Ok(Runner {
-            stores: Arc::new(stores_of(config, &registries)),
+            stores: Arc::new(stores_of(config, &registries)?),
             registries,
             slots: Arc::new(Semaphore::new(config.concurrency)),
             concurrency: config.concurrency,
@@ -308,12 +309,19 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// The stores of a pass over `config`: its registries.
-fn stores_of(config: &Config, registries: &Arc<Registries>) -> Stores {
-    Stores::new(
+/// The stores of a pass over `config`: its registries, and the OCI image layouts it names,
+/// those it writes locked for as long as the stores live (another process writing one is
+/// refused here, before anything is attempted).
+fn stores_of(config: &Config, registries: &Arc<Registries>) -> Result<Stores, String> {
+    let mut stores = Stores::new(
         registries.clone(),
         Deadlines::for_max_wait(config.rate_limit.max_wait),
-    )
+    );
+    for (name, written) in config.layouts() {
+        let layout: Arc<dyn crate::store::Store> = OciLayout::open(&name, written)?;
+        stores = stores.with(name, layout);
+    }
+    Ok(stores)
 }
 
 /// What registries did between two readings of their usage (other passes running at the same

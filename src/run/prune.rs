@@ -125,7 +125,10 @@ impl Runner {
                 // Another mirror's: asked for this pass, in the daemon's earlier runs, or named
                 // by its config.
                 let claims = |tag: &str| {
-                    let target = repository.tagged(tag).to_string();
+                    // A name that makes no reference is never this mirror's to delete.
+                    let Ok(target) = repository.tagged(tag).map(|t| t.to_string()) else {
+                        return true;
+                    };
                     let theirs = |claims: &Claims| {
                         claims.get(&target).is_some_and(|c| c.mirror != mirror.name)
                     };
@@ -324,14 +327,17 @@ impl Runner {
             .filter(|t| going.contains_key(t) || (whole && !is_referrer_tag(t)))
             .collect();
         let digests = self.digests(repository, &read, waiter).await?;
-        let staying: BTreeSet<&String> = digests
+        let staying: BTreeSet<&str> = digests
             .iter()
             .filter(|(tag, _)| !going.contains_key(tag.as_str()))
-            .map(|(_, digest)| digest)
+            .filter_map(|(_, image)| image.digest.as_deref())
             .collect();
         let mut deletions = Vec::new();
         for (tag, why) in going {
-            let Some(digest) = digests.get(tag) else {
+            let Some((image, digest)) = digests
+                .get(tag)
+                .and_then(|image| Some((image, image.digest.as_deref()?)))
+            else {
                 continue; // gone since it was listed
             };
             let alone = whole && !staying.contains(digest);
@@ -346,16 +352,16 @@ impl Runner {
                     .filter(|t| describes(t, hex))
                     .collect();
                 let signed = self.digests(repository, &describing, waiter).await?;
-                for (signature, its_digest) in signed {
+                for image in signed.into_values() {
                     deletions.push(Deletion {
-                        image: repository.tagged(&signature).pinned(&its_digest),
+                        image,
                         why: PruneWhy::Referrer,
                         alone: whole,
                     });
                 }
             }
             deletions.push(Deletion {
-                image: repository.tagged(tag).pinned(digest),
+                image: image.clone(),
                 why,
                 alone,
             });
@@ -363,21 +369,21 @@ impl Runner {
         Ok(Some((deletions, named.len())))
     }
 
-    /// The digest each of `tags` of `repository` points at (by HEAD, in the user's own
-    /// registry); tags gone meanwhile are left out.
+    /// Each of `tags` of `repository`, pinned to the digest it points at (by HEAD, in the
+    /// user's own store); tags gone meanwhile are left out.
     async fn digests(
         &self,
         repository: &Repository,
         tags: &[&str],
         waiter: &Waiter,
-    ) -> Result<BTreeMap<String, String>, RegistryError> {
+    ) -> Result<BTreeMap<String, ImageRef>, RegistryError> {
         let store = self.stores.of(&repository.registry);
-        let heads = tags.iter().map(|tag| async move {
-            let image = repository.tagged(tag);
-            store
-                .manifest_digest(&image, waiter)
-                .await
-                .map(|digest| digest.map(|d| (tag.to_string(), d)))
+        let heads = tags.iter().filter_map(|tag| {
+            let image = repository.tagged(tag).ok()?;
+            Some(async move {
+                let digest = store.manifest_digest(&image, waiter).await?;
+                Ok(digest.map(|d| (tag.to_string(), image.pinned(&d))))
+            })
         });
         join_all(heads)
             .await

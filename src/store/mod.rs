@@ -5,7 +5,8 @@
 //! reference them, the tag last) holds the same for every kind of store, and can be tested on
 //! one kept in memory. A registry is one kind ([`registry`], over
 //! [`crate::registry::Registries`], whose manners stay below: pacing, budgets, retries and
-//! bounds).
+//! bounds); an OCI image layout on disk another ([`layout`], named `oci:/DIR` where a
+//! reference names a registry).
 //!
 //! [`Stores`] finds the store behind a reference's registry name, and copies a blob from one
 //! store into others, reading it once ([`transfer`]).
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod layout;
 #[cfg(test)]
 pub(crate) mod memory;
 mod registry;

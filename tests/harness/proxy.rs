@@ -802,3 +802,32 @@ fn paced(body: ProxyBody, link: Arc<Link>) -> ProxyBody {
     });
     StreamBody::new(frames).boxed()
 }
+
+/// Answers `GET /v2/<repo>/referrers/<digest>` from `listed` (digest → descriptors), as a
+/// registry with the referrers API does; everything else goes to the registry behind.
+pub fn referrers_api(listed: Arc<Mutex<Vec<(String, serde_json::Value)>>>) -> impl Rule {
+    move |request: &RequestInfo| {
+        let path = request.path.split('?').next().unwrap_or_default();
+        let (_, digest) = path.strip_prefix("/v2/")?.split_once("/referrers/")?;
+        let manifests: Vec<serde_json::Value> = listed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(subject, _)| subject == digest)
+            .map(|(_, descriptor)| descriptor.clone())
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        Some(Action::Respond {
+            status: 200,
+            headers: vec![(
+                "content-type".into(),
+                "application/vnd.oci.image.index.v1+json".into(),
+            )],
+            body: index.to_string().into_bytes(),
+        })
+    }
+}
