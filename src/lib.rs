@@ -27,7 +27,8 @@
 //! - [`daemon`] is the long-running mode: each mirror on its [`schedule`], the config reloaded
 //!   live ([`daemon::watch`], SIGHUP via [`daemon::signals`]), [`daemon::systemd`] told of
 //!   each step, and [`daemon::server`] answering `/healthz`, `/metrics` ([`daemon::metrics`])
-//!   and `POST /sync` over connections bounded by [`daemon::http`].
+//!   and `POST /sync` over connections bounded by [`daemon::http`]; `/healthz` and the status
+//!   page at `/` ([`daemon::page`]) are one snapshot ([`daemon::status`]), as JSON and HTML.
 //! - [`clients`] writes the settings that send container runtimes' pulls to the mirror
 //!   (`regmirror clients`).
 //! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,

@@ -126,7 +126,7 @@ fn hundreds_of_idle_connections_do_not_take_healthz_down() {
 }
 
 #[test]
-fn a_broken_edit_never_shows_its_secret_in_healthz_or_the_log() {
+fn a_broken_edit_never_shows_its_secret_in_healthz_the_status_page_or_the_log() {
     let sandbox = Sandbox::new();
     endpoint_config(&sandbox, "");
     let mut daemon = sandbox.regmirror().start();
@@ -162,6 +162,13 @@ fn a_broken_edit_never_shows_its_secret_in_healthz_or_the_log() {
             .as_str()
             .is_some_and(|e| e.contains("passwrod"))
     });
+    let page = client.get(format!("http://{address}/")).send().unwrap();
+    let page = page.text().unwrap();
+    assert!(
+        page.contains("id=\"config-error\"") && page.contains("passwrod"),
+        "{page}"
+    );
+    assert!(!page.contains(secret), "{page}");
     daemon.terminate();
     let run = daemon.wait(PATIENCE);
     assert!(

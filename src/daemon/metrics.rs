@@ -502,6 +502,8 @@ mod tests {
             paused: Duration::from_secs(5),
             remaining: Some(0),
             limit: Some(1),
+            window: None,
+            resets_in: None,
             tag_lists: 0,
             waiting,
         };

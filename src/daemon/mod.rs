@@ -16,18 +16,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
 use self::metrics::Metrics;
+use self::status::{MirrorStatus, RegistryStatus, RunStatus, Stamp, Status};
 use crate::config::{Config, Job, Overrides, ServerSettings};
 use crate::exit::Exit;
 use crate::registry::ratelimit::Budgets;
-use crate::run::{record, Claim, Claims, Report, Runner, Selected};
+use crate::run::{record, Claim, Claims, Report, Runner};
 use crate::schedule::Schedule;
 use crate::shard::Shard;
 
@@ -35,18 +35,13 @@ pub mod admission;
 pub mod deliveries;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod server;
 pub mod signals;
+pub mod status;
 pub mod systemd;
 pub mod watch;
 pub mod webhook;
-
-/// The most selected tags `/healthz` names per mirror (the count is always whole).
-const HEALTH_TAGS: usize = 1000;
-
-/// The most failures of a mirror's last run `/healthz` quotes (`failed` counts them all),
-/// each a report line of bounded length: an answer of a few hundred KiB at most.
-const HEALTH_ERRORS: usize = 100;
 
 /// The longest a timer sleeps before it looks at the wall clock again.
 const WALL_CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
@@ -202,32 +197,10 @@ struct MirrorState {
     images: Vec<String>,
     next_run: Option<DateTime<Utc>>,
     running: bool,
-    last: Option<LastRun>,
+    last: Option<RunStatus>,
     last_success: Option<DateTime<Utc>>,
     /// The targets its last run asked for (see [`Daemon::claims_besides`]).
     claims: Claims,
-}
-
-#[derive(Debug)]
-struct LastRun {
-    started: DateTime<Utc>,
-    finished: DateTime<Utc>,
-    mirrored: usize,
-    unchanged: usize,
-    /// Images and problems that failed.
-    failed: usize,
-    /// The first [`HEALTH_ERRORS`] of them, each a line that starts with its reason class.
-    failures: Vec<String>,
-    /// How many failed by each reason class (all of them, not only those shown).
-    reasons: BTreeMap<&'static str, usize>,
-    /// Images whose upstream tag moved where the target refuses to move it.
-    immutable: usize,
-    /// The first [`HEALTH_ERRORS`] of them, each a line.
-    immutable_images: Vec<String>,
-    /// For a mirror with tag rules: what it listed and selected.
-    tags: Option<Selected>,
-    /// Target tags its prune deleted.
-    pruned: usize,
 }
 
 /// What a request to run a mirror now came to.
@@ -316,7 +289,7 @@ impl Daemon {
             ));
         }
         if let Some(next) = next {
-            status.push_str(&format!(", next run {}", stamp(next)));
+            status.push_str(&format!(", next run {}", Stamp(next)));
         }
         if let Some(e) = &state.reload_error {
             let first_line = e.lines().next().unwrap_or_default();
@@ -615,14 +588,12 @@ impl Daemon {
 
     fn finish(&self, name: &str, started: DateTime<Utc>, report: &Report) {
         let finished = Utc::now();
-        let (mirrored, unchanged) = report.counts();
-        let failures = report.failures();
-        let immutable = report.immutable_lines();
+        let last = RunStatus::of(name, started, finished, report);
         info!(
-            mirrored,
-            unchanged,
-            immutable = immutable.len(),
-            failed = failures.len(),
+            mirrored = last.mirrored,
+            unchanged = last.unchanged,
+            immutable = last.immutable,
+            failed = last.failed,
             secs = (report.elapsed.as_secs_f64() * 100.0).round() / 100.0,
             "run finished"
         );
@@ -644,31 +615,7 @@ impl Daemon {
             if report.complete() {
                 entry.last_success = Some(finished);
             }
-            entry.last = Some(LastRun {
-                started,
-                finished,
-                mirrored,
-                unchanged,
-                failed: failures.len(),
-                failures: failures
-                    .into_iter()
-                    .take(HEALTH_ERRORS)
-                    .map(|(_, line)| line)
-                    .collect(),
-                reasons: report
-                    .reasons()
-                    .into_iter()
-                    .map(|(reason, n)| (reason.as_str(), n))
-                    .collect(),
-                immutable: immutable.len(),
-                immutable_images: immutable.into_iter().take(HEALTH_ERRORS).collect(),
-                tags: report.selections.iter().find(|s| s.mirror == name).cloned(),
-                pruned: report
-                    .pruned
-                    .iter()
-                    .filter(|p| p.deleted && p.mirror == name)
-                    .count(),
-            });
+            entry.last = Some(last);
         }
     }
 
@@ -677,57 +624,54 @@ impl Daemon {
         self.budgets.usage()
     }
 
-    /// What `GET /healthz` answers: the daemon and every mirror's last result.
-    pub fn health(&self) -> Value {
+    /// The daemon, every mirror's last result and every source registry's budget, taken at
+    /// once: what `GET /healthz` answers and `GET /` shows.
+    pub fn snapshot(&self) -> Status {
+        let taken = Utc::now();
+        let pauses = self.budgets.pauses();
+        let registries = self
+            .budgets
+            .usage()
+            .into_iter()
+            .map(|usage| {
+                let pause = pauses.iter().find(|p| p.registry == usage.registry);
+                RegistryStatus::of(usage, pause, taken)
+            })
+            .collect();
         let state = self.lock();
-        let mirrors: Vec<Value> = state
+        let mirrors = state
             .config
             .mirrors
             .iter()
             .filter_map(|mirror| {
                 let entry = state.mirrors.get(&mirror.name)?;
-                let last = entry.last.as_ref().map(|last| {
-                    json!({
-                        "started": stamp(last.started),
-                        "finished": stamp(last.finished),
-                        "result": match (last.failed, last.immutable) {
-                            (0, 0) => "ok",
-                            (0, _) => "immutable",
-                            _ => "failed",
-                        },
-                        "mirrored": last.mirrored,
-                        "unchanged": last.unchanged,
-                        "failed": last.failed,
-                        "pruned": last.pruned,
-                        "errors": last.failures,
-                        "reasons": last.reasons,
-                        "immutable": last.immutable,
-                        "immutable_images": last.immutable_images,
-                        "tags": last.tags.as_ref().map(|tags| json!({
-                            "listed": tags.listed,
-                            "selected": tags.selected.len(),
-                            "selected_tags": tags.selected.iter().take(HEALTH_TAGS).collect::<Vec<_>>(),
-                        })),
-                    })
-                });
-                Some(json!({
-                    "name": mirror.name,
-                    "schedule": mirror.schedule.as_ref().map(|s| s.to_string()),
-                    "next_run": entry.next_run.map(stamp),
-                    "running": entry.running,
-                    "last_run": last,
-                    "last_success": entry.last_success.map(stamp),
-                }))
+                Some(MirrorStatus {
+                    name: mirror.name.clone(),
+                    schedule: mirror.schedule.as_ref().map(|s| s.to_string()),
+                    next_run: entry.next_run.map(Stamp),
+                    running: entry.running,
+                    last_run: entry.last.clone(),
+                    last_success: entry.last_success.map(Stamp),
+                })
             })
             .collect();
-        json!({
-            "status": if self.is_stopping() { "stopping" } else { "ok" },
-            "config": state.config.path.display().to_string(),
-            // File, line and message: the snippet under it is for the log.
-            "config_error": state.reload_error.as_deref().and_then(|e| e.lines().next()),
-            "mirrors": mirrors,
-        })
+        Status {
+            status: if self.is_stopping() { "stopping" } else { "ok" },
+            config: state.config.path.display().to_string(),
+            config_error: state
+                .reload_error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .map(str::to_string),
+            mirrors,
+            registries,
+            taken,
+        }
     }
+}
+
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
 }
 
 fn plural(n: usize, noun: &str) -> String {
@@ -736,12 +680,4 @@ fn plural(n: usize, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
-}
-
-fn unix_seconds(t: DateTime<Utc>) -> f64 {
-    t.timestamp_millis() as f64 / 1000.0
-}
-
-fn stamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

@@ -1,5 +1,7 @@
 //! The daemon's HTTP endpoint, off unless `[server] listen` is set.
 //!
+//! - `GET /` (or `/index.html`): the same as a page for people ([`crate::daemon::page`]),
+//!   under a `Content-Security-Policy` that lets it load nothing from anywhere.
 //! - `GET /healthz`: 200 with every mirror's last result as JSON while the daemon runs, 503
 //!   once it is stopping.
 //! - `GET /metrics`: Prometheus metrics ([`crate::daemon::metrics`]).
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::daemon::admission::{Admission, Admitted, Refusal, BODY_QUEUE};
+use crate::daemon::page;
 use crate::daemon::webhook::{self, Verdict};
 use crate::daemon::{Daemon, Started};
 
@@ -62,6 +65,8 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let app = Router::new()
+        .route("/", get(page))
+        .route("/index.html", get(page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/sync", post(sync))
@@ -69,7 +74,7 @@ pub async fn start(
             daemon,
             admission: Arc::default(),
         });
-    info!(%address, "serving /healthz, /metrics and POST /sync");
+    info!(%address, "serving /healthz, /metrics, POST /sync and the status page at /");
     // Each connection bounded in time and number (see daemon::http).
     Ok(tokio::spawn(crate::daemon::http::serve(
         listener, app, stop,
@@ -77,12 +82,28 @@ pub async fn start(
 }
 
 async fn healthz(State(daemon): State<Arc<Daemon>>) -> Response {
-    let status = if daemon.is_stopping() {
+    (liveness(&daemon), Json(daemon.snapshot())).into_response()
+}
+
+/// 200 while the daemon runs, 503 once it is stopping: for `/healthz` and the page alike.
+fn liveness(daemon: &Daemon) -> StatusCode {
+    if daemon.is_stopping() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
-    };
-    (status, Json(daemon.health())).into_response()
+    }
+}
+
+async fn page(State(daemon): State<Arc<Daemon>>) -> Response {
+    let body = page::render(&daemon.snapshot());
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CONTENT_SECURITY_POLICY, page::CSP.as_str()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (liveness(&daemon), headers, body).into_response()
 }
 
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {

@@ -16,10 +16,13 @@
 //! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts; [`daemon`]:
 //!   the daemon started, its endpoint found, conditions polled.
 //! - [`server`]: the loopback HTTP server under the proxy and the hostile registry.
+//! - [`browser`]: a real browser (Debian's chromium, headless): a page's DOM read back, a
+//!   screenshot.
 
 // Each test binary uses a different subset of the harness, so unused items are expected.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cli;
 pub mod daemon;
 pub mod ecr;

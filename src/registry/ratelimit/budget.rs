@@ -85,6 +85,10 @@ pub struct RegistryUsage {
     pub paused: Duration,
     pub remaining: Option<u64>,
     pub limit: Option<u64>,
+    /// The window the limit counts over, as last announced.
+    pub window: Option<Duration>,
+    /// How long until the registry said its budget resets, when it said.
+    pub resets_in: Option<Duration>,
     /// Tag-list requests (not pulls, but requests all the same).
     pub tag_lists: u64,
     /// Pulls waiting for the budget now (see [`Budget::waiting`]).
@@ -441,6 +445,10 @@ impl Budget {
                     .map_or(Duration::ZERO, |since| since.elapsed()),
             remaining: s.remaining,
             limit: s.limit,
+            window: s.window,
+            resets_in: s
+                .resets_at
+                .map(|at| at.saturating_duration_since(Instant::now())),
             tag_lists: s.tag_lists,
             waiting: s.waiting,
         }
