@@ -92,6 +92,11 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// How `--once` and `--dry-run` print their report on stdout: `text` for people, or
+    /// `json`, the report file's document (the plan with its price, in a dry run).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
     /// After each pass, write what it did as JSON to FILE (replaced atomically): every
     /// image's source, target, digest, outcome and reason; totals; pruned tags; registries.
     #[arg(long, value_name = "FILE", env = "REGMIRROR_REPORT")]
@@ -219,18 +224,28 @@ pub async fn execute(cli: Cli, view: Option<ProgressBar>) -> Exit {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return Exit::SomeFailed;
             }
-            once(
-                config,
-                shard,
-                cli.dry_run,
-                cli.report.as_deref(),
-                stop,
-                view,
-            )
-            .await
+            let printed = Printed {
+                output: cli.output,
+                report_file: cli.report.as_deref(),
+            };
+            once(config, shard, cli.dry_run, printed, stop, view).await
         }
         None => daemon::run(config, overrides, shard, cli.report.clone()).await,
     }
+}
+
+/// How a `--once` pass's report reaches people and machines.
+struct Printed<'a> {
+    output: Output,
+    /// `--report`.
+    report_file: Option<&'a Path>,
+}
+
+/// `--output`: the report on stdout as text or as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// One pass over the file's images and the SSM parameter's (this shard's share of them).
@@ -238,7 +253,7 @@ async fn once(
     config: Config,
     shard: Option<Shard>,
     dry_run: bool,
-    report_file: Option<&Path>,
+    printed: Printed<'_>,
     stop: CancellationToken,
     view: Option<ProgressBar>,
 ) -> Exit {
@@ -266,9 +281,15 @@ async fn once(
         redraw.abort();
         bar.finish_and_clear();
     }
-    println!("{}", report.render());
-    if let Some(path) = report_file {
-        let document = crate::run::record::document(&report, chrono::Utc::now());
+    let document = crate::run::record::document(&report, chrono::Utc::now());
+    match printed.output {
+        Output::Text => println!("{}", report.render()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&document).expect("a JSON value serialises")
+        ),
+    }
+    if let Some(path) = printed.report_file {
         if let Err(e) = crate::run::record::write(path, &document) {
             eprintln!("error: --report {}: {e}", path.display());
             return Exit::SomeFailed;

@@ -34,19 +34,21 @@ use futures_util::{stream, FutureExt, StreamExt};
 pub mod blobs;
 mod ledger;
 pub mod manifests;
+mod price;
 mod referrers;
 #[cfg(test)]
 mod tests;
 
 use self::blobs::{BlobLedger, Placed, MAX_BLOB_TRANSFERS};
 use self::manifests::{Done, ManifestLedger, Turn};
+pub use self::price::Price;
 use crate::config::CopyChoice;
 use crate::digest;
 use crate::manifest::{platform, Descriptor, Manifest, ManifestError, Platform, Platforms};
 use crate::reason::Reason;
 use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::{Overdue, WaitRefused, Waiter};
-use crate::registry::RegistryError;
+use crate::registry::{Head, RegistryError};
 use crate::store::Stores;
 
 /// Child manifests of one index fetched at once (each GET is a pull on Docker Hub).
@@ -78,10 +80,12 @@ pub enum Outcome {
     /// Copied; the target now points at `digest` (the source's, or for a choice of platforms
     /// the index made of it).
     Mirrored { digest: String, stats: CopyStats },
-    /// Dry run: the target differs (`target` is what it points at now, if anything).
+    /// Dry run: the target differs (`target` is what it points at now, if anything), and
+    /// copying would cost its source `price` in pulls.
     WouldCopy {
         digest: String,
         target: Option<String>,
+        price: Price,
     },
     /// Not mirrored, and rightly so: none of its platforms is wanted.
     Skipped { reason: String },
@@ -185,10 +189,13 @@ pub async fn mirror(
     let stores = &ctx.stores;
     let source_side = async {
         match &source.digest {
-            Some(pinned) => Ok(Some(pinned.clone())),
+            Some(pinned) => Ok(Some(Head {
+                digest: pinned.clone(),
+                media_type: None,
+            })),
             None => {
                 let store = stores.of(&source.registry);
-                store.manifest_digest(source, waiter).await
+                store.manifest_head(source, waiter).await
             }
         }
     };
@@ -197,8 +204,8 @@ pub async fn mirror(
         store.manifest_digest(&target.named(), waiter).await
     }));
     let (source_digest, target_digests) = futures_util::join!(source_side, target_side);
-    let source_digest = match source_digest {
-        Ok(Some(digest)) => digest,
+    let (source_digest, source_type) = match source_digest {
+        Ok(Some(head)) => (head.digest, head.media_type),
         Ok(None) => return every(targets, CopyError::SourceMissing(source.to_string())),
         Err(e) => return every(targets, CopyError::Registry(e)),
     };
@@ -215,10 +222,15 @@ pub async fn mirror(
         outcomes.push(match compared {
             Err(e) => Some(Err(e)),
             Ok(Compared::Same(digest)) => Some(Ok(Outcome::Unchanged { digest })),
-            Ok(Compared::Differs { current, .. }) if ctx.dry_run => Some(Ok(Outcome::WouldCopy {
-                digest: source_digest.clone(),
-                target: current,
-            })),
+            Ok(Compared::Differs { current, .. }) if ctx.dry_run => {
+                let now = current.as_deref().map(|current| (&targets[i], current));
+                let price = price::price(ctx, waiter, source_type.as_deref(), choice, now).await;
+                Some(Ok(Outcome::WouldCopy {
+                    digest: source_digest.clone(),
+                    target: current,
+                    price,
+                }))
+            }
             Ok(Compared::Differs { was, .. }) => {
                 moved_from[i] = was;
                 changed.push(i);

@@ -105,6 +105,16 @@ impl Platforms {
         (!list.is_empty()).then_some(Platforms(list))
     }
 
+    /// How many platforms are chosen.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never: a choice holds at least one platform.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether a child of platform `child` is taken.
     pub fn take(&self, child: &Platform) -> bool {
         self.0.iter().any(|p| p.takes(child))

@@ -24,6 +24,8 @@ use crate::registry::ratelimit::RateLimitInfo;
 pub(super) struct Answer {
     /// `Docker-Content-Digest`, when the registry sent it (checked well-formed).
     pub digest: Option<String>,
+    /// `Content-Type`, when it is one of the manifest types regmirror asks for.
+    pub media_type: Option<String>,
     /// Empty for a HEAD or a PUT.
     pub body: Bytes,
 }
@@ -82,13 +84,24 @@ impl Registries {
                     ),
                     _ => None,
                 };
+                let media_type = response
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.split(';').next().unwrap_or_default().trim())
+                    .filter(|v| manifest::ACCEPTED.contains(v))
+                    .map(str::to_string);
                 let body = match getting {
                     true => read_body(response, MAX_MANIFEST_BYTES, "a manifest")
                         .await
                         .map_err(|failure| RegistryError::with(action, image, failure))?,
                     false => Bytes::new(),
                 };
-                return Ok(Some(Answer { digest, body }));
+                return Ok(Some(Answer {
+                    digest,
+                    media_type,
+                    body,
+                }));
             }
             if status == StatusCode::NOT_FOUND && reading {
                 return Ok(None);

@@ -232,20 +232,38 @@ impl Registries {
         image: &ImageRef,
         waiter: &Waiter,
     ) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .manifest_head(image, waiter)
+            .await?
+            .map(|head| head.digest))
+    }
+
+    /// What a HEAD tells of an image's manifest (free on Docker Hub): its digest and, when the
+    /// registry says it, its media type; `None` if absent.
+    pub async fn manifest_head(
+        &self,
+        image: &ImageRef,
+        waiter: &Waiter,
+    ) -> Result<Option<Head>, RegistryError> {
         let answer = retrying(waiter, || self.head(image)).await?;
         match answer {
             None => Ok(None),
-            Some(Some(digest)) => Ok(Some(digest)),
+            Some((Some(digest), media_type)) => Ok(Some(Head { digest, media_type })),
             // No Docker-Content-Digest on the HEAD: only the content itself can tell.
-            Some(None) => {
+            Some((None, media_type)) => {
                 tracing::debug!(image = %image, "no digest on HEAD; reading the manifest to learn it");
-                Ok(Some(self.pull_manifest(image, waiter).await?.1))
+                let digest = self.pull_manifest(image, waiter).await?.1;
+                Ok(Some(Head { digest, media_type }))
             }
         }
     }
 
-    /// One HEAD, its rate-limit headers recorded: `None` if absent, `Some(None)` without digest.
-    async fn head(&self, image: &ImageRef) -> Result<Option<Option<String>>, RegistryError> {
+    /// One HEAD, its rate-limit headers recorded: `None` if absent, else its digest (if it
+    /// said one) and media type.
+    async fn head(
+        &self,
+        image: &ImageRef,
+    ) -> Result<Option<(Option<String>, Option<String>)>, RegistryError> {
         let host = api_host(&image.registry);
         let permits = {
             let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
@@ -262,7 +280,9 @@ impl Registries {
         let ticket = budget.ticket();
         let exchange = self.manifest_request(Method::HEAD, image, None).await;
         budget.observe(&exchange.rate_limit, ticket);
-        exchange.result.map(|answer| answer.map(|a| a.digest))
+        exchange
+            .result
+            .map(|answer| answer.map(|a| (a.digest, a.media_type)))
     }
 
     /// GETs a manifest's raw bytes, verified against its digest: a pull on Docker Hub, so it
@@ -332,6 +352,14 @@ impl Registries {
         })
         .await
     }
+}
+
+/// What a HEAD tells of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub digest: String,
+    /// Its media type, when the store said it (an index, or an image).
+    pub media_type: Option<String>,
 }
 
 /// An endpoint's path as it precedes repository names: `docker-remote/`, or empty.

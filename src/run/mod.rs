@@ -13,6 +13,7 @@
 
 mod listed;
 mod plan;
+mod price;
 mod prune;
 pub mod record;
 mod report;
@@ -165,6 +166,9 @@ impl Runner {
         report.problems.extend(pruning.problems);
         report.pruned = pruning.pruned;
         report.selections = plan.selections;
+        if dry_run {
+            report.prices = price::per_registry(&report, &self.registries.budgets());
+        }
         report.usage = usage_since(&usage_before, self.registries.usage());
         report.elapsed = started.elapsed();
         (report, plan.claims)
@@ -378,8 +382,12 @@ fn log_outcome(
     let secs = (took.as_secs_f64() * 100.0).round() / 100.0;
     match outcome {
         Ok(Outcome::Unchanged { digest }) => info!(%digest, secs, "unchanged"),
-        Ok(Outcome::WouldCopy { digest, target }) => {
-            info!(%digest, target_digest = target.as_deref().unwrap_or("none"), "would copy")
+        Ok(Outcome::WouldCopy {
+            digest,
+            target,
+            price,
+        }) => {
+            info!(%digest, target_digest = target.as_deref().unwrap_or("none"), pulls = price.pulls(), estimate = price.kind(), "would copy")
         }
         Ok(Outcome::Mirrored { digest, stats }) => info!(
             %digest,

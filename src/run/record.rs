@@ -55,6 +55,15 @@ pub fn document(report: &Report, finished: DateTime<Utc>) -> Value {
             "why": p.why.as_str(),
             "deleted": p.deleted,
         })).collect::<Vec<_>>(),
+        "price": report.prices.iter().map(|p| json!({
+            "registry": p.registry,
+            "pulls": p.pulls,
+            "pulls_estimate": p.estimate.kind(),
+            "remaining": p.remaining,
+            "limit": p.limit,
+            "window_seconds": p.window.map(|w| w.as_secs()),
+            "takes_seconds": p.takes().map(|t| t.as_secs()),
+        })).collect::<Vec<_>>(),
         "registries": report.usage.iter().map(|u| json!({
             "registry": u.registry,
             "pulls": u.pulls,
@@ -85,10 +94,16 @@ fn image(r: &ImageResult) -> Value {
             "referrers": stats.referrers,
         }),
         Ok(Outcome::Unchanged { digest }) => json!({"outcome": "unchanged", "digest": digest}),
-        Ok(Outcome::WouldCopy { digest, target }) => json!({
+        Ok(Outcome::WouldCopy {
+            digest,
+            target,
+            price,
+        }) => json!({
             "outcome": "would_copy",
             "digest": digest,
             "target_digest": target,
+            "pulls": price.pulls(),
+            "pulls_estimate": price.kind(),
         }),
         Ok(Outcome::Skipped { reason }) => json!({"outcome": "skipped", "why": reason}),
         Ok(Outcome::Immutable { was, upstream }) => json!({

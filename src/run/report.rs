@@ -136,6 +136,8 @@ pub struct Report {
     pub selections: Vec<Selected>,
     /// Target tags prune deleted, or would delete in a dry run.
     pub pruned: Vec<PrunedTag>,
+    /// In a dry run: what the copies would cost each source registry, against its budget.
+    pub prices: Vec<super::price::RegistryPrice>,
     /// Pulls spent, tags listed and time waited, per registry.
     pub usage: Vec<RegistryUsage>,
     pub elapsed: Duration,
@@ -272,12 +274,14 @@ impl Report {
                 Ok(Outcome::WouldCopy {
                     digest,
                     target: now,
+                    price,
                 }) => {
                     changed += 1;
                     let now = now.as_deref().unwrap_or("nothing");
                     let _ = writeln!(
                         out,
-                        "would copy  {source} → {target} ({digest}; target has {now})"
+                        "would copy  {source} → {target} ({digest}; target has {now}; {})",
+                        super::price::pulls_said(*price)
                     );
                 }
                 Ok(Outcome::Mirrored { .. }) => changed += 1,
@@ -317,6 +321,9 @@ impl Report {
                 p.image.digest.as_deref().unwrap_or_default(),
                 p.why.as_str()
             );
+        }
+        for p in &self.prices {
+            let _ = writeln!(out, "{p}");
         }
         for u in &self.usage {
             let left = match (u.remaining, u.limit) {

@@ -31,7 +31,7 @@ use crate::registry::limits::Deadlines;
 use crate::registry::tags::Listing;
 pub use crate::registry::verify::Chunks;
 use crate::registry::waiting::Waiter;
-use crate::registry::{Deleted, RegistryError};
+use crate::registry::{Deleted, Head, RegistryError};
 
 /// A place images are kept: a registry, or anything that holds repositories of manifests,
 /// blobs and tags the same way.
@@ -47,6 +47,21 @@ pub trait Store: Send + Sync + fmt::Debug {
         image: &ImageRef,
         waiter: &Waiter,
     ) -> Result<Option<String>, RegistryError>;
+
+    /// What the store tells of the manifest `image` names without reading it: its digest,
+    /// and its media type when the store says it (a registry's HEAD, free where pulls are
+    /// counted). The pass prices a dry run with it.
+    async fn manifest_head(
+        &self,
+        image: &ImageRef,
+        waiter: &Waiter,
+    ) -> Result<Option<Head>, RegistryError> {
+        let digest = self.manifest_digest(image, waiter).await?;
+        Ok(digest.map(|digest| Head {
+            digest,
+            media_type: None,
+        }))
+    }
 
     /// A manifest's bytes and their digest, checked against the digest `image` is pinned to
     /// (or the one the store gives). For a registry, a pull.

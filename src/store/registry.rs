@@ -13,7 +13,7 @@ use crate::manifest::Descriptor;
 use crate::reference::{ImageRef, Repository};
 use crate::registry::tags::Listing;
 use crate::registry::waiting::Waiter;
-use crate::registry::{Deleted, Registries, RegistryError};
+use crate::registry::{Deleted, Head, Registries, RegistryError};
 
 #[async_trait]
 impl Store for Registries {
@@ -23,6 +23,14 @@ impl Store for Registries {
         waiter: &Waiter,
     ) -> Result<Option<String>, RegistryError> {
         Registries::manifest_digest(self, image, waiter).await
+    }
+
+    async fn manifest_head(
+        &self,
+        image: &ImageRef,
+        waiter: &Waiter,
+    ) -> Result<Option<Head>, RegistryError> {
+        Registries::manifest_head(self, image, waiter).await
     }
 
     async fn pull_manifest(
