@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
+use crate::manifest::{Descriptor, OCI_INDEX, OCI_MANIFEST};
 use crate::registry::limits::Deadlines;
 use crate::registry::Failure;
 use crate::store::memory::{Memory, Op, Stored};
