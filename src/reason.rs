@@ -28,6 +28,9 @@ pub enum Reason {
     Refused,
     /// The target never moves a tag, and upstream moved it.
     Immutable,
+    /// `verify`: no signature made with the mirror's key vouches for the image (none, a bad
+    /// one, or one for another digest).
+    Unverified,
     /// A request, transfer, listing or image that did not finish in its time.
     Timeout,
     /// A file of an OCI image layout that could not be read or written (permissions, a full
@@ -47,7 +50,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every class, in the order reports list them.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Auth,
         Reason::NotFound,
         Reason::RateLimited,
@@ -56,6 +59,7 @@ impl Reason {
         Reason::Integrity,
         Reason::Refused,
         Reason::Immutable,
+        Reason::Unverified,
         Reason::Timeout,
         Reason::Storage,
         Reason::InvalidUpstream,
@@ -75,6 +79,7 @@ impl Reason {
             Reason::Integrity => "integrity",
             Reason::Refused => "refused",
             Reason::Immutable => "immutable",
+            Reason::Unverified => "unverified",
             Reason::Timeout => "timeout",
             Reason::Storage => "storage",
             Reason::InvalidUpstream => "invalid_upstream",

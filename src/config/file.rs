@@ -79,6 +79,8 @@ pub struct RawDefaults {
     pub platforms: Option<Spanned<Vec<Spanned<String>>>>,
     /// Copy signatures, attestations and SBOMs too.
     pub referrers: Option<bool>,
+    /// Copy only what a cosign signature made with this key vouches for.
+    pub verify: Option<Spanned<super::verify::RawVerify>>,
     /// Delete the target tags the rules name but no longer select.
     pub prune: Option<bool>,
     /// The most tags one mirror's prune may delete in a pass.
@@ -170,6 +172,8 @@ pub struct RawMirror {
     pub platforms: Option<Spanned<Vec<Spanned<String>>>>,
     /// Copy signatures, attestations and SBOMs too (over `defaults.referrers`).
     pub referrers: Option<bool>,
+    /// Over `defaults.verify`.
+    pub verify: Option<Spanned<super::verify::RawVerify>>,
     /// Over `defaults.prune`.
     pub prune: Option<bool>,
     pub prune_max_tags: Option<Spanned<i64>>,

@@ -79,6 +79,15 @@ impl Resolver<'_> {
                 None => None,
             },
             referrers: defaults.referrers.unwrap_or(false),
+            verify: match &defaults.verify {
+                Some(verify) => Some(self.verify(verify, "defaults")?),
+                None => None,
+            },
+        };
+        // What is verified travels with its signatures, so the far side can verify again.
+        let choice = CopyChoice {
+            referrers: choice.referrers || choice.verify.is_some(),
+            ..choice
         };
         // Parsed here even if every mirror has its own, so a typo in it is never dormant; the
         // `images` mirrors and the SSM one share this one parse.
@@ -368,6 +377,14 @@ impl Resolver<'_> {
                 None => defaults.choice.platforms.clone(),
             },
             referrers: m.referrers.unwrap_or(defaults.choice.referrers),
+            verify: match &m.verify {
+                Some(verify) => Some(self.verify(verify, "mirror")?),
+                None => defaults.choice.verify.clone(),
+            },
+        };
+        let choice = CopyChoice {
+            referrers: choice.referrers || choice.verify.is_some(),
+            ..choice
         };
         let prune = self.mirror_prune(m, defaults)?;
         jobs.mirror(

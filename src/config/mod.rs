@@ -17,6 +17,7 @@ pub(crate) mod pem;
 mod process;
 mod registries;
 mod resolve;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use verify::VerifyKey;
 
 use crate::aws::ecr::{EcrHost, EcrSettings};
 use crate::aws::ssm::SsmSettings;
@@ -279,6 +281,8 @@ pub struct CopyChoice {
     pub platforms: Option<Platforms>,
     /// Signatures, attestations and SBOMs that refer to the image too (`referrers`).
     pub referrers: bool,
+    /// `verify`: copied only when a cosign signature made with this key vouches for it.
+    pub verify: Option<VerifyKey>,
 }
 
 /// How to reach one registry.

@@ -36,11 +36,12 @@ mod references;
 mod referrers;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use self::blobs::BlobLedger;
-use self::references::{copy_child, copy_references};
 use self::manifests::{Done, ManifestLedger, Turn};
 pub use self::price::Price;
+use self::references::{copy_child, copy_references};
 use crate::config::CopyChoice;
 use crate::digest;
 use crate::manifest::{platform, Manifest, ManifestError, Platform, Platforms};
@@ -150,6 +151,9 @@ pub enum CopyError {
         "{image} is an index nested more than {MAX_INDEX_DEPTH} levels deep, regmirror's limit"
     )]
     NestedTooDeep { image: String },
+    /// `verify`: no signature made with the mirror's key vouches for the image.
+    #[error("{0}")]
+    Unverified(verify::Unverified),
     /// What refers to the image (signatures, attestations, SBOMs) could not be mirrored.
     #[error("referrers: {0}")]
     Referrers(String),
@@ -168,6 +172,7 @@ impl CopyError {
             CopyError::FailedBefore { reason, .. } => *reason,
             CopyError::Manifest { .. } | CopyError::NestedTooDeep { .. } => Reason::InvalidUpstream,
             CopyError::Referrers(_) => Reason::InvalidUpstream,
+            CopyError::Unverified(_) => Reason::Unverified,
         }
     }
 }
@@ -246,6 +251,15 @@ pub async fn mirror(
                 outcomes[i] = Some(Err(CopyError::NotStarted(refused.clone())));
             }
             return finished(outcomes);
+        }
+        // Nothing of an image its publisher did not sign enters a target.
+        if let Some(key) = &choice.verify {
+            if let Err(e) = verify::verified(ctx, waiter, source, &source_digest, key).await {
+                for &i in &changed {
+                    outcomes[i] = Some(Err(e.clone()));
+                }
+                return finished(outcomes);
+            }
         }
     }
     // Before the first pull: a target that cannot take the push costs no pull.

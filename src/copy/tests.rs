@@ -407,6 +407,7 @@ async fn a_choice_of_platforms_copies_only_their_children_and_blobs() {
     let choice = CopyChoice {
         platforms: Platforms::new(vec![Platform::parse("linux/arm64").unwrap()]),
         referrers: false,
+        verify: None,
     };
     let target = image("a.test/m/app:1");
     let outcomes = mirror(
@@ -473,6 +474,7 @@ async fn referrers_follow_their_subject_by_api_or_by_fallback_tag() {
         let choice = CopyChoice {
             platforms: None,
             referrers: true,
+            verify: None,
         };
         let outcomes = mirror(
             &world.pass(),

@@ -24,6 +24,7 @@
 
 pub mod browser;
 pub mod cli;
+pub mod cosign;
 pub mod daemon;
 pub mod ecr;
 pub mod hostile;
