@@ -175,4 +175,22 @@ mod tests {
         assert_eq!(signed_digest(&body).as_deref(), Some("sha256:aa"));
         assert_eq!(signed_digest(b"{}"), None);
     }
+
+    #[test]
+    fn a_signature_real_cosign_made_verifies_and_one_changed_byte_fails_it() {
+        use p256::pkcs8::DecodePublicKey;
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cosign/");
+        let read = |name: &str| std::fs::read(format!("{fixtures}{name}")).unwrap();
+        let pem = String::from_utf8(read("cosign.pub")).unwrap();
+        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem.trim()).unwrap();
+        let payload = read("payload.json");
+        let signature = String::from_utf8(read("signature.b64")).unwrap();
+        assert!(signs(&key, &payload, &signature));
+        let manifest = crate::digest::of(crate::digest::Algorithm::Sha256, &read("manifest.json"));
+        assert_eq!(signed_digest(&payload), Some(manifest));
+        let mut changed = payload.clone();
+        let last = changed.len() - 2;
+        changed[last] ^= 1;
+        assert!(!signs(&key, &changed, &signature));
+    }
 }
