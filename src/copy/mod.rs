@@ -42,6 +42,7 @@ use self::blobs::BlobLedger;
 use self::manifests::{Done, ManifestLedger, Turn};
 pub use self::price::Price;
 use self::references::{copy_child, copy_references};
+pub use self::verify::Verdicts;
 use crate::config::CopyChoice;
 use crate::digest;
 use crate::manifest::{platform, Manifest, ManifestError, Platform, Platforms};
@@ -70,6 +71,8 @@ pub struct PassContext {
     pub listings: Arc<referrers::TagListings>,
     /// Compare only: report what would be copied and copy nothing.
     pub dry_run: bool,
+    /// `verify`'s verdicts, kept for the life of the process.
+    pub verdicts: Arc<verify::Verdicts>,
 }
 
 /// What happened to one image.

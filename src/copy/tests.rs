@@ -48,6 +48,7 @@ impl World {
             manifests: Arc::default(),
             listings: Arc::default(),
             dry_run: false,
+            verdicts: Arc::default(),
         }
     }
 }
@@ -528,4 +529,99 @@ async fn a_corrupt_source_blob_fails_the_image_and_lands_nowhere() {
         assert!(!memory.has_blob(&target.repo(), &bad));
         assert_eq!(memory.tag(&target.repo(), "1"), None);
     }
+}
+
+/// A `verify` for `key`'s public half.
+fn verify_with(key: &p256::ecdsa::SigningKey) -> CopyChoice {
+    CopyChoice {
+        platforms: None,
+        referrers: true,
+        verify: Some(crate::config::VerifyKey {
+            path: "cosign.pub".into(),
+            key: *key.verifying_key(),
+        }),
+    }
+}
+
+/// Puts beside `digest` in `repo` a cosign signature of it made with `key`.
+fn seed_signature(memory: &Memory, repo: &Repository, digest: &str, key: &p256::ecdsa::SigningKey) {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    let payload = json!({"critical": {"image": {"docker-manifest-digest": digest}}}).to_string();
+    let signature: p256::ecdsa::Signature = key.sign(payload.as_bytes());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+    let body = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": memory.put_blob(repo, b"{}"), "size": 2},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": memory.put_blob(repo, payload.as_bytes()),
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": encoded},
+        }],
+    })
+    .to_string();
+    let tag = digest.replacen(':', "-", 1) + ".sig";
+    memory.put_manifest(repo, body.as_bytes(), OCI_MANIFEST, Some(&tag));
+}
+
+#[tokio::test]
+async fn a_refusal_is_remembered_so_its_signature_is_not_pulled_again() {
+    let world = World::new();
+    let src = repository("src.test/app");
+    let signed = seed_image(&world.source, &src, "linux/amd64", &["app"]);
+    let body = world.source.manifest(&src, &signed.digest).unwrap();
+    world
+        .source
+        .put_manifest(&src, &body, OCI_MANIFEST, Some("1"));
+    let (publisher, stranger) = (
+        p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap(),
+        p256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap(),
+    );
+    seed_signature(&world.source, &src, &signed.digest, &stranger);
+    let choice = verify_with(&publisher);
+    let pass = world.pass();
+    let target = image("a.test/m/app:1");
+    for round in 0..2 {
+        let pulls = world.source.count(Op::Pull);
+        let outcomes = mirror(
+            &pass,
+            &image("src.test/app:1"),
+            std::slice::from_ref(&target),
+            &choice,
+            &waiter(),
+        )
+        .await;
+        assert!(
+            matches!(
+                &outcomes[0],
+                Err(CopyError::Unverified(
+                    verify::Unverified::BadSignature { .. }
+                ))
+            ),
+            "{outcomes:?}"
+        );
+        let spent = world.source.count(Op::Pull) - pulls;
+        assert_eq!(
+            spent,
+            u64::from(round == 0),
+            "round {round}: the signature is read once"
+        );
+    }
+    assert_eq!(world.a.tag(&target.repo(), "1"), None);
+
+    // Signed by the publisher: copied, with its signature.
+    seed_signature(&world.source, &src, &signed.digest, &publisher);
+    let outcomes = mirror(
+        &pass,
+        &image("src.test/app:1"),
+        std::slice::from_ref(&target),
+        &choice,
+        &waiter(),
+    )
+    .await;
+    mirrored(&outcomes[0]);
+    let signature = signed.digest.replacen(':', "-", 1) + ".sig";
+    assert!(world.a.tag(&target.repo(), &signature).is_some());
 }

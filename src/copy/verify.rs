@@ -10,7 +10,10 @@
 //! and checked against their digests like any other.
 //!
 //! Only images about to be copied are checked (an unchanged one costs nothing), after they
-//! take their copy slot: the signature manifest's GET is a pull on Docker Hub.
+//! take their copy slot: the signature manifest's GET is a pull on Docker Hub. Its tag is
+//! HEADed first (free): no signature costs no pull, and a verdict is remembered for the life of
+//! the process by image digest, signature manifest digest and key ([`Verdicts`]), so an image
+//! refused once is not pulled again until its signatures change.
 
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
@@ -45,6 +48,31 @@ pub enum Unverified {
     },
 }
 
+/// Verdicts already reached, by (image digest, signature manifest digest, key), for the life
+/// of the process; bounded, the oldest forgotten first.
+#[derive(Debug, Default)]
+pub struct Verdicts(std::sync::Mutex<std::collections::VecDeque<(Key, Result<(), Unverified>)>>);
+
+type Key = (String, String, VerifyKey);
+
+/// Verdicts remembered at most.
+const MAX_VERDICTS: usize = 10_000;
+
+impl Verdicts {
+    fn get(&self, key: &Key) -> Option<Result<(), Unverified>> {
+        let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn keep(&self, key: Key, verdict: Result<(), Unverified>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() >= MAX_VERDICTS {
+            held.pop_front();
+        }
+        held.push_back((key, verdict));
+    }
+}
+
 /// Checks that a signature in `source`'s repository made with `key` vouches for `digest`.
 pub(super) async fn verified(
     ctx: &PassContext,
@@ -54,14 +82,49 @@ pub(super) async fn verified(
     key: &VerifyKey,
 ) -> Result<(), CopyError> {
     let tag = digest.replacen(':', "-", 1) + ".sig";
-    let repository = source.repo();
-    let signatures = repository.tagged(&tag).map_err(|e| CopyError::Manifest {
-        image: source.to_string(),
-        source: crate::manifest::ManifestError::Malformed(e.to_string()),
-    })?;
+    let signatures = source
+        .repo()
+        .tagged(&tag)
+        .map_err(|e| CopyError::Manifest {
+            image: source.to_string(),
+            source: crate::manifest::ManifestError::Malformed(e.to_string()),
+        })?;
     let store = ctx.stores.of(&source.registry);
-    let shown_tag = signatures.to_string();
-    let body = match store.pull_manifest(&signatures, waiter).await {
+    let Some(signed) = store.manifest_digest(&signatures, waiter).await? else {
+        let tag = signatures.to_string();
+        return Err(CopyError::Unverified(Unverified::NoSignature { tag }));
+    };
+    let remembered = (digest.to_string(), signed.clone(), key.clone());
+    if let Some(verdict) = ctx.verdicts.get(&remembered) {
+        return verdict.map_err(CopyError::Unverified);
+    }
+    let verdict = check(ctx, waiter, &signatures.pinned(&signed), digest, key).await;
+    match verdict {
+        Err(CopyError::Unverified(refused)) => {
+            ctx.verdicts.keep(remembered, Err(refused.clone()));
+            Err(CopyError::Unverified(refused))
+        }
+        Ok(()) => {
+            ctx.verdicts.keep(remembered, Ok(()));
+            Ok(())
+        }
+        // A registry's failure is no verdict: tried again next time.
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the signature manifest `signatures` (pinned to its digest) and checks its layers.
+async fn check(
+    ctx: &PassContext,
+    waiter: &Waiter,
+    signatures: &ImageRef,
+    digest: &str,
+    key: &VerifyKey,
+) -> Result<(), CopyError> {
+    let repository = signatures.repo();
+    let store = ctx.stores.of(&signatures.registry);
+    let shown_tag = signatures.named().to_string();
+    let body = match store.pull_manifest(signatures, waiter).await {
         Ok((body, _)) => body,
         Err(e) if e.is_not_found() => {
             return Err(CopyError::Unverified(Unverified::NoSignature {

@@ -111,6 +111,9 @@ pub struct Runner {
     /// The SSM parameter's entries last read, for a pass whose read fails; the daemon hands
     /// it from one config's runner to the next.
     pub listed: Arc<LastListed>,
+    /// `verify`'s verdicts by image and signature digest, so an image refused once is not
+    /// pulled again until its signatures change.
+    pub verdicts: Arc<copy::Verdicts>,
 }
 
 impl Runner {
@@ -132,6 +135,7 @@ impl Runner {
             grace: config.shutdown_grace,
             tally: None,
             listed: Arc::default(),
+            verdicts: Arc::default(),
         })
     }
 
@@ -184,6 +188,7 @@ impl Runner {
             manifests: Arc::default(),
             listings: Arc::default(),
             dry_run,
+            verdicts: self.verdicts.clone(),
         };
         let mut tasks = JoinSet::new();
         let mut task_index = HashMap::new();
