@@ -552,3 +552,36 @@ fn a_corrupt_blob_in_a_layout_fails_only_its_image() {
     );
     assert_eq!(head_manifest(&far, "far/bad", "1"), None);
 }
+
+#[test]
+fn prune_drops_a_layouts_entry_for_a_tag_gone_upstream_and_skopeo_still_reads_the_rest() {
+    let source = Registry::start();
+    let images: Vec<Image> = (0..3).map(|_| Image::single(Flavor::Oci, 1, 512)).collect();
+    for (image, tag) in images.iter().zip(["1.0", "1.1", "1.2"]) {
+        image.push(&source, "app", tag);
+    }
+    let sandbox = Sandbox::new();
+    let (dir, layout) = layout_in(&sandbox, "transfer");
+    sandbox.write_config(&format!(
+        "[[mirror]]\nsource = \"{}/app\"\ninclude = ['1\\..*']\nprune = true\ntarget = \"{layout}:app\"\n",
+        source.host()
+    ));
+    sandbox.regmirror().arg("--once").run().assert_success();
+    assert!(named(&dir, "app:1.0").is_some());
+
+    assert!(delete_manifest(&source, "app", images[0].digest()));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_success();
+    run.assert_summary("pruned 1");
+    assert_eq!(named(&dir, "app:1.0"), None, "{}", run.output());
+    for (image, tag) in images.iter().zip(["1.0", "1.1", "1.2"]).skip(1) {
+        assert_eq!(
+            named(&dir, &format!("app:{tag}")).as_deref(),
+            Some(image.digest())
+        );
+        assert_eq!(
+            skopeo_digest(sandbox.path(), &format!("{layout}:app:{tag}")).unwrap(),
+            image.digest()
+        );
+    }
+}
