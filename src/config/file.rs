@@ -117,6 +117,8 @@ pub struct RawRegistry {
     pub endpoint: Option<Spanned<String>>,
     /// Send the endpoint the login Docker holds for this registry, too.
     pub endpoint_gets_docker_login: Option<Spanned<bool>>,
+    /// The most requests a second sent to this registry (0: no cap).
+    pub requests_per_second: Option<Spanned<i64>>,
 }
 
 /// `[registries."host".create]`: CreateRepository's settings.

@@ -312,6 +312,19 @@ pub struct RegistrySettings {
     /// credentials written in this registry's own section: a login for Docker Hub is not
     /// handed to whatever proxy stands in front of it.
     pub endpoint_gets_docker_login: bool,
+    /// `requests_per_second`: every request to it spread so no second holds more; `None`, no
+    /// cap. Docker Hub's is [`DOCKER_HUB_REQUESTS_PER_SECOND`] unless set.
+    pub requests_per_second: Option<u32>,
+}
+
+/// Docker Hub's request cap when mirrors.toml sets none: well under the thousands of
+/// requests a minute from one address that its abuse protection answers with a bare 429.
+pub const DOCKER_HUB_REQUESTS_PER_SECOND: u32 = 30;
+
+/// The cap a registry gets when mirrors.toml says nothing of it.
+fn default_requests_per_second(name: &str) -> Option<u32> {
+    (crate::reference::canonical_registry(name) == crate::reference::DOCKER_HUB)
+        .then_some(DOCKER_HUB_REQUESTS_PER_SECOND)
 }
 
 /// Where a registry's API is reached when it is not at its own host: `endpoint =
@@ -351,6 +364,7 @@ impl RegistrySettings {
         RegistrySettings {
             plain_http: is_loopback(name),
             ecr: EcrHost::parse(name).as_ref().map(EcrSettings::for_host),
+            requests_per_second: default_requests_per_second(name),
             ..RegistrySettings::default()
         }
     }

@@ -87,6 +87,23 @@ impl Resolver<'_> {
         let endpoint_gets_docker_login =
             self.endpoint_gets_docker_login(name, raw, endpoint.as_ref(), credentials.as_ref())?;
         let ecr = self.ecr_settings(name, raw)?;
+        let requests_per_second = match &raw.requests_per_second {
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(self.at(
+                        n.span(),
+                        format!(
+                            "{} must be a whole number of requests, 0 for no cap, not {}",
+                            key("requests_per_second"),
+                            n.get_ref()
+                        ),
+                    ))
+                }
+            },
+            None => super::default_requests_per_second(name.get_ref()),
+        };
         if let (Some(_), Some(user)) = (&ecr, &raw.username) {
             return Err(self.at(
                 user.span(),
@@ -114,6 +131,7 @@ impl Resolver<'_> {
             endpoint,
             endpoint_gets_docker_login,
             helper: None,
+            requests_per_second,
         })
     }
 
@@ -452,6 +470,31 @@ mod tests {
         let refused = resolve_with(&text("insecure = true\n"), &[]).unwrap_err();
         assert!(
             refused.contains("mirrors.toml:5:11: registries.\"127.0.0.1:5000\".ca_file is a CA"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn docker_hub_is_capped_unless_told_and_others_only_when_told() {
+        let text = "images = [\"nginx:1\", \"r.io/a:1\"]\n[defaults]\ntarget = \"t.io/m\"\n";
+        let config = resolve_with(text, &[]).unwrap();
+        assert_eq!(
+            config.registry("docker.io").requests_per_second,
+            Some(crate::config::DOCKER_HUB_REQUESTS_PER_SECOND)
+        );
+        assert_eq!(config.registry("r.io").requests_per_second, None);
+        let set = format!("{text}[registries.\"docker.io\"]\nrequests_per_second = 0\n[registries.\"r.io\"]\nrequests_per_second = 5\n");
+        let config = resolve_with(&set, &[]).unwrap();
+        assert_eq!(
+            config.registry("docker.io").requests_per_second,
+            None,
+            "0: no cap"
+        );
+        assert_eq!(config.registry("r.io").requests_per_second, Some(5));
+        let bad = format!("{text}[registries.\"r.io\"]\nrequests_per_second = -2\n");
+        let refused = resolve_with(&bad, &[]).unwrap_err().to_string();
+        assert!(
+            refused.contains("registries.\"r.io\".requests_per_second must be a whole number"),
             "{refused}"
         );
     }

@@ -284,6 +284,8 @@ impl Registries {
             if let Some(header) = authorization {
                 request = request.header(AUTHORIZATION, header);
             }
+            // The registry's request cap, waited out before the request's own deadline starts.
+            self.requests.wait(reference.resolve_registry()).await;
             let deadline = Instant::now() + self.deadlines.request;
             let response = until(deadline, self.deadlines.request, action, subject, async {
                 request

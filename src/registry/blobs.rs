@@ -212,6 +212,7 @@ impl Registries {
             }
         }
         // A refused upload names the target: the source served the blob.
+        self.requests.wait(api_host(&to.registry)).await;
         let answer = put
             .send()
             .await

@@ -28,6 +28,7 @@ mod pacing;
 pub mod ratelimit;
 mod redirect;
 mod referrers;
+mod requests;
 pub mod retry;
 pub mod tags;
 mod token;
@@ -79,6 +80,8 @@ pub struct Registries {
     endpoints: BTreeMap<String, Endpoint>,
     /// Registries that answered the referrers API with 404.
     without_referrers: referrers::WithoutReferrers,
+    /// `requests_per_second` of each registry that has one, by API host.
+    requests: requests::RequestCaps,
     /// [`HEADS_PER_REGISTRY`] permits per API host.
     heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -106,8 +109,12 @@ impl Registries {
         let mut ecr = Vec::new();
         let mut endpoints = BTreeMap::new();
         let mut cas = Vec::new();
+        let mut caps = Vec::new();
         for (name, settings) in &config.registries {
             let host = api_host(name).to_string();
+            if let Some(per_second) = settings.requests_per_second {
+                caps.push((host.clone(), per_second));
+            }
             if let Some(ecr_settings) = &settings.ecr {
                 ecr.push((host.clone(), ecr_settings.clone()));
             }
@@ -141,6 +148,7 @@ impl Registries {
             ecr: Ecr::new(ecr),
             deadlines: Deadlines::for_max_wait(config.rate_limit.max_wait),
             heads: std::sync::Mutex::default(),
+            requests: requests::RequestCaps::new(caps),
             endpoints,
             without_referrers: std::sync::Mutex::default(),
         })
