@@ -320,3 +320,27 @@ fn an_ecr_target_has_its_tag_deleted_alone_through_batch_delete_image() {
     assert_eq!(ecr.calls.count("BatchDeleteImage"), 1);
     assert_eq!(ecr.moto.ecr_tags("mirror/app"), ["1.1"]);
 }
+
+#[test]
+fn shards_judge_the_limits_on_the_whole_prune_so_none_deletes_its_share_of_too_many() {
+    let upstream = Registry::start();
+    let target = Registry::start();
+    let images = seed(
+        &upstream,
+        "app",
+        &["1.0", "1.1", "1.2", "1.3", "1.4", "1.5"],
+    );
+    let sandbox = Sandbox::new();
+    sandbox.write_config(&config(upstream.host(), target.host(), ""));
+    sandbox.regmirror().arg("--once").run().assert_success();
+    for image in &images[..4] {
+        assert!(delete_manifest(&upstream, "app", image.digest()));
+    }
+    // Alone, each shard's share (about 2 of the 6) would be within the limits.
+    for shard in ["1/2", "2/2"] {
+        let run = sandbox.regmirror().args(["--once", "--shard", shard]).run();
+        run.assert_code(1);
+        assert!(run.stdout.contains("prune held back"), "{}", run.output());
+    }
+    assert_eq!(tags(&target, "mirror/app").len(), 6);
+}

@@ -21,7 +21,7 @@
 //! - `--dry-run` deletes nothing and says what it would;
 //! - a registry with deletes disabled is named once per pass, not once per tag.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 
 use futures_util::future::join_all;
@@ -89,6 +89,8 @@ impl Managed<'_> {
 struct Deletion {
     /// Its tag, pinned to the digest it points at.
     image: ImageRef,
+    /// The managed tag it goes with: itself, or the pruned tag a signature tag describes.
+    owner: ImageRef,
     why: PruneWhy,
     /// No tag that stays names its digest.
     alone: bool,
@@ -124,6 +126,7 @@ impl Runner {
             {
                 // Another mirror's: asked for this pass, in the daemon's earlier runs, or named
                 // by its config.
+                let others = OthersNaming::of(config, index, &repository);
                 let claims = |tag: &str| {
                     // A name that makes no reference is never this mirror's to delete.
                     let Ok(target) = repository.tagged(tag).map(|t| t.to_string()) else {
@@ -132,9 +135,7 @@ impl Runner {
                     let theirs = |claims: &Claims| {
                         claims.get(&target).is_some_and(|c| c.mirror != mirror.name)
                     };
-                    theirs(&plan.claims)
-                        || theirs(claimed)
-                        || another_names(config, index, &repository, tag)
+                    theirs(&plan.claims) || theirs(claimed) || others.names(tag)
                 };
                 let found = self
                     .candidates(&repository, &managed, &claims, &waiter)
@@ -151,10 +152,8 @@ impl Runner {
                         continue;
                     }
                 };
-                let deletions: Vec<Deletion> = deletions
-                    .into_iter()
-                    .filter(|d| keep(&prune_job(&d.image, index)))
-                    .collect();
+                // The limits judge the whole prune, before the shards share it: every shard
+                // sees the same listings, so all hold back together or none does.
                 let chosen = deletions
                     .iter()
                     .filter(|d| d.why != PruneWhy::Referrer)
@@ -164,6 +163,11 @@ impl Runner {
                     pruning.problems.push(Problem::new(Reason::Config, message));
                     continue;
                 }
+                // A tag and its signatures go to the shard of the tag.
+                let deletions: Vec<Deletion> = deletions
+                    .into_iter()
+                    .filter(|d| keep(&prune_job(&d.owner, index)))
+                    .collect();
                 for deletion in deletions {
                     let deleted = match dry_run {
                         true => Ok(false),
@@ -352,9 +356,10 @@ impl Runner {
                     .filter(|t| describes(t, hex))
                     .collect();
                 let signed = self.digests(repository, &describing, waiter).await?;
-                for image in signed.into_values() {
+                for signature in signed.into_values() {
                     deletions.push(Deletion {
-                        image,
+                        image: signature,
+                        owner: image.clone(),
                         why: PruneWhy::Referrer,
                         alone: whole,
                     });
@@ -362,6 +367,7 @@ impl Runner {
             }
             deletions.push(Deletion {
                 image: image.clone(),
+                owner: image.clone(),
                 why,
                 alone,
             });
@@ -421,21 +427,36 @@ impl Runner {
     }
 }
 
-/// Whether a mirror of `config` other than `index` names `tag` of `repository`: an exact tag
-/// of its, or one its rules name, whether or not it has run yet.
-fn another_names(config: &Config, index: usize, repository: &Repository, tag: &str) -> bool {
-    let by_rules = config.mirrors.iter().enumerate().any(|(i, m)| {
-        i != index
-            && m.selection
-                .as_ref()
-                .is_some_and(|s| s.targets.contains(repository) && s.rules.names(tag))
-    });
-    by_rules
-        || config.jobs.iter().any(|job| {
-            job.mirror != index
-                && job.target.tag.as_deref() == Some(tag)
-                && job.target.repo() == *repository
-        })
+/// What the mirrors of a config other than one name in one repository, whether or not they
+/// have run yet: their exact tags there, and the rules of those that select into it.
+struct OthersNaming<'a> {
+    rules: Vec<&'a TagRules>,
+    exact: HashSet<&'a str>,
+}
+
+impl<'a> OthersNaming<'a> {
+    fn of(config: &'a Config, index: usize, repository: &Repository) -> Self {
+        let rules = config
+            .mirrors
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .filter_map(|(_, m)| m.selection.as_ref())
+            .filter(|s| s.targets.contains(repository))
+            .map(|s| &s.rules)
+            .collect();
+        let exact = config
+            .jobs
+            .iter()
+            .filter(|job| job.mirror != index && job.target.repo() == *repository)
+            .filter_map(|job| job.target.tag.as_deref())
+            .collect();
+        OthersNaming { rules, exact }
+    }
+
+    fn names(&self, tag: &str) -> bool {
+        self.exact.contains(tag) || self.rules.iter().any(|rules| rules.names(tag))
+    }
 }
 
 /// Whether `tag` describes the manifest whose digest's hex is `hex`: the referrers fallback
