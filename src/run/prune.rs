@@ -84,6 +84,15 @@ impl Managed<'_> {
     }
 }
 
+/// What a repository's prune comes to.
+#[derive(Debug)]
+enum Found {
+    /// These tags go, each after its signatures.
+    Delete(Vec<Deletion>),
+    /// More would go than the limits allow: these tags, of the `managed` the mirror names.
+    HeldBack { tags: Vec<String>, managed: usize },
+}
+
 /// One tag to delete.
 #[derive(Debug)]
 struct Deletion {
@@ -138,10 +147,15 @@ impl Runner {
                     theirs(&plan.claims) || theirs(claimed) || others.names(tag)
                 };
                 let found = self
-                    .candidates(&repository, &managed, &claims, &waiter)
+                    .candidates(&repository, &managed, &claims, limits, &waiter)
                     .await;
-                let (deletions, managed_count) = match found {
-                    Ok(Some(found)) => found,
+                let deletions = match found {
+                    Ok(Some(Found::Delete(deletions))) => deletions,
+                    Ok(Some(Found::HeldBack { tags, managed })) => {
+                        let message = held_back(mirror, &repository, &tags, managed, limits);
+                        pruning.problems.push(Problem::new(Reason::Config, message));
+                        continue;
+                    }
                     Ok(None) => continue,
                     Err(e) => {
                         let message = format!(
@@ -152,17 +166,6 @@ impl Runner {
                         continue;
                     }
                 };
-                // The limits judge the whole prune, before the shards share it: every shard
-                // sees the same listings, so all hold back together or none does.
-                let chosen = deletions
-                    .iter()
-                    .filter(|d| d.why != PruneWhy::Referrer)
-                    .count();
-                if !limits.allows(chosen, managed_count) {
-                    let message = held_back(mirror, &repository, &deletions, managed_count, limits);
-                    pruning.problems.push(Problem::new(Reason::Config, message));
-                    continue;
-                }
                 // A tag and its signatures go to the shard of the tag.
                 let deletions: Vec<Deletion> = deletions
                     .into_iter()
@@ -302,8 +305,9 @@ impl Runner {
         repository: &Repository,
         managed: &Managed<'_>,
         claims: &(dyn Fn(&str) -> bool + Sync),
+        limits: Prune,
         waiter: &Waiter,
-    ) -> Result<Option<(Vec<Deletion>, usize)>, RegistryError> {
+    ) -> Result<Option<Found>, RegistryError> {
         let tags = match self.list_repository(repository, waiter).await {
             Ok(tags) => tags,
             Err(e) if e.is_not_found() => return Ok(None),
@@ -321,6 +325,14 @@ impl Runner {
             .collect();
         if going.is_empty() {
             return Ok(None);
+        }
+        // The limits judge the whole prune (before the shards share it, so all of them hold
+        // back together), and before a HEAD is spent on a prune that will not happen.
+        if !limits.allows(going.len(), named.len()) {
+            return Ok(Some(Found::HeldBack {
+                tags: going.keys().map(|t| t.to_string()).collect(),
+                managed: named.len(),
+            }));
         }
         // What every tag points at, to know which digests stay named; in a repository too
         // large to read whole, only the candidates (then none is `alone`).
@@ -372,7 +384,7 @@ impl Runner {
                 alone,
             });
         }
-        Ok(Some((deletions, named.len())))
+        Ok(Some(Found::Delete(deletions)))
     }
 
     /// Each of `tags` of `repository`, pinned to the digest it points at (by HEAD, in the
@@ -487,15 +499,10 @@ const NAMED_HELD_BACK: usize = 10;
 fn held_back(
     mirror: &Mirror,
     repository: &Repository,
-    deletions: &[Deletion],
+    chosen: &[String],
     managed: usize,
     limits: Prune,
 ) -> String {
-    let chosen: Vec<&str> = deletions
-        .iter()
-        .filter(|d| d.why != PruneWhy::Referrer)
-        .filter_map(|d| d.image.tag.as_deref())
-        .collect();
     let more = match chosen.len().saturating_sub(NAMED_HELD_BACK) {
         0 => String::new(),
         n => format!(" and {n} more"),
