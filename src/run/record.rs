@@ -128,8 +128,8 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Writes `document` to `path` atomically: a temporary file in the same directory, synced,
-/// then renamed over `path`.
+/// Writes `document` to `path` atomically: a temporary file of its own in the same directory,
+/// synced, then renamed over `path`.
 pub fn write(path: &Path, document: &Value) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -139,7 +139,10 @@ pub fn write(path: &Path, document: &Value) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "report".to_string());
-    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Its own temporary file per write: the daemon's mirrors may finish at the same time.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let written = (|| {
         let mut file = std::fs::File::create(&temporary)?;
         serde_json::to_writer_pretty(&mut file, document)?;
