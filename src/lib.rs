@@ -33,6 +33,9 @@
 //!   (`regmirror clients`).
 //! - [`aws`] sets up the SDK: [`aws::ssm`] reads the image list from Parameter Store,
 //!   [`aws::ecr`] gets ECR tokens and creates repositories.
+//! - [`signature`] judges whether an image's signatures vouch for it, as a mirror's `verify`
+//!   demands: cosign's `.sig` tags and Sigstore bundles, with a key or keyless (Fulcio
+//!   certificates, the transparency log), checked offline against a trusted root.
 //! - [`reason`] names the class of every failure (`auth`, `not_found`, `rate_limited`…) that
 //!   reports, `/healthz`, `/metrics` and alerts count by.
 //! - [`untrusted`] makes a registry's names and texts fit to show: clipped, control
@@ -40,7 +43,7 @@
 //!
 //! Imports between these top-level modules never go in a circle: `cli` on top; `logging` and
 //! `progress` under it; then `daemon`, `run`, `copy`, `store`, `registry` and `config` in that
-//! order; `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`,
+//! order; `signature`, `aws`, `credentials`, `reference`, `schedule`, `selection`, `shard`, `manifest`,
 //! `digest`, `untrusted`, `reason` and `exit` at the bottom.
 
 pub mod aws;
@@ -62,5 +65,6 @@ pub mod run;
 pub mod schedule;
 pub mod selection;
 pub mod shard;
+pub mod signature;
 pub mod store;
 pub mod untrusted;

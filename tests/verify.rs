@@ -62,17 +62,17 @@ fn only_what_the_key_signed_is_mirrored_and_each_refusal_says_why() {
             .to_string()
     };
     assert!(
-        failed("2").contains("unverified: not copied: no cosign signature"),
+        failed("2").contains("unverified: not copied: no signature ("),
         "{}",
         failed("2")
     );
     assert!(
-        failed("3").contains("unverified: not copied: no signature in"),
+        failed("3").contains("unverified: not copied: bad signature in"),
         "{}",
         failed("3")
     );
     assert!(
-        failed("4").contains("sign another digest"),
+        failed("4").contains("signs another digest"),
         "{}",
         failed("4")
     );

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
-pub use verify::VerifyKey;
 
 use crate::aws::ecr::{EcrHost, EcrSettings};
 use crate::aws::ssm::SsmSettings;
@@ -281,8 +280,8 @@ pub struct CopyChoice {
     pub platforms: Option<Platforms>,
     /// Signatures, attestations and SBOMs that refer to the image too (`referrers`).
     pub referrers: bool,
-    /// `verify`: copied only when a cosign signature made with this key vouches for it.
-    pub verify: Option<VerifyKey>,
+    /// `verify`: copied only when a signature by this key or signer vouches for it.
+    pub verify: Option<crate::signature::Verify>,
 }
 
 /// How to reach one registry.

@@ -154,9 +154,9 @@ pub enum CopyError {
         "{image} is an index nested more than {MAX_INDEX_DEPTH} levels deep, regmirror's limit"
     )]
     NestedTooDeep { image: String },
-    /// `verify`: no signature made with the mirror's key vouches for the image.
+    /// `verify`: no signature by the mirror's key or signer vouches for the image.
     #[error("{0}")]
-    Unverified(verify::Unverified),
+    Unverified(crate::signature::Unverified),
     /// What refers to the image (signatures, attestations, SBOMs) could not be mirrored.
     #[error("referrers: {0}")]
     Referrers(String),
@@ -256,8 +256,8 @@ pub async fn mirror(
             return finished(outcomes);
         }
         // Nothing of an image its publisher did not sign enters a target.
-        if let Some(key) = &choice.verify {
-            if let Err(e) = verify::verified(ctx, waiter, source, &source_digest, key).await {
+        if let Some(policy) = &choice.verify {
+            if let Err(e) = verify::verified(ctx, waiter, source, &source_digest, policy).await {
                 for &i in &changed {
                     outcomes[i] = Some(Err(e.clone()));
                 }

@@ -536,10 +536,10 @@ fn verify_with(key: &p256::ecdsa::SigningKey) -> CopyChoice {
     CopyChoice {
         platforms: None,
         referrers: true,
-        verify: Some(crate::config::VerifyKey {
+        verify: Some(crate::signature::Verify::Key(crate::signature::VerifyKey {
             path: "cosign.pub".into(),
             key: *key.verifying_key(),
-        }),
+        })),
     }
 }
 
@@ -597,7 +597,7 @@ async fn a_refusal_is_remembered_so_its_signature_is_not_pulled_again() {
             matches!(
                 &outcomes[0],
                 Err(CopyError::Unverified(
-                    verify::Unverified::BadSignature { .. }
+                    crate::signature::Unverified::BadSignature { .. }
                 ))
             ),
             "{outcomes:?}"

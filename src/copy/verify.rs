@@ -1,59 +1,43 @@
-//! `verify = { key = … }`: an image is copied only when a cosign signature made with the
-//! mirror's key vouches for its digest.
+//! `verify`: an image is copied only when a signature its publisher made vouches for its
+//! digest, by the mirror's key or (keyless) by its named signer. The checks are
+//! [`crate::signature`]'s; this reads what they check, as cheaply as a careful client can.
 //!
-//! cosign keeps an image's signatures in the same repository under the tag
-//! `sha256-<hex>.sig`: a manifest whose layers are *simple signing* payloads (JSON naming the
-//! signed digest under `critical.image.docker-manifest-digest`), each with its signature in
-//! the layer's `dev.cosignproject.cosign/signature` annotation (base64 of an ASN.1 ECDSA
-//! signature over the payload's bytes). One layer whose signature verifies with the key and
-//! whose payload names the image's digest is enough. The payloads are read as blobs, bounded
-//! and checked against their digests like any other.
+//! Both homes of an image's signatures are looked in: cosign's `sha256-<hex>.sig` tag first
+//! (HEADed, free: none costs no pull), then, when it is missing or vouches for nothing, the
+//! Sigstore bundles among the image's referrers (the referrers API, or the fallback tag
+//! `sha256-<hex>` HEADed first). Manifests and payloads are read as bounded blobs, checked
+//! against their digests like any other.
 //!
 //! Only images about to be copied are checked (an unchanged one costs nothing), after they
-//! take their copy slot: the signature manifest's GET is a pull on Docker Hub. Its tag is
-//! HEADed first (free): no signature costs no pull, and a verdict is remembered for the life of
-//! the process by image digest, signature manifest digest and key ([`Verdicts`]), so an image
-//! refused once is not pulled again until its signatures change.
-
-use base64::Engine;
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::Signature;
-use serde::Deserialize;
+//! take their copy slot: a signature manifest's GET is a pull on Docker Hub. A verdict is
+//! remembered for the life of the process by image digest, the signatures' digests and the
+//! policy ([`Verdicts`]), so an image refused once is not pulled again until its signatures
+//! change.
 
 use super::{CopyError, PassContext};
-use crate::config::VerifyKey;
-use crate::manifest::Manifest;
-use crate::reference::ImageRef;
+use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
+use crate::reference::{ImageRef, Repository};
 use crate::registry::waiting::Waiter;
+use crate::signature::{
+    check_bundle, check_layer, Unverified, Verify, BUNDLE_MEDIA_TYPES, SIGNATURE,
+};
+use crate::store::Store;
 
-/// The annotation holding a layer's signature.
-const SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 /// The most layers (signatures) of one signature manifest read.
 const MAX_SIGNATURES: usize = 16;
+/// The most Sigstore bundles of one image read.
+const MAX_BUNDLES: usize = 16;
 /// The most a simple signing payload may weigh (cosign's are a few hundred bytes).
 const MAX_PAYLOAD_BYTES: usize = 64 << 10;
+/// The most a bundle may weigh (cosign's are a few KiB: a certificate, a log entry, a proof).
+const MAX_BUNDLE_BYTES: usize = 1 << 20;
 
-/// Why an image's signatures did not vouch for it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unverified {
-    #[error("not copied: no cosign signature ({tag} does not exist)")]
-    NoSignature { tag: String },
-    #[error("not copied: no signature in {tag} verifies with {key}")]
-    BadSignature { tag: String, key: String },
-    #[error("not copied: the signatures in {tag} that verify with {key} sign another digest, not {digest}")]
-    OtherDigest {
-        tag: String,
-        key: String,
-        digest: String,
-    },
-}
-
-/// Verdicts already reached, by (image digest, signature manifest digest, key), for the life
-/// of the process; bounded, the oldest forgotten first.
+/// Verdicts already reached, by (image digest, signatures' digests, policy), for the life of
+/// the process; bounded, the oldest forgotten first.
 #[derive(Debug, Default)]
 pub struct Verdicts(std::sync::Mutex<std::collections::VecDeque<(Key, Result<(), Unverified>)>>);
 
-type Key = (String, String, VerifyKey);
+type Key = (String, String, Verify);
 
 /// Verdicts remembered at most.
 const MAX_VERDICTS: usize = 10_000;
@@ -71,189 +55,195 @@ impl Verdicts {
         }
         held.push_back((key, verdict));
     }
+
+    /// The verdict on `key`, reached by `judge` unless remembered. A registry's failure is
+    /// no verdict: it is tried again next time.
+    async fn judged(
+        &self,
+        key: Key,
+        judge: impl std::future::Future<Output = Result<Result<(), Unverified>, CopyError>>,
+    ) -> Result<Result<(), Unverified>, CopyError> {
+        if let Some(verdict) = self.get(&key) {
+            return Ok(verdict);
+        }
+        let verdict = judge.await?;
+        self.keep(key, verdict.clone());
+        Ok(verdict)
+    }
 }
 
-/// Checks that a signature in `source`'s repository made with `key` vouches for `digest`.
+/// Checks that a signature in `source`'s repository vouches for `digest` as `verify` demands.
 pub(super) async fn verified(
     ctx: &PassContext,
     waiter: &Waiter,
     source: &ImageRef,
     digest: &str,
-    key: &VerifyKey,
+    verify: &Verify,
 ) -> Result<(), CopyError> {
-    let tag = digest.replacen(':', "-", 1) + ".sig";
-    let signatures = source
-        .repo()
-        .tagged(&tag)
-        .map_err(|e| CopyError::Manifest {
-            image: source.to_string(),
-            source: crate::manifest::ManifestError::Malformed(e.to_string()),
-        })?;
+    let repository = source.repo();
     let store = ctx.stores.of(&source.registry);
-    let Some(signed) = store.manifest_digest(&signatures, waiter).await? else {
-        let tag = signatures.to_string();
-        return Err(CopyError::Unverified(Unverified::NoSignature { tag }));
-    };
-    let remembered = (digest.to_string(), signed.clone(), key.clone());
-    if let Some(verdict) = ctx.verdicts.get(&remembered) {
-        return verdict.map_err(CopyError::Unverified);
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+    let sig_tag = tagged(&repository, &format!("sha256-{hex}.sig"))?;
+    let mut refusal = None;
+    if let Some(signed) = store.manifest_digest(&sig_tag, waiter).await? {
+        let key = (digest.to_string(), signed.clone(), verify.clone());
+        let pinned = sig_tag.pinned(&signed);
+        let judge = sig_tag_verdict(store, waiter, &pinned, digest, verify);
+        match ctx.verdicts.judged(key, judge).await? {
+            Ok(()) => return Ok(()),
+            Err(refused) => refusal = Some(refused),
+        }
     }
-    let verdict = check(ctx, waiter, &signatures.pinned(&signed), digest, key).await;
-    match verdict {
-        Err(CopyError::Unverified(refused)) => {
-            ctx.verdicts.keep(remembered, Err(refused.clone()));
-            Err(CopyError::Unverified(refused))
+    let bundles = bundles(store, waiter, &repository, digest, hex).await?;
+    if !bundles.is_empty() {
+        let digests: Vec<&str> = bundles.iter().map(|d| d.digest.as_str()).collect();
+        let key = (digest.to_string(), digests.join(","), verify.clone());
+        let judge = bundles_verdict(store, waiter, &repository, &bundles, digest, verify);
+        match ctx.verdicts.judged(key, judge).await? {
+            Ok(()) => return Ok(()),
+            Err(refused) => refusal = best(refusal, refused),
         }
-        Ok(()) => {
-            ctx.verdicts.keep(remembered, Ok(()));
-            Ok(())
+    }
+    Err(CopyError::Unverified(refusal.unwrap_or_else(|| {
+        Unverified::NoSignature {
+            looked: format!("{sig_tag} does not exist, nor does a Sigstore bundle refer to it"),
         }
-        // A registry's failure is no verdict: tried again next time.
-        Err(e) => Err(e),
+    })))
+}
+
+/// Of two refusals, the one whose signature got further.
+fn best(held: Option<Unverified>, new: Unverified) -> Option<Unverified> {
+    match held {
+        Some(held) if held.rank() >= new.rank() => Some(held),
+        _ => Some(new),
     }
 }
 
-/// Reads the signature manifest `signatures` (pinned to its digest) and checks its layers.
-async fn check(
-    ctx: &PassContext,
+fn tagged(repository: &Repository, tag: &str) -> Result<ImageRef, CopyError> {
+    repository.tagged(tag).map_err(|e| CopyError::Manifest {
+        image: repository.to_string(),
+        source: crate::manifest::ManifestError::Malformed(e.to_string()),
+    })
+}
+
+/// The verdict of cosign's signature manifest `signatures` (pinned to its digest): one layer
+/// that vouches for `digest` is enough.
+async fn sig_tag_verdict(
+    store: &dyn Store,
     waiter: &Waiter,
     signatures: &ImageRef,
     digest: &str,
-    key: &VerifyKey,
-) -> Result<(), CopyError> {
+    verify: &Verify,
+) -> Result<Result<(), Unverified>, CopyError> {
     let repository = signatures.repo();
-    let store = ctx.stores.of(&signatures.registry);
-    let shown_tag = signatures.named().to_string();
+    let at = signatures.named().to_string();
+    let no_signature = || {
+        Ok(Err(Unverified::NoSignature {
+            looked: format!("{at} holds no signature"),
+        }))
+    };
     let body = match store.pull_manifest(signatures, waiter).await {
         Ok((body, _)) => body,
-        Err(e) if e.is_not_found() => {
-            return Err(CopyError::Unverified(Unverified::NoSignature {
-                tag: shown_tag,
-            }))
-        }
+        Err(e) if e.is_not_found() => return no_signature(),
         Err(e) => return Err(e.into()),
     };
     let layers = match Manifest::parse(&body, None) {
         Ok(Manifest::Image { blobs, .. }) => blobs.into_iter().skip(1).take(MAX_SIGNATURES),
-        Ok(Manifest::Index { .. }) | Err(_) => {
-            return Err(CopyError::Unverified(Unverified::NoSignature {
-                tag: shown_tag,
-            }))
-        }
+        Ok(Manifest::Index { .. }) | Err(_) => return no_signature(),
     };
-    let mut signed_other = false;
-    for layer in layers {
-        let Some(signature) = layer.annotations.get(SIGNATURE) else {
-            continue;
-        };
+    let mut refusal = None;
+    for layer in layers.filter(|layer| layer.annotations.contains_key(SIGNATURE)) {
         let payload = store
             .read_blob(&repository, &layer.digest, MAX_PAYLOAD_BYTES, waiter)
             .await?;
-        if !signs(&key.key, &payload, signature) {
-            continue;
-        }
-        match signed_digest(&payload) {
-            Some(signed) if signed == digest => return Ok(()),
-            _ => signed_other = true,
+        match check_layer(verify, &payload, &layer.annotations, digest, &at) {
+            Ok(()) => return Ok(Ok(())),
+            Err(refused) => refusal = best(refusal, refused),
         }
     }
-    let key = key.path.display().to_string();
-    Err(CopyError::Unverified(match signed_other {
-        true => Unverified::OtherDigest {
-            tag: shown_tag,
-            key,
-            digest: digest.to_string(),
-        },
-        false => Unverified::BadSignature {
-            tag: shown_tag,
-            key,
-        },
-    }))
+    match refusal {
+        Some(refused) => Ok(Err(refused)),
+        None => no_signature(),
+    }
 }
 
-/// Whether `signature` (base64 of an ASN.1 DER ECDSA signature) is `key`'s over `payload`.
-fn signs(key: &p256::ecdsa::VerifyingKey, payload: &[u8], signature: &str) -> bool {
-    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
-        return false;
+/// The Sigstore bundles that refer to `digest` in `repository`: by the referrers API, or
+/// where the registry has none, by the fallback tag `sha256-<hex>` (HEADed first).
+async fn bundles(
+    store: &dyn Store,
+    waiter: &Waiter,
+    repository: &Repository,
+    digest: &str,
+    hex: &str,
+) -> Result<Vec<Descriptor>, CopyError> {
+    let listed = match store.referrers(repository, digest, waiter).await? {
+        Some(listed) => listed,
+        None => {
+            let tag = tagged(repository, &format!("sha256-{hex}"))?;
+            let Some(index) = store.manifest_digest(&tag, waiter).await? else {
+                return Ok(Vec::new());
+            };
+            let body = match store.pull_manifest(&tag.pinned(&index), waiter).await {
+                Ok((body, _)) => body,
+                Err(e) if e.is_not_found() => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            match Manifest::parse(&body, Some(OCI_INDEX)) {
+                Ok(Manifest::Index { children, .. }) => children,
+                _ => Vec::new(),
+            }
+        }
     };
-    let Ok(signature) = Signature::from_der(&der) else {
-        return false;
-    };
-    key.verify(payload, &signature).is_ok()
-}
-
-/// The digest a simple signing payload vouches for.
-fn signed_digest(payload: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Payload {
-        critical: Critical,
-    }
-    #[derive(Deserialize)]
-    struct Critical {
-        image: Image,
-    }
-    #[derive(Deserialize)]
-    struct Image {
-        #[serde(rename = "docker-manifest-digest")]
-        digest: String,
-    }
-    serde_json::from_slice::<Payload>(payload)
-        .ok()
-        .map(|p| p.critical.image.digest)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use p256::ecdsa::signature::Signer;
-    use p256::ecdsa::SigningKey;
-
-    fn payload(digest: &str) -> Vec<u8> {
-        serde_json::json!({
-            "critical": {
-                "identity": {"docker-reference": "example.com/app"},
-                "image": {"docker-manifest-digest": digest},
-                "type": "cosign container image signature"
-            },
-            "optional": null
+    let mut bundles: Vec<Descriptor> = listed
+        .into_iter()
+        .filter(|d| {
+            d.artifact_type
+                .as_deref()
+                .is_some_and(|t| BUNDLE_MEDIA_TYPES.contains(&t))
         })
-        .to_string()
-        .into_bytes()
-    }
+        .take(MAX_BUNDLES)
+        .collect();
+    bundles.sort_by(|a, b| a.digest.cmp(&b.digest));
+    bundles.dedup_by(|a, b| a.digest == b.digest);
+    Ok(bundles)
+}
 
-    #[test]
-    fn a_signature_verifies_only_with_its_key_over_its_own_bytes() {
-        let signer = SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let other = SigningKey::from_slice(&[9u8; 32]).unwrap();
-        let body = payload("sha256:aa");
-        let signature: Signature = signer.sign(&body);
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
-        assert!(signs(signer.verifying_key(), &body, &encoded));
-        assert!(!signs(other.verifying_key(), &body, &encoded));
-        let mut tampered = body.clone();
-        tampered[10] ^= 1;
-        assert!(!signs(signer.verifying_key(), &tampered, &encoded));
-        assert!(!signs(signer.verifying_key(), &body, "not base64!"));
-        assert_eq!(signed_digest(&body).as_deref(), Some("sha256:aa"));
-        assert_eq!(signed_digest(b"{}"), None);
+/// The verdict of the bundles `listed`: one that vouches for `digest` is enough.
+async fn bundles_verdict(
+    store: &dyn Store,
+    waiter: &Waiter,
+    repository: &Repository,
+    listed: &[Descriptor],
+    digest: &str,
+    verify: &Verify,
+) -> Result<Result<(), Unverified>, CopyError> {
+    let mut refusal = None;
+    for descriptor in listed {
+        let artifact = repository.at_digest(&descriptor.digest);
+        let at = format!("the Sigstore bundle {artifact}");
+        let body = match store.pull_manifest(&artifact, waiter).await {
+            Ok((body, _)) => body,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let layer = match Manifest::parse(&body, None) {
+            Ok(Manifest::Image { blobs, .. }) => blobs.into_iter().nth(1),
+            _ => None,
+        };
+        let Some(layer) = layer else {
+            let detail = "its manifest has no layer".to_string();
+            refusal = best(refusal, Unverified::BadSignature { at, detail });
+            continue;
+        };
+        let json = store
+            .read_blob(repository, &layer.digest, MAX_BUNDLE_BYTES, waiter)
+            .await?;
+        match check_bundle(verify, &json, digest, &at) {
+            Ok(()) => return Ok(Ok(())),
+            Err(refused) => refusal = best(refusal, refused),
+        }
     }
-
-    #[test]
-    fn a_signature_real_cosign_made_verifies_and_one_changed_byte_fails_it() {
-        use p256::pkcs8::DecodePublicKey;
-        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cosign/");
-        let read = |name: &str| std::fs::read(format!("{fixtures}{name}")).unwrap();
-        let pem = String::from_utf8(read("cosign.pub")).unwrap();
-        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem.trim()).unwrap();
-        let payload = read("payload.json");
-        let signature = String::from_utf8(read("signature.b64")).unwrap();
-        assert!(signs(&key, &payload, &signature));
-        let manifest = crate::digest::of(crate::digest::Algorithm::Sha256, &read("manifest.json"));
-        assert_eq!(signed_digest(&payload), Some(manifest));
-        let mut changed = payload.clone();
-        let last = changed.len() - 2;
-        changed[last] ^= 1;
-        assert!(!signs(&key, &changed, &signature));
-    }
+    Ok(Err(refusal.unwrap_or_else(|| Unverified::NoSignature {
+        looked: "the Sigstore bundles that refer to it are gone".to_string(),
+    })))
 }
