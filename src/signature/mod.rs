@@ -117,10 +117,24 @@ fn refused(failed: Failed, at: &str, other_digest: Option<&str>) -> Unverified {
             expected: expected.to_string(),
             found: detail(actual.map_or_else(|| "none".to_string(), |a| a.to_string())),
         },
-        Failed::Certificate(e) => Unverified::UntrustedChain {
-            at,
-            detail: detail(e.to_string()),
-        },
+        Failed::Certificate(e) => {
+            use sigstore_verify::CertificateError as Chain;
+            let text = e.to_string();
+            let expired = match &e {
+                Chain::Expired { .. } | Chain::NotYetValid { .. } => true,
+                Chain::ChainInvalid(why) => {
+                    why.contains("CertExpired") || why.contains("NotValidYet")
+                }
+                _ => false,
+            };
+            Unverified::UntrustedChain {
+                at,
+                detail: detail(match expired {
+                    true => format!("it was not valid when the signature was made ({text})"),
+                    false => text,
+                }),
+            }
+        }
         Failed::TransparencyLog(e) => Unverified::NotInLog {
             at,
             detail: detail(e.to_string()),

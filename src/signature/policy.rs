@@ -138,6 +138,26 @@ impl TrustRoot {
     /// create` or a TUF repository gives it).
     pub fn from_json(name: &str, json: &str) -> Result<Self, String> {
         let root = TrustedRoot::from_json(json).map_err(|e| e.to_string())?;
+        if !root
+            .media_type
+            .starts_with("application/vnd.dev.sigstore.trustedroot")
+        {
+            return Err(format!(
+                "its mediaType is {:?}, not application/vnd.dev.sigstore.trustedroot+json",
+                crate::untrusted::line(&root.media_type, 100)
+            ));
+        }
+        // Keyless signatures need all three: a CA for the certificate, a CT log for its SCT,
+        // a transparency log (or a timestamp authority) for when it signed.
+        if root.certificate_authorities.is_empty() {
+            return Err("it names no certificate authority (certificateAuthorities)".into());
+        }
+        if root.ctlogs.is_empty() {
+            return Err("it names no certificate-transparency log (ctlogs)".into());
+        }
+        if root.tlogs.is_empty() && root.timestamp_authorities.is_empty() {
+            return Err("it names no transparency log (tlogs) nor timestamp authority".into());
+        }
         let verifier = Verifier::new(&root).map_err(|e| e.to_string())?;
         Ok(TrustRoot {
             name: name.to_string(),

@@ -35,7 +35,16 @@ pub fn sign(
     key: &SigningKey,
 ) {
     let remote = remote.into();
-    let payload = json!({
+    let payload = payload(&remote, repo, signed_digest);
+    let signature: Signature = key.sign(&payload);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+    let annotations = json!({"dev.cosignproject.cosign/signature": encoded});
+    put_signature(&remote, repo, image_digest, &payload, annotations);
+}
+
+/// The simple signing payload cosign signs for `signed_digest` in `repo`.
+pub fn payload(remote: &Remote, repo: &str, signed_digest: &str) -> Vec<u8> {
+    json!({
         "critical": {
             "identity": {"docker-reference": format!("{}/{repo}", remote.host())},
             "image": {"docker-manifest-digest": signed_digest},
@@ -44,14 +53,23 @@ pub fn sign(
         "optional": null
     })
     .to_string()
-    .into_bytes();
-    let signature: Signature = key.sign(&payload);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+    .into_bytes()
+}
+
+/// Pushes cosign's `.sig` manifest for the image `image_digest` into `repo`: one layer, the
+/// payload, with `annotations` (its signature, and for keyless its certificate and log entry).
+pub fn put_signature(
+    remote: &Remote,
+    repo: &str,
+    image_digest: &str,
+    payload: &[u8],
+    annotations: serde_json::Value,
+) {
     let config =
         br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let (config_digest, payload_digest) = (sha256_digest(config), sha256_digest(&payload));
-    upload_blob(&remote, repo, &config_digest, Bytes::from_static(config));
-    upload_blob(&remote, repo, &payload_digest, Bytes::from(payload.clone()));
+    let (config_digest, payload_digest) = (sha256_digest(config), sha256_digest(payload));
+    upload_blob(remote, repo, &config_digest, Bytes::from_static(config));
+    upload_blob(remote, repo, &payload_digest, Bytes::from(payload.to_vec()));
     let body = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -60,7 +78,7 @@ pub fn sign(
             "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
             "digest": payload_digest,
             "size": payload.len(),
-            "annotations": {"dev.cosignproject.cosign/signature": encoded}
+            "annotations": annotations
         }]
     });
     let bytes = serde_json::to_vec(&body).expect("a manifest serialises");
@@ -71,5 +89,5 @@ pub fn sign(
         platform: None,
     };
     let tag = image_digest.replacen(':', "-", 1) + ".sig";
-    put_manifest(&remote, repo, &tag, &manifest);
+    put_manifest(remote, repo, &tag, &manifest);
 }

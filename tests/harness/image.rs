@@ -496,6 +496,18 @@ impl Image {
     /// signature, SBOM or attestation of type `artifact_type`, as cosign 3 and oras push them.
     pub fn referrer(subject: &Image, child: Option<&str>, artifact_type: &str) -> Image {
         let data = Bytes::from(random_bytes(256));
+        Image::referrer_holding(subject, child, artifact_type, ARTIFACT_LAYER, data)
+    }
+
+    /// [`Image::referrer`] whose one layer is `data`, of `layer_type` (a Sigstore bundle's
+    /// JSON, say).
+    pub fn referrer_holding(
+        subject: &Image,
+        child: Option<&str>,
+        artifact_type: &str,
+        layer_type: &str,
+        data: Bytes,
+    ) -> Image {
         let empty = Bytes::from_static(b"{}");
         let subject = match child {
             Some(digest) => subject
@@ -516,7 +528,7 @@ impl Image {
                 "size": empty.len(),
             },
             "layers": [{
-                "mediaType": ARTIFACT_LAYER,
+                "mediaType": layer_type,
                 "digest": sha256_digest(&data),
                 "size": data.len(),
             }],

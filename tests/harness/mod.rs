@@ -36,6 +36,7 @@ pub mod registry;
 pub mod remote;
 pub mod runtimes;
 pub mod server;
+pub mod sigstore;
 pub mod tags;
 
 // Re-exported for `use harness::*`; each binary uses only some of them.
