@@ -31,6 +31,27 @@ fn failure(run: &harness::cli::Run, tag: &str) -> String {
         .to_string()
 }
 
+/// The verified image 1 again, through a proxy that counts: unchanged, it is neither pulled
+/// nor verified again.
+fn unchanged_costs_no_pull(sandbox: &Sandbox, source: &Registry, target: &Registry) {
+    let proxy = Proxy::start(source.host());
+    sandbox.write_config(&config(proxy.host(), target.host(), &["1"]));
+    let again = sandbox.regmirror().arg("--once").run();
+    again.assert_success();
+    assert_eq!(proxy.manifest_gets(), 0, "{:#?}", proxy.requests());
+}
+
+/// `count` images pushed into `source`'s `app` as tags `1`, `2`…
+fn pushed(source: &Registry, count: usize) -> Vec<Image> {
+    let images: Vec<Image> = (0..count)
+        .map(|_| Image::single(Flavor::Oci, 1, 256))
+        .collect();
+    for (i, image) in images.iter().enumerate() {
+        image.push(source, "app", &format!("{}", i + 1));
+    }
+    images
+}
+
 const FORK: &str = "https://github.com/fork/app/.github/workflows/release.yml@refs/tags/v1.0.0";
 const GOOGLE: &str = "https://accounts.google.com";
 
@@ -117,14 +138,7 @@ fn only_what_the_named_signer_signed_under_sig_tags_is_mirrored_and_each_refusal
         assert_eq!(head_manifest(&target, "m/app", tag), None, "{tag}");
     }
 
-    // Again through a proxy that counts: the verified image is unchanged (no pull, no
-    // verification); the refused ones' verdicts are remembered by signature digest only
-    // within a process, so a new run reads their signatures once more, and only those.
-    let proxy = Proxy::start(source.host());
-    sandbox.write_config(&config(proxy.host(), target.host(), &["1"]));
-    let again = sandbox.regmirror().arg("--once").run();
-    again.assert_success();
-    assert_eq!(proxy.manifest_gets(), 0, "{:#?}", proxy.requests());
+    unchanged_costs_no_pull(&sandbox, &source, &target);
 }
 
 #[test]
@@ -132,10 +146,7 @@ fn a_sigstore_bundle_among_the_referrers_vouches_for_an_image_and_each_refusal_n
     let source = Registry::start();
     let target = Registry::start();
     let sigstore = Sigstore::new(3);
-    let images: Vec<Image> = (0..6).map(|_| Image::single(Flavor::Oci, 1, 256)).collect();
-    for (i, image) in images.iter().enumerate() {
-        image.push(&source, "app", &format!("{}", i + 1));
-    }
+    let images = pushed(&source, 6);
     let release = sigstore.signer(RELEASE, ACTIONS);
     // 1: the release workflow's bundle. 2: a fork's. 3: a bundle of image 1 attached to 3.
     // 4: never logged. 5: a forged log. 6: an expired certificate.
@@ -179,12 +190,7 @@ fn a_sigstore_bundle_among_the_referrers_vouches_for_an_image_and_each_refusal_n
         head_manifest(&target, "m/app", &fallback).is_some(),
         "the bundle travels with the image"
     );
-
-    let proxy = Proxy::start(source.host());
-    sandbox.write_config(&config(proxy.host(), target.host(), &["1"]));
-    let again = sandbox.regmirror().arg("--once").run();
-    again.assert_success();
-    assert_eq!(proxy.manifest_gets(), 0, "{:#?}", proxy.requests());
+    unchanged_costs_no_pull(&sandbox, &source, &target);
 }
 
 #[test]

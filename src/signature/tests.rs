@@ -234,3 +234,54 @@ fn another_trusted_root_does_not_vouch_for_public_good_signatures() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_bundle_signed_with_the_key_verifies_and_another_keys_does_not() {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    let signer = SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let image = sha256(b"an image manifest");
+    let prehash = hex::decode(image.trim_start_matches("sha256:")).unwrap();
+    let signature: Signature = signer.sign_prehash(&prehash).unwrap();
+    let signature = STANDARD.encode(signature.to_der().as_bytes());
+    let pem = signer
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    // As cosign 3 `sign --key` writes it: a key hint, a message signature, the hashedrekord
+    // entry naming the key (its log promise is not required with a key).
+    let body = serde_json::json!({
+        "apiVersion": "0.0.1",
+        "kind": "hashedrekord",
+        "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": image.trim_start_matches("sha256:")}},
+            "signature": {"content": signature, "publicKey": {"content": STANDARD.encode(&pem)}},
+        },
+    });
+    let bundle = serde_json::json!({
+        "mediaType": BUNDLE_MEDIA_TYPES[0],
+        "verificationMaterial": {
+            "publicKey": {"hint": "a key"},
+            "tlogEntries": [{
+                "logIndex": "1",
+                "logId": {"keyId": STANDARD.encode([9u8; 32])},
+                "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
+                "integratedTime": "1700000000",
+                "inclusionPromise": {"signedEntryTimestamp": STANDARD.encode([1u8; 70])},
+                "canonicalizedBody": STANDARD.encode(body.to_string()),
+            }],
+        },
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": STANDARD.encode(&prehash)},
+            "signature": signature,
+        },
+    })
+    .to_string()
+    .into_bytes();
+    let mine = key(*signer.verifying_key());
+    assert_eq!(check_bundle(&mine, &bundle, &image, "b"), Ok(()));
+    let other = key(*SigningKey::from_slice(&[9u8; 32]).unwrap().verifying_key());
+    assert!(check_bundle(&other, &bundle, &image, "b").is_err());
+    let refused = check_bundle(&mine, &bundle, &sha256(b"another"), "b").unwrap_err();
+    assert_eq!(refused.check(), "digest mismatch", "{refused}");
+}
