@@ -6,8 +6,10 @@
 
 mod harness;
 
+use harness::proxy::referrers_api;
 use harness::sigstore::{Log, Sigstore, ACTIONS, RELEASE};
 use harness::*;
+use std::sync::{Arc, Mutex};
 
 /// The verify line of a mirror that trusts `root.json` and the release workflow of any tag.
 const KEYLESS: &str = "verify = { issuer = \"https://token.actions.githubusercontent.com\", \
@@ -233,4 +235,39 @@ fn a_keyless_verify_without_its_signer_or_with_a_bad_root_is_a_config_error_with
             run.output()
         );
     }
+}
+
+#[test]
+fn a_bundle_listed_by_the_referrers_api_vouches_for_an_image() {
+    let upstream = Registry::start();
+    let source = Proxy::start(upstream.host());
+    let listed = Arc::new(Mutex::new(Vec::new()));
+    source.add_rule(referrers_api(listed.clone()));
+    let target = Registry::start();
+    let sigstore = Sigstore::new(4);
+    let images = pushed(&upstream, 2);
+    let release = sigstore.signer(RELEASE, ACTIONS);
+    let fork = sigstore.signer(FORK, ACTIONS);
+    for (image, signer) in images.iter().zip([&release, &fork]) {
+        let bundle = signer.bundle(image, image.digest(), Log::Logged);
+        bundle.push_by_digest(&upstream, "app");
+        let subject = image.digest().to_string();
+        listed.lock().unwrap().push((subject, bundle.descriptor()));
+    }
+    let sandbox = Sandbox::new();
+    sandbox.write_file("root.json", &sigstore.trusted_root());
+    sandbox.write_config(&config(source.host(), target.host(), &["1", "2"]));
+    let run = sandbox.regmirror().arg("--once").run();
+    run.assert_code(1);
+    run.assert_summary("mirrored 1, unchanged 0, failed 1");
+    assert!(failure(&run, "2").contains("was made by https://github.com/fork/app/"));
+    let referrers = source.count(|r| r.path.contains("/referrers/"));
+    assert!(
+        referrers >= 2,
+        "the bundles were found through the API: {referrers}"
+    );
+    assert_eq!(
+        head_manifest(&target, "m/app", "1").as_deref(),
+        Some(images[0].digest())
+    );
 }

@@ -365,9 +365,9 @@ impl Signer<'_> {
         put_signature(&remote, repo, image_digest, &payload, annotations);
     }
 
-    /// Attaches to `image` in `repo` a Sigstore bundle v0.3, as cosign 3 does on a registry
-    /// without the referrers API: the bundle an artifact whose subject is the image, listed in
-    /// the fallback index `sha256-<hex>`. The bundle signs `signed_digest`.
+    /// Attaches to `image` in `repo` a Sigstore bundle v0.3 ([`Signer::bundle`]), as cosign 3
+    /// does on a registry without the referrers API: pushed by digest and listed in the
+    /// fallback index `sha256-<hex>`.
     pub fn attach_bundle(
         &self,
         remote: impl Into<Remote>,
@@ -377,6 +377,16 @@ impl Signer<'_> {
         log: Log,
     ) {
         let remote = remote.into();
+        let artifact = self.bundle(image, signed_digest, log);
+        artifact.push_by_digest(&remote, repo);
+        let fallback = ImageBuilder::index_of(&[&artifact]);
+        let tag = format!("sha256-{}", image.digest().trim_start_matches("sha256:"));
+        fallback.push(&remote, repo, &tag);
+    }
+
+    /// A Sigstore bundle v0.3 over `signed_digest` as an OCI artifact whose subject is
+    /// `image`: a message signature over the manifest, the certificate, the log entry.
+    pub fn bundle(&self, image: &Image, signed_digest: &str, log: Log) -> Image {
         let hash = signed_digest.trim_start_matches("sha256:");
         let prehash = hex::decode(hash).expect("a SHA-256 digest");
         let signature: Signature = self.key.sign_prehash(&prehash).expect("a signature");
@@ -398,11 +408,7 @@ impl Signer<'_> {
             },
         });
         let data = Bytes::from(bundle.to_string());
-        let artifact = Image::referrer_holding(image, None, BUNDLE_V03, BUNDLE_V03, data);
-        artifact.push_by_digest(&remote, repo);
-        let fallback = ImageBuilder::index_of(&[&artifact]);
-        let tag = format!("sha256-{}", image.digest().trim_start_matches("sha256:"));
-        fallback.push(&remote, repo, &tag);
+        Image::referrer_holding(image, None, BUNDLE_V03, BUNDLE_V03, data)
     }
 
     /// `entry` as a bundle holds it: with its promise and its inclusion proof, the log a tree
