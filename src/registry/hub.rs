@@ -9,8 +9,8 @@
 //! registry, which `head_every` bounds (see `crate::run`).
 //!
 //! It is read anonymously and bounded like a tag listing: pages of at most 4 MiB, 32 MiB and
-//! 1,000 pages in all, every page within the request deadline and the whole within the
-//! listing's; a `next` link must stay on the API's origin and never come back. Every request
+//! 1,000 pages in all, every page within the request deadline and the whole within
+//! [`DEADLINE`] (or the listing's, if shorter); a `next` link must stay on the API's origin and never come back. Every request
 //! waits for the registry's `requests_per_second` (Docker Hub's abuse limit counts the address,
 //! whichever host is asked) and is counted as `tag_api`. A record whose name is not a tag or
 //! whose digest is not a digest is left out (its tag is HEADed); any other surprise (a status
@@ -38,6 +38,9 @@ const MAX_PAGE_BYTES: usize = 4 << 20;
 const MAX_LISTING_BYTES: usize = 32 << 20;
 /// 100,000 tags, as a registry's own listing allows.
 const MAX_PAGES: usize = 1_000;
+/// All the pages of one repository: the API only spares HEADs, so an API slower than this is
+/// not worth waiting for (at Docker Hub's default 30 requests a second, 1,000 pages take 34 s).
+pub const DEADLINE: Duration = Duration::from_secs(300);
 
 /// What the API listed of the tags asked about.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -106,7 +109,7 @@ impl Registries {
         repository: &Repository,
         wanted: &HashSet<String>,
     ) -> Result<TagDigests, TagApiError> {
-        let whole = self.deadlines.whole;
+        let whole = DEADLINE.min(self.deadlines.whole);
         tokio::time::timeout(whole, self.read_tag_api(api, repository, wanted))
             .await
             .unwrap_or(Err(TagApiError::Timeout(whole)))

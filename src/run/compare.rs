@@ -104,10 +104,14 @@ impl Runner {
                 .boxed()
             })
             .collect();
-        let asked: Vec<_> = stream::iter(asking)
+        let asking = stream::iter(asking)
             .buffer_unordered(ASKED_AT_ONCE)
-            .collect()
-            .await;
+            .collect::<Vec<_>>();
+        // Shutdown does not wait for a listing that only spares HEADs.
+        let asked = tokio::select! {
+            asked = asking => asked,
+            () = self.stop.cancelled() => Vec::new(),
+        };
         let mut by_repository = HashMap::new();
         let mut fallbacks = 0;
         for (repository, wanted, listed) in asked {
