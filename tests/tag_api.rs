@@ -122,6 +122,7 @@ fn an_unchanged_pass_reads_a_page_per_hundred_tags_and_heads_none_until_switched
     let (run, report) = hub.pass();
     run.assert_success();
     run.assert_summary("unchanged 250");
+    run.assert_summary("compared 250 tags: 250 by the tag API's digests, 0 by HEAD");
     assert_eq!(hub.api_requests(), 3, "three pages of 100");
     assert_eq!(hub.proxy.manifest_heads(), 0, "no HEAD at the source");
     assert_eq!(hub.proxy.manifest_gets(), 0, "no pull");
@@ -202,6 +203,10 @@ fn a_failing_tag_api_sends_the_repository_back_to_heads_and_the_pass_still_succe
             run.output().contains("tag API not used"),
             "{fault:?}\n{}",
             run.output()
+        );
+        run.assert_summary(
+            "compared 5 tags: 0 by the tag API's digests, 5 by HEAD; \
+             the tag API failed for 1 repository, compared by HEAD",
         );
         assert_eq!(hub.in_target(&tag), Some(moved), "{fault:?}");
         assert_eq!(hub.proxy.manifest_heads(), 5, "{fault:?}");

@@ -358,6 +358,23 @@ impl Report {
                 secs(u.paused)
             );
         }
+        let Compared {
+            by_api,
+            by_head,
+            api_fallbacks,
+        } = self.compared;
+        if by_api > 0 || api_fallbacks > 0 {
+            let failed = match api_fallbacks {
+                0 => String::new(),
+                1 => "; the tag API failed for 1 repository, compared by HEAD".to_string(),
+                n => format!("; the tag API failed for {n} repositories, compared by HEAD"),
+            };
+            let _ = writeln!(
+                out,
+                "compared {} tags: {by_api} by the tag API's digests, {by_head} by HEAD{failed}",
+                by_api + by_head
+            );
+        }
         let verb = if self.dry_run {
             "would copy"
         } else {
