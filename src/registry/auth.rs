@@ -291,10 +291,7 @@ impl Registries {
                 request = request.header(AUTHORIZATION, header);
             }
             // The registry's request cap, waited out before the request's own deadline starts.
-            self.requests.wait(reference.resolve_registry()).await;
-            self.budgets
-                .of(reference.resolve_registry())
-                .count_request(kind);
+            self.pace(reference.resolve_registry(), kind).await;
             let deadline = Instant::now() + self.deadlines.request;
             let response = until(deadline, self.deadlines.request, action, subject, async {
                 request

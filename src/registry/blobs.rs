@@ -239,10 +239,7 @@ impl Registries {
             }
         }
         // A refused upload names the target: the source served the blob.
-        self.requests.wait(api_host(&to.registry)).await;
-        self.budgets
-            .of(api_host(&to.registry))
-            .count_request(Kind::Push);
+        self.pace(api_host(&to.registry), Kind::Push).await;
         let answer = put
             .send()
             .await

@@ -140,8 +140,7 @@ impl Registries {
         let mut visited = HashSet::new();
         loop {
             visited.insert(url.clone());
-            self.requests.wait(host).await;
-            self.budgets.of(host).count_request(Kind::TagApi);
+            self.pace(host, Kind::TagApi).await;
             let body = self.tag_api_page(&url).await?;
             read += body.len();
             let page: Page = serde_json::from_slice(&body)

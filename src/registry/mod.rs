@@ -162,6 +162,13 @@ impl Registries {
         })
     }
 
+    /// Waits until a request of `kind` may go to `host` (its `requests_per_second`), and
+    /// counts it: every request to a registry goes through here.
+    async fn pace(&self, host: &str, kind: requests::Kind) {
+        self.requests.wait(host).await;
+        self.budgets.of(host).count_request(kind);
+    }
+
     /// The pull budgets it paces with, for another set of clients to share.
     pub fn budgets(&self) -> Arc<Budgets> {
         self.budgets.clone()
