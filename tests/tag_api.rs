@@ -180,6 +180,20 @@ fn a_tag_moved_upstream_is_seen_once_the_api_shows_it_or_by_the_head_pass_that_b
     run.assert_summary("mirrored 1, unchanged 4");
     assert_eq!(hub.in_target("t2"), Some(hidden));
     assert_eq!(hub.api_requests(), 0);
+
+    // --verify-heads: a --once run that compares by HEAD whatever the API lists.
+    hub.configure(&hub.api_on(""));
+    let hidden = hub.move_upstream("t4");
+    hub.proxy.clear();
+    let run = hub
+        .sandbox
+        .regmirror()
+        .args(["--once", "--verify-heads"])
+        .run();
+    run.assert_success();
+    run.assert_summary("mirrored 1, unchanged 4");
+    assert_eq!(hub.in_target("t4"), Some(hidden));
+    assert_eq!((hub.api_requests(), hub.proxy.manifest_heads()), (0, 5));
 }
 
 #[test]

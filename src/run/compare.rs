@@ -8,7 +8,8 @@
 //! registry: a tag moved upstream whose listed digest is still the old one, the target's, is
 //! not seen until the API shows the move. `head_every` bounds that: a repository's pass
 //! compares every tag by HEAD at least that often, the clock starting when this process first
-//! compares the repository (a `--once` run, which remembers nothing, always uses the API).
+//! compares the repository (a `--once` run, which remembers nothing, uses the API unless
+//! `--verify-heads` says otherwise).
 //! Which tags exist stays the registry's own listing's word (the plan's `tags/list`); the API
 //! is read only for digests.
 //!
@@ -37,13 +38,28 @@ const ASKED_AT_ONCE: usize = 4;
 /// When each source repository was last compared by HEAD alone, for `head_every`; kept for
 /// the life of the process (the daemon hands it from one config's runner to the next).
 #[derive(Debug, Default)]
-pub struct HeadPasses(Mutex<HashMap<String, Instant>>);
+pub struct HeadPasses {
+    last: Mutex<HashMap<String, Instant>>,
+    /// Every pass by HEAD alone (`--verify-heads`).
+    every_pass: bool,
+}
 
 impl HeadPasses {
+    /// Every repository due at every pass: no tag API.
+    pub fn every_pass() -> Self {
+        HeadPasses {
+            every_pass: true,
+            ..HeadPasses::default()
+        }
+    }
+
     /// Whether `repository` is due a pass by HEAD alone (and if so, counts this as it). Its
     /// clock starts when it is first asked about.
     fn due(&self, repository: &str, every: Duration) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if self.every_pass {
+            return true;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let since = *last.entry(repository.to_string()).or_insert(now);
         let due = now.duration_since(since) >= every;
