@@ -240,6 +240,13 @@ pub async fn execute(cli: Cli, view: Option<ProgressBar>) -> Exit {
             };
             once(config, shard, how, printed, stop, view).await
         }
+        None if cli.verify_heads => {
+            eprintln!(
+                "error: --verify-heads goes with --once or --dry-run; the daemon compares by HEAD \
+                 every head_every"
+            );
+            Exit::BadConfig
+        }
         None => daemon::run(config, overrides, shard, cli.report.clone()).await,
     }
 }

@@ -194,6 +194,13 @@ fn a_tag_moved_upstream_is_seen_once_the_api_shows_it_or_by_the_head_pass_that_b
     run.assert_summary("mirrored 1, unchanged 4");
     assert_eq!(hub.in_target("t4"), Some(hidden));
     assert_eq!((hub.api_requests(), hub.proxy.manifest_heads()), (0, 5));
+    let daemon = hub.sandbox.regmirror().arg("--verify-heads").run();
+    daemon.assert_code(2);
+    assert!(
+        daemon.output().contains("--verify-heads goes with --once"),
+        "{}",
+        daemon.output()
+    );
 }
 
 #[test]
