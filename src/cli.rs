@@ -92,6 +92,12 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// With --once: compare every tag by HEAD, whatever Docker Hub's tag API lists. A run
+    /// remembers nothing of the last, so a scheduled job bounds how long the API's lag can
+    /// hide a moved tag by passing this on some of its runs (the daemon has head_every).
+    #[arg(long)]
+    pub verify_heads: bool,
+
     /// How `--once` and `--dry-run` print their report on stdout: `text` for people, or
     /// `json`, the report file's document (the plan with its price, in a dry run).
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -228,7 +234,18 @@ pub async fn execute(cli: Cli, view: Option<ProgressBar>) -> Exit {
                 output: cli.output,
                 report_file: cli.report.as_deref(),
             };
-            once(config, shard, cli.dry_run, printed, stop, view).await
+            let how = How {
+                dry_run: cli.dry_run,
+                verify_heads: cli.verify_heads,
+            };
+            once(config, shard, how, printed, stop, view).await
+        }
+        None if cli.verify_heads => {
+            eprintln!(
+                "error: --verify-heads goes with --once or --dry-run; the daemon compares by HEAD \
+                 every head_every"
+            );
+            Exit::BadConfig
         }
         None => daemon::run(config, overrides, shard, cli.report.clone()).await,
     }
@@ -239,6 +256,14 @@ struct Printed<'a> {
     output: Output,
     /// `--report`.
     report_file: Option<&'a Path>,
+}
+
+/// How a `--once` pass compares and copies.
+struct How {
+    /// `--dry-run`: compare only.
+    dry_run: bool,
+    /// `--verify-heads`: every tag by HEAD, no tag API.
+    verify_heads: bool,
 }
 
 /// `--output`: the report on stdout as text or as JSON.
@@ -252,18 +277,24 @@ pub enum Output {
 async fn once(
     config: Config,
     shard: Option<Shard>,
-    dry_run: bool,
+    How {
+        dry_run,
+        verify_heads,
+    }: How,
     printed: Printed<'_>,
     stop: CancellationToken,
     view: Option<ProgressBar>,
 ) -> Exit {
-    let runner = match Runner::new(&config, Arc::default(), stop) {
+    let mut runner = match Runner::new(&config, Arc::default(), stop) {
         Ok(runner) => runner,
         Err(e) => {
             eprintln!("error: {}: {e}", config.path.display());
             return Exit::BadConfig;
         }
     };
+    if verify_heads {
+        runner.head_passes = Arc::new(crate::run::HeadPasses::every_pass());
+    }
     let every_mirror: Vec<usize> = (0..config.mirrors.len()).collect();
     // The SSM parameter is read here, as the daemon reads it for a run of its mirror.
     let mut pass = runner.prepare(Arc::new(config), every_mirror).await;

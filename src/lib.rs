@@ -23,7 +23,8 @@
 //!   bounded in size and time ([`registry::limits`]), and keeps the manners of a careful
 //!   client: [`registry::ratelimit`] one pull budget per registry, [`registry::retry`] the one
 //!   backoff policy, [`registry::waiting`] waiting within `max_wait` without holding a
-//!   concurrency slot.
+//!   concurrency slot. [`registry::hub`] reads Docker Hub's tag API, whose listed digests
+//!   spare the pass HEADs of unchanged tags.
 //! - [`daemon`] is the long-running mode: each mirror on its [`schedule`], the config reloaded
 //!   live ([`daemon::watch`], SIGHUP via [`daemon::signals`]), [`daemon::systemd`] told of
 //!   each step, and [`daemon::server`] answering `/healthz`, `/metrics` ([`daemon::metrics`])

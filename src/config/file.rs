@@ -119,6 +119,19 @@ pub struct RawRegistry {
     pub endpoint_gets_docker_login: Option<Spanned<bool>>,
     /// The most requests a second sent to this registry (0: no cap).
     pub requests_per_second: Option<Spanned<i64>>,
+    /// Compare through Docker Hub's tag API: `false` off, `true` on (Docker Hub's own), or the
+    /// URL of a server speaking it.
+    pub tag_api: Option<Spanned<RawTagApi>>,
+    /// With `tag_api`: a pass that HEADs every tag at least this often per repository.
+    pub head_every: Option<Spanned<String>>,
+}
+
+/// `tag_api = true | false | "https://…"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawTagApi {
+    Switch(bool),
+    At(String),
 }
 
 /// `[registries."host".create]`: CreateRepository's settings.

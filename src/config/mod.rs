@@ -17,6 +17,7 @@ pub(crate) mod pem;
 mod process;
 mod registries;
 mod resolve;
+mod tag_api;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -314,6 +315,35 @@ pub struct RegistrySettings {
     /// `requests_per_second`: every request to it spread so no second holds more; `None`, no
     /// cap. Docker Hub's is [`DOCKER_HUB_REQUESTS_PER_SECOND`] unless set.
     pub requests_per_second: Option<u32>,
+    /// `tag_api`: a tag API that lists tags with their digests, read to skip the HEADs of
+    /// tags whose digest the target already has. On for Docker Hub unless set (or unless it
+    /// has an `endpoint`); `None`, off.
+    pub tag_api: Option<TagApi>,
+}
+
+/// Docker Hub's tag API (`GET <base>/v2/namespaces/<ns>/repositories/<repo>/tags`), as a
+/// registry's section sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagApi {
+    /// `scheme://host[:port][/path]`, no trailing slash: `https://hub.docker.com`.
+    pub base: String,
+    /// `head_every`: a pass HEADs every tag of a repository at least this often, so a tag
+    /// the API shows with a stale digest is seen within it.
+    pub head_every: Duration,
+}
+
+/// Docker Hub's own tag API.
+pub const DOCKER_HUB_TAG_API: &str = "https://hub.docker.com";
+/// `head_every` unless set.
+pub const DEFAULT_HEAD_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// The tag API a registry gets when its section says nothing of it: Docker Hub's own, for
+/// Docker Hub reached at its own host.
+fn default_tag_api(name: &str) -> Option<TagApi> {
+    (crate::reference::canonical_registry(name) == crate::reference::DOCKER_HUB).then(|| TagApi {
+        base: DOCKER_HUB_TAG_API.to_string(),
+        head_every: DEFAULT_HEAD_EVERY,
+    })
 }
 
 /// Docker Hub's request cap when mirrors.toml sets none: well under the thousands of
@@ -364,6 +394,7 @@ impl RegistrySettings {
             plain_http: is_loopback(name),
             ecr: EcrHost::parse(name).as_ref().map(EcrSettings::for_host),
             requests_per_second: default_requests_per_second(name),
+            tag_api: default_tag_api(name),
             ..RegistrySettings::default()
         }
     }

@@ -87,6 +87,7 @@ impl Resolver<'_> {
         let endpoint_gets_docker_login =
             self.endpoint_gets_docker_login(name, raw, endpoint.as_ref(), credentials.as_ref())?;
         let ecr = self.ecr_settings(name, raw)?;
+        let tag_api = self.tag_api(name, raw, endpoint.as_ref())?;
         let requests_per_second = match &raw.requests_per_second {
             Some(n) => match u32::try_from(*n.get_ref()) {
                 Ok(0) => None,
@@ -132,6 +133,7 @@ impl Resolver<'_> {
             endpoint_gets_docker_login,
             helper: None,
             requests_per_second,
+            tag_api,
         })
     }
 

@@ -30,6 +30,7 @@ use futures_util::future::join_all;
 
 pub mod blobs;
 mod ledger;
+pub mod listed;
 pub mod manifests;
 mod price;
 mod references;
@@ -73,6 +74,10 @@ pub struct PassContext {
     pub dry_run: bool,
     /// `verify`'s verdicts, kept for the life of the process.
     pub verdicts: Arc<verify::Verdicts>,
+    /// Source digests a tag API listed: a target holding its tag's is unchanged, unHEADed.
+    pub listed: Arc<listed::ListedDigests>,
+    /// How source tags were compared, counted for the report.
+    pub comparisons: Arc<listed::Comparisons>,
 }
 
 /// What happened to one image.
@@ -210,7 +215,24 @@ pub async fn mirror(
         let store = stores.of(&target.registry);
         store.manifest_digest(&target.named(), waiter).await
     }));
-    let (source_digest, target_digests) = futures_util::join!(source_side, target_side);
+    // A tag whose digest a tag API listed: the targets first, and the source only if one
+    // of them differs from it. Otherwise both sides at once.
+    let listed = ctx.listed.of(source);
+    if source.digest.is_none() {
+        ctx.comparisons.compared(listed.is_some());
+    }
+    let (source_digest, target_digests) = match listed {
+        Some(listed) => {
+            let target_digests = target_side.await;
+            let compared = listed::unchanged(ctx, waiter, listed, targets, &target_digests, choice);
+            if let Some(unchanged) = compared.await {
+                return unchanged;
+            }
+            ctx.comparisons.headed_after_listing();
+            (source_side.await, target_digests)
+        }
+        None => futures_util::join!(source_side, target_side),
+    };
     let (source_digest, source_type) = match source_digest {
         Ok(Some(head)) => (head.digest, head.media_type),
         Ok(None) => return every(targets, CopyError::SourceMissing(source.to_string())),

@@ -49,6 +49,8 @@ impl World {
             listings: Arc::default(),
             dry_run: false,
             verdicts: Arc::default(),
+            listed: Arc::default(),
+            comparisons: Arc::default(),
         }
     }
 }
@@ -218,6 +220,78 @@ async fn an_unchanged_image_costs_one_head_each_side_and_no_pull() {
     assert_eq!(world.source.count(Op::Head), heads + 1);
     assert_eq!(world.source.count(Op::Pull), pulls, "no pull");
     assert_eq!(world.a.stored().len(), stored, "nothing written");
+}
+
+/// The pass's context with `digest` listed for `source` by a tag API.
+fn listing(world: &World, source: &ImageRef, digest: &str) -> PassContext {
+    let listed = [(listed::ListedDigests::key(source), digest.to_string())];
+    PassContext {
+        listed: Arc::new(listed::ListedDigests::new(listed.into())),
+        ..world.pass()
+    }
+}
+
+#[tokio::test]
+async fn a_listed_digest_spares_the_source_head_only_while_the_target_holds_it() {
+    let world = World::new();
+    let (first, children) = two_platforms(&world.source);
+    let (source, target) = (image("src.test/app:1"), image("a.test/mirror/app:1"));
+    let targets = std::slice::from_ref(&target);
+    let choice = CopyChoice::default();
+    mirrored(&mirror(&world.pass(), &source, targets, &choice, &waiter()).await[0]);
+
+    // Listed as the target holds it: unchanged, and the source hears nothing.
+    let heads = world.source.count(Op::Head);
+    let pass = listing(&world, &source, &first);
+    let again = mirror(&pass, &source, targets, &choice, &waiter()).await;
+    assert!(
+        matches!(again[0], Ok(Outcome::Unchanged { .. })),
+        "{again:?}"
+    );
+    assert_eq!(world.source.count(Op::Head), heads, "no HEAD at the source");
+    assert_eq!(pass.comparisons.counts(), (1, 0));
+
+    // Upstream moves; a listing that still shows the old digest lags, and is believed.
+    let repo = repository("src.test/app");
+    let moved = seed_index(&world.source, &repo, &children[..1], "1");
+    let stale = listing(&world, &source, &first);
+    let lagging = mirror(&stale, &source, targets, &choice, &waiter()).await;
+    assert!(
+        matches!(lagging[0], Ok(Outcome::Unchanged { .. })),
+        "{lagging:?}"
+    );
+    assert_eq!(world.a.tag(&target.repo(), "1"), Some(first.clone()));
+
+    // Once the listing shows the move, the source is HEADed, and the HEAD's digest copied.
+    let fresh = listing(&world, &source, &moved);
+    let caught = mirror(&fresh, &source, targets, &choice, &waiter()).await;
+    mirrored(&caught[0]);
+    assert_eq!(world.source.count(Op::Head), heads + 1);
+    assert_eq!(fresh.comparisons.counts(), (0, 1));
+    assert_eq!(world.a.tag(&target.repo(), "1"), Some(moved));
+}
+
+#[tokio::test]
+async fn a_listed_digest_is_never_copied_on_its_word() {
+    let world = World::new();
+    let (index, _) = two_platforms(&world.source);
+    let (source, target) = (image("src.test/app:1"), image("a.test/mirror/app:1"));
+    let bogus = format!("sha256:{}", "0".repeat(64));
+    let pass = listing(&world, &source, &bogus);
+    let outcomes = mirror(
+        &pass,
+        &source,
+        std::slice::from_ref(&target),
+        &CopyChoice::default(),
+        &waiter(),
+    )
+    .await;
+    mirrored(&outcomes[0]);
+    assert_eq!(
+        world.a.tag(&target.repo(), "1"),
+        Some(index),
+        "the HEAD's digest, not the listing's"
+    );
 }
 
 #[tokio::test]

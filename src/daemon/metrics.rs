@@ -5,7 +5,9 @@
 //! run; for scheduled mirrors, the longest gap of the schedule and when it began. Per registry,
 //! read from the pull budgets when scraped: pulls spent, pulls refused with 429, tag-list
 //! requests, seconds paused, pulls waiting now and the last `remaining`/`limit` the registry
-//! announced. Whether the last config reload was applied. Label values are mirror names and
+//! announced, and every request by kind (`head`, `get`, `blob`, `push`, `list`, `token`,
+//! `tag_api`…). Per mirror, how its source tags were compared: by a tag API's listed digest or
+//! by HEAD, and the tag API failures that sent a repository back to HEADs. Whether the last config reload was applied. Label values are mirror names and
 //! registry hosts from mirrors.toml, never credentials.
 //!
 //! The alerts in deploy/prometheus/regmirror-alerts.yml read these: a mirror's per-mirror
@@ -53,6 +55,21 @@ struct RegistryLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    registry: String,
+    /// `head`, `get`, `blob`, `push`, `delete`, `list`, `referrers`, `ping`, `token`,
+    /// `tag_api` (see `crate::registry::requests::Kind`).
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComparedLabels {
+    mirror: String,
+    /// `api`: by a tag API's listed digest, no HEAD at the source; `head`: by HEAD.
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabel {
     /// `applied` or `refused`.
     result: &'static str,
@@ -86,6 +103,9 @@ pub struct Metrics {
     limit: Family<RegistryLabel, Gauge>,
     waiting: Family<RegistryLabel, Gauge>,
     tag_lists: Family<RegistryLabel, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    compared: Family<ComparedLabels, Counter>,
+    tag_api_fallbacks: Family<MirrorLabel, Counter>,
     tags_listed: Family<MirrorLabel, Gauge>,
     tags_selected: Family<MirrorLabel, Gauge>,
     pruned: Family<MirrorLabel, Counter>,
@@ -119,6 +139,9 @@ impl Default for Metrics {
             limit: Family::default(),
             waiting: Family::default(),
             tag_lists: Family::default(),
+            requests: Family::default(),
+            compared: Family::default(),
+            tag_api_fallbacks: Family::default(),
             tags_listed: Family::default(),
             tags_selected: Family::default(),
             pruned: Family::default(),
@@ -227,6 +250,24 @@ impl Default for Metrics {
             m.tag_lists.clone(),
         );
         registry.register(
+            "registry_requests",
+            "Requests sent to a registry, by kind (head, get, blob, push, delete, list, \
+             referrers, ping, token, tag_api); retries included",
+            m.requests.clone(),
+        );
+        registry.register(
+            "compared_tags",
+            "Source tags a mirror compared with its targets, by how (api: the digest a tag API \
+             listed, no HEAD at the source; head: a HEAD at the source)",
+            m.compared.clone(),
+        );
+        registry.register(
+            "tag_api_fallbacks",
+            "Repositories of a mirror whose tag API failed in a run (429, 5xx, format), compared \
+             by HEAD instead",
+            m.tag_api_fallbacks.clone(),
+        );
+        registry.register(
             "tags_listed",
             "Tags the source repository of a mirror with tag rules listed at its last run",
             m.tags_listed.clone(),
@@ -289,6 +330,19 @@ impl Metrics {
             };
             self.failures.get_or_create(&labels).inc_by(count as u64);
         }
+        for (by, count) in [
+            ("api", report.compared.by_api),
+            ("head", report.compared.by_head),
+        ] {
+            let labels = ComparedLabels {
+                mirror: mirror.to_string(),
+                by,
+            };
+            self.compared.get_or_create(&labels).inc_by(count);
+        }
+        self.tag_api_fallbacks
+            .get_or_create(&label)
+            .inc_by(report.compared.api_fallbacks);
         let pruned = report
             .pruned
             .iter()
@@ -385,6 +439,16 @@ impl Metrics {
                 self.tag_lists
                     .get_or_create(&label)
                     .inc_by(grew(now.tag_lists, before.map(|b| b.tag_lists)));
+                let requests_before = before.map(|b| b.requests).unwrap_or_default();
+                for (kind, grew) in now.requests.since(&requests_before).by_kind() {
+                    if grew > 0 {
+                        let labels = RequestLabels {
+                            registry: now.registry.clone(),
+                            kind,
+                        };
+                        self.requests.get_or_create(&labels).inc_by(grew);
+                    }
+                }
                 let paused_before = before.map_or(Duration::ZERO, |b| b.paused);
                 self.paused
                     .get_or_create(&label)
@@ -506,6 +570,7 @@ mod tests {
             resets_in: None,
             tag_lists: 0,
             waiting,
+            requests: Default::default(),
         };
         let gauge = "regmirror_ratelimit_waiting_pulls{registry=\"hub.io\"}";
         assert_eq!(

@@ -348,6 +348,8 @@ impl Daemon {
             // A read of the SSM parameter that fails after a reload goes on with the entries
             // read before it.
             runner.listed = state.runner.listed.clone();
+            // head_every counts from the last pass by HEAD, whatever reloads came between.
+            runner.head_passes = state.runner.head_passes.clone();
             state.config = Arc::new(config);
             state.runner = runner;
             state.text = text;
@@ -633,6 +635,8 @@ impl Daemon {
             .budgets
             .usage()
             .into_iter()
+            // Source registries' budgets: a registry only HEADed or pushed to has none to show.
+            .filter(|usage| usage.budget_touched())
             .map(|usage| {
                 let pause = pauses.iter().find(|p| p.registry == usage.registry);
                 RegistryStatus::of(usage, pause, taken)

@@ -270,6 +270,7 @@ mod tests {
             resets_in: Some(Duration::from_secs(3600)),
             tag_lists: 0,
             waiting: 1,
+            requests: Default::default(),
         };
         let pause = Pause {
             registry: usage.registry.clone(),

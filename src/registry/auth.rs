@@ -17,7 +17,8 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 
 use super::limits::{until, within, Deadlines};
-use super::ratelimit::RateLimitInfo;
+use super::ratelimit::{Budget, RateLimitInfo};
+use super::requests::Kind;
 use super::token::{self, Challenge};
 use super::{Failure, Registries, RegistryError};
 use crate::credentials::Credentials;
@@ -68,6 +69,8 @@ pub(super) struct Reach<'a> {
     pub origin: String,
     /// The `endpoint`'s path before every repository name (with a trailing `/`), or empty.
     pub prefix: String,
+    /// The registry's budget, which counts the requests asking how to authenticate.
+    pub budget: Arc<Budget>,
 }
 
 impl AuthCache {
@@ -97,6 +100,7 @@ impl AuthCache {
             return Ok(known.clone());
         }
         let url = format!("{}/v2/", reach.origin);
+        reach.budget.count_request(Kind::Ping);
         let asked = within(reach.deadlines.request, "authenticate to", &host, async {
             let response = reach
                 .http
@@ -181,6 +185,7 @@ impl AuthCache {
             Access::Push => format!("repository:{repository}:pull,push"),
             Access::Delete => format!("repository:{repository}:delete"),
         };
+        reach.budget.count_request(Kind::Token);
         let fetched = within(reach.deadlines.request, "authenticate to", &host, async {
             token::fetch(&reach.http.token, &realm, service.as_deref(), &scope, login)
                 .await
@@ -233,6 +238,7 @@ impl Registries {
             deadlines: self.deadlines,
             origin,
             prefix,
+            budget: self.budgets.of(host),
         }
     }
 
@@ -268,7 +274,7 @@ impl Registries {
         action: &'static str,
         subject: &(dyn std::fmt::Display + Sync),
         reference: &Reference,
-        operation: Access,
+        (operation, kind): (Access, Kind),
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
         answer: F,
     ) -> Result<T, RegistryError>
@@ -285,7 +291,7 @@ impl Registries {
                 request = request.header(AUTHORIZATION, header);
             }
             // The registry's request cap, waited out before the request's own deadline starts.
-            self.requests.wait(reference.resolve_registry()).await;
+            self.pace(reference.resolve_registry(), kind).await;
             let deadline = Instant::now() + self.deadlines.request;
             let response = until(deadline, self.deadlines.request, action, subject, async {
                 request

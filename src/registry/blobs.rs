@@ -19,6 +19,7 @@ use reqwest::{StatusCode, Url};
 
 use super::auth::Access::{Pull, Push};
 use super::limits::read_body;
+use super::requests::Kind;
 use super::verify::{checked, Chunks};
 use super::{Failure, Registries, RegistryError};
 use crate::digest;
@@ -49,7 +50,14 @@ impl Registries {
                 }
             };
             let head = |http: &reqwest::Client| http.head(&url);
-            self.exchange("HEAD blob", subject, &reference, Pull, head, answer)
+            self.exchange(
+                "HEAD blob",
+                subject,
+                &reference,
+                (Pull, Kind::Blob),
+                head,
+                answer,
+            )
         })
         .await
     }
@@ -92,7 +100,14 @@ impl Registries {
                 Ok(body)
             };
             let get = |http: &reqwest::Client| http.get(&url);
-            self.exchange("pull blob", subject, &reference, Pull, get, answer)
+            self.exchange(
+                "pull blob",
+                subject,
+                &reference,
+                (Pull, Kind::Blob),
+                get,
+                answer,
+            )
         })
         .await
     }
@@ -119,7 +134,14 @@ impl Registries {
             Ok(response.status() == StatusCode::CREATED)
         };
         let mounted = self
-            .exchange("mount blob", &subject, &reference, Push, post, answer)
+            .exchange(
+                "mount blob",
+                &subject,
+                &reference,
+                (Push, Kind::Push),
+                post,
+                answer,
+            )
             .await;
         match mounted {
             Ok(true) => true,
@@ -153,9 +175,14 @@ impl Registries {
         // The answer's head within the request deadline; its body at the transfer's pace.
         let get = |http: &reqwest::Client| http.get(&source_url);
         let download = self
-            .exchange("pull blob", &subject, &source, Pull, get, |r| async {
-                Ok(r)
-            })
+            .exchange(
+                "pull blob",
+                &subject,
+                &source,
+                (Pull, Kind::Blob),
+                get,
+                |r| async { Ok(r) },
+            )
             .await?;
         let status = download.status();
         if !status.is_success() {
@@ -212,7 +239,7 @@ impl Registries {
             }
         }
         // A refused upload names the target: the source served the blob.
-        self.requests.wait(api_host(&to.registry)).await;
+        self.pace(api_host(&to.registry), Kind::Push).await;
         let answer = put
             .send()
             .await
@@ -250,8 +277,15 @@ impl Registries {
             location.query_pairs_mut().append_pair("digest", digest);
             Ok(location)
         };
-        self.exchange("push blob", &subject, &reference, Push, post, answer)
-            .await
+        self.exchange(
+            "push blob",
+            &subject,
+            &reference,
+            (Push, Kind::Push),
+            post,
+            answer,
+        )
+        .await
     }
 
     /// An error answer from `repository`'s registry, read no further than its first 64 KiB.

@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 
 use super::auth::Access;
 use super::limits::{read_body, MAX_MANIFEST_BYTES};
+use super::requests::Kind;
 use super::{Failure, Registries, RegistryError};
 use crate::digest;
 use crate::manifest;
@@ -47,10 +48,10 @@ impl Registries {
         upload: Option<(Bytes, HeaderValue)>,
     ) -> Exchange {
         let (action, operation) = match method {
-            Method::HEAD => ("HEAD manifest", Access::Pull),
-            Method::PUT => ("push manifest", Access::Push),
-            Method::DELETE => ("delete manifest", Access::Delete),
-            _ => ("pull manifest", Access::Pull),
+            Method::HEAD => ("HEAD manifest", (Access::Pull, Kind::Head)),
+            Method::PUT => ("push manifest", (Access::Push, Kind::Push)),
+            Method::DELETE => ("delete manifest", (Access::Delete, Kind::Delete)),
+            _ => ("pull manifest", (Access::Pull, Kind::Get)),
         };
         let reading = method != Method::PUT;
         let reference = image.api_reference();

@@ -22,13 +22,14 @@ mod auth;
 mod blobs;
 mod delete;
 mod error;
+pub mod hub;
 pub mod limits;
 mod manifests;
 mod pacing;
 pub mod ratelimit;
 mod redirect;
 mod referrers;
-mod requests;
+pub mod requests;
 pub mod retry;
 pub mod tags;
 mod token;
@@ -82,6 +83,8 @@ pub struct Registries {
     without_referrers: referrers::WithoutReferrers,
     /// `requests_per_second` of each registry that has one, by API host.
     requests: requests::RequestCaps,
+    /// `tag_api` of each registry that has one, by API host ([`hub`]).
+    tag_apis: BTreeMap<String, crate::config::TagApi>,
     /// [`HEADS_PER_REGISTRY`] permits per API host.
     heads: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -110,10 +113,14 @@ impl Registries {
         let mut endpoints = BTreeMap::new();
         let mut cas = Vec::new();
         let mut caps = Vec::new();
+        let mut tag_apis = BTreeMap::new();
         for (name, settings) in &config.registries {
             let host = api_host(name).to_string();
             if let Some(per_second) = settings.requests_per_second {
                 caps.push((host.clone(), per_second));
+            }
+            if let Some(api) = &settings.tag_api {
+                tag_apis.insert(host.clone(), api.clone());
             }
             if let Some(ecr_settings) = &settings.ecr {
                 ecr.push((host.clone(), ecr_settings.clone()));
@@ -149,9 +156,17 @@ impl Registries {
             deadlines: Deadlines::for_max_wait(config.rate_limit.max_wait),
             heads: std::sync::Mutex::default(),
             requests: requests::RequestCaps::new(caps),
+            tag_apis,
             endpoints,
             without_referrers: std::sync::Mutex::default(),
         })
+    }
+
+    /// Waits until a request of `kind` may go to `host` (its `requests_per_second`), and
+    /// counts it: every request to a registry goes through here.
+    async fn pace(&self, host: &str, kind: requests::Kind) {
+        self.requests.wait(host).await;
+        self.budgets.of(host).count_request(kind);
     }
 
     /// The pull budgets it paces with, for another set of clients to share.

@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 
 use super::auth::Access;
 use super::limits::{read_body, MAX_MANIFEST_BYTES};
+use super::requests::Kind;
 use super::retry::retrying;
 use super::waiting::Waiter;
 use super::{Failure, Registries, RegistryError};
@@ -76,7 +77,14 @@ impl Registries {
                 }
             };
             let get = |http: &reqwest::Client| http.get(&url).header(ACCEPT, OCI_INDEX);
-            self.exchange(ACTION, subject, &reference, Access::Pull, get, answer)
+            self.exchange(
+                ACTION,
+                subject,
+                &reference,
+                (Access::Pull, Kind::Referrers),
+                get,
+                answer,
+            )
         })
         .await?;
         if answered.is_none() {

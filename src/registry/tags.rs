@@ -31,6 +31,7 @@ use serde::Deserialize;
 use super::auth::Access;
 use super::limits::{human_bytes, read_body};
 use super::ratelimit::RateLimitInfo;
+use super::requests::Kind;
 use super::retry::retrying;
 use super::waiting::Waiter;
 use super::{Failure, Registries, RegistryError};
@@ -236,12 +237,19 @@ impl Registries {
         };
         let build =
             |http: &reqwest::Client| http.get(url.clone()).header(ACCEPT, "application/json");
-        self.exchange(ACTION, &subject, reference, Access::Pull, build, answer)
-            .await
-            .map_err(|mut err| {
-                err.retry_after = retry_after;
-                err
-            })
+        self.exchange(
+            ACTION,
+            &subject,
+            reference,
+            (Access::Pull, Kind::List),
+            build,
+            answer,
+        )
+        .await
+        .map_err(|mut err| {
+            err.retry_after = retry_after;
+            err
+        })
     }
 }
 

@@ -11,6 +11,7 @@
 //! that fails (or even panics) is recorded and the others carry on. The [`Report`] lists
 //! every result in config order and ends with the summary line.
 
+mod compare;
 mod listed;
 mod plan;
 mod price;
@@ -18,9 +19,10 @@ mod prune;
 pub mod record;
 mod report;
 
+pub use compare::HeadPasses;
 pub use listed::{LastListed, Pass};
 pub use plan::{Claim, Claims, Plan};
-pub use report::{Failed, ImageResult, PerTarget, Problem, Report, Selected};
+pub use report::{Compared, Failed, ImageResult, PerTarget, Problem, Report, Selected};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -114,6 +116,8 @@ pub struct Runner {
     /// `verify`'s verdicts by image and signature digest, so an image refused once is not
     /// pulled again until its signatures change.
     pub verdicts: Arc<copy::Verdicts>,
+    /// When each source repository was last compared by HEAD alone (`head_every`).
+    pub head_passes: Arc<HeadPasses>,
 }
 
 impl Runner {
@@ -136,6 +140,7 @@ impl Runner {
             tally: None,
             listed: Arc::default(),
             verdicts: Arc::default(),
+            head_passes: Arc::default(),
         })
     }
 
@@ -182,6 +187,8 @@ impl Runner {
     pub async fn pass(&self, jobs: &[Job], dry_run: bool) -> Report {
         let started = Instant::now();
         let usage_before = self.registries.usage();
+        let asked = self.ask_tag_apis(jobs).await;
+        let comparisons: Arc<copy::listed::Comparisons> = Arc::default();
         let ctx = PassContext {
             stores: self.stores.clone(),
             ledger: Arc::new(BlobLedger::default()),
@@ -189,6 +196,8 @@ impl Runner {
             listings: Arc::default(),
             dry_run,
             verdicts: self.verdicts.clone(),
+            listed: Arc::new(asked.digests),
+            comparisons: comparisons.clone(),
         };
         let mut tasks = JoinSet::new();
         let mut task_index = HashMap::new();
@@ -300,8 +309,14 @@ impl Runner {
                 outcome: outcome.unwrap_or(Err(Failed::Internal("the copy task was lost"))),
             })
             .collect();
+        let (by_api, by_head) = comparisons.counts();
         Report {
             results,
+            compared: Compared {
+                by_api,
+                by_head,
+                api_fallbacks: asked.fallbacks,
+            },
             usage: usage_since(&usage_before, self.registries.usage()),
             elapsed: started.elapsed(),
             dry_run,
@@ -344,10 +359,17 @@ fn usage_since(before: &[RegistryUsage], after: Vec<RegistryUsage>) -> Vec<Regis
                 now.refused -= then.refused.min(now.refused);
                 now.paused = now.paused.saturating_sub(then.paused);
                 now.tag_lists -= then.tag_lists.min(now.tag_lists);
+                now.requests = now.requests.since(&then.requests);
             }
             now
         })
-        .filter(|u| u.pulls > 0 || u.refused > 0 || !u.paused.is_zero() || u.tag_lists > 0)
+        .filter(|u| {
+            u.pulls > 0
+                || u.refused > 0
+                || !u.paused.is_zero()
+                || u.tag_lists > 0
+                || u.requests.total() > 0
+        })
         .collect()
 }
 

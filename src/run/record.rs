@@ -43,6 +43,11 @@ pub fn document(report: &Report, finished: DateTime<Utc>) -> Value {
             "pulls": pulls,
             "bytes_copied": bytes,
         },
+        "compared": {
+            "by_api": report.compared.by_api,
+            "by_head": report.compared.by_head,
+            "api_fallbacks": report.compared.api_fallbacks,
+        },
         "images": images,
         "problems": report.problems.iter().map(|p| json!({
             "reason": p.reason.as_str(),
@@ -72,6 +77,9 @@ pub fn document(report: &Report, finished: DateTime<Utc>) -> Value {
             "remaining": u.remaining,
             "limit": u.limit,
             "tag_list_requests": u.tag_lists,
+            "requests": u.requests.by_kind().into_iter()
+                .map(|(kind, n)| (kind.to_string(), json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
     })
 }

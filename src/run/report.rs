@@ -138,10 +138,23 @@ pub struct Report {
     pub pruned: Vec<PrunedTag>,
     /// In a dry run: what the copies would cost each source registry, against its budget.
     pub prices: Vec<super::price::RegistryPrice>,
-    /// Pulls spent, tags listed and time waited, per registry.
+    /// Pulls spent, tags listed, time waited and requests sent, per registry.
     pub usage: Vec<RegistryUsage>,
+    /// How source tags were compared.
+    pub compared: Compared,
     pub elapsed: Duration,
     pub dry_run: bool,
+}
+
+/// How a pass compared its source tags with their targets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compared {
+    /// By the digest a tag API listed: no HEAD at the source.
+    pub by_api: u64,
+    /// By a HEAD at the source.
+    pub by_head: u64,
+    /// Repositories whose tag API failed this pass, compared by HEAD instead.
+    pub api_fallbacks: u64,
 }
 
 impl Report {
@@ -325,7 +338,7 @@ impl Report {
         for p in &self.prices {
             let _ = writeln!(out, "{p}");
         }
-        for u in &self.usage {
+        for u in self.usage.iter().filter(|u| u.budget_touched()) {
             let left = match (u.remaining, u.limit) {
                 (Some(remaining), Some(limit)) => format!(", {remaining} of {limit} left"),
                 (Some(remaining), None) => format!(", {remaining} left"),
@@ -343,6 +356,23 @@ impl Report {
                 u.pulls,
                 u.refused,
                 secs(u.paused)
+            );
+        }
+        let Compared {
+            by_api,
+            by_head,
+            api_fallbacks,
+        } = self.compared;
+        if by_api > 0 || api_fallbacks > 0 {
+            let failed = match api_fallbacks {
+                0 => String::new(),
+                1 => "; the tag API failed for 1 repository, compared by HEAD".to_string(),
+                n => format!("; the tag API failed for {n} repositories, compared by HEAD"),
+            };
+            let _ = writeln!(
+                out,
+                "compared {} tags: {by_api} by the tag API's digests, {by_head} by HEAD{failed}",
+                by_api + by_head
             );
         }
         let verb = if self.dry_run {

@@ -10,7 +10,8 @@
 //! - [`proxy`]: an HTTP reverse proxy that logs requests and injects faults by rule.
 //! - [`tags`]: tag listings paged the ways other registries page them, as proxy rules.
 //! - [`runtimes`]: real container runtimes (containerd with ctr, skopeo) for the mirror settings.
-//! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit).
+//! - [`hub`]: Docker Hub's behaviour as proxy rules (the bearer-token flow, the pull limit);
+//!   [`hub_api`]: its tag API (pages of digests, which may lag, and its failures).
 //! - [`hostile`]: a registry whose every answer the test chooses (nested, huge, slow, lying).
 //! - [`moto`]: AWS on loopback (moto's server mode); [`ecr`]: ECR's registry behaviour as rules.
 //! - [`cli`]: runs the `regmirror` binary in a clean environment, with timeouts; [`daemon`]:
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod ecr;
 pub mod hostile;
 pub mod hub;
+pub mod hub_api;
 pub mod image;
 pub mod moto;
 pub mod proxy;

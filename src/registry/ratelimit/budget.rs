@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::RateLimitInfo;
+use crate::registry::requests::{Kind, RequestCounts};
 use crate::registry::retry::jittered;
 use crate::registry::waiting::secs;
 
@@ -93,6 +94,20 @@ pub struct RegistryUsage {
     pub tag_lists: u64,
     /// Pulls waiting for the budget now (see [`Budget::waiting`]).
     pub waiting: u64,
+    /// Every request sent to it, by kind.
+    pub requests: RequestCounts,
+}
+
+impl RegistryUsage {
+    /// Whether its pull budget was touched: pulls spent, refused or waited for, or tags
+    /// listed. The report's per-registry line is for these.
+    pub fn budget_touched(&self) -> bool {
+        self.pulls > 0
+            || self.refused > 0
+            || !self.paused.is_zero()
+            || self.tag_lists > 0
+            || self.waiting > 0
+    }
 }
 
 /// Every registry's budget, created on first use. One per process: the daemon keeps it
@@ -158,13 +173,7 @@ impl Budgets {
         let mut usage: Vec<_> = by_host
             .values()
             .map(|b| b.usage())
-            .filter(|u| {
-                u.pulls > 0
-                    || u.refused > 0
-                    || !u.paused.is_zero()
-                    || u.tag_lists > 0
-                    || u.waiting > 0
-            })
+            .filter(|u| u.budget_touched() || u.requests.total() > 0)
             .collect();
         usage.sort_by(|a, b| a.registry.cmp(&b.registry));
         usage
@@ -222,6 +231,8 @@ struct State {
     refused: u64,
     /// Tag-list requests: not pulls, but counted so the report shows every request type.
     tag_lists: u64,
+    /// Every request, by kind.
+    requests: RequestCounts,
     /// Pauses that have ended, in wall-clock time.
     paused_total: Duration,
     /// Set while paused, so the pause is logged once. It stays set after the last waiting
@@ -434,6 +445,11 @@ impl Budget {
         self.state().tag_lists += 1;
     }
 
+    /// Counts one request of any kind to this registry.
+    pub fn count_request(&self, kind: Kind) {
+        self.state().requests.count(kind);
+    }
+
     pub fn usage(&self) -> RegistryUsage {
         let s = self.state();
         RegistryUsage {
@@ -451,6 +467,7 @@ impl Budget {
                 .map(|at| at.saturating_duration_since(Instant::now())),
             tag_lists: s.tag_lists,
             waiting: s.waiting,
+            requests: s.requests,
         }
     }
 }
