@@ -414,6 +414,9 @@ fn plan(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
         for job in jobs {
             out.push_str(&format!("  {} → {}\n", job.source, job.target));
         }
+        if let Some(verify) = &mirror.choice.verify {
+            out.push_str(&format!("  copied only when {verify}\n"));
+        }
         if let Some(selection) = &mirror.selection {
             out.push_str(&format!(
                 "  {}: tags listed at each run, selected by {} → {}\n",

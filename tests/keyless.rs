@@ -198,6 +198,20 @@ fn a_sigstore_bundle_among_the_referrers_vouches_for_an_image_and_each_refusal_n
 #[test]
 fn a_keyless_verify_without_its_signer_or_with_a_bad_root_is_a_config_error_with_its_line() {
     let sandbox = Sandbox::new();
+    sandbox.write_file("root.json", &Sigstore::new(5).trusted_root());
+    sandbox.write_config(&config("r.example.com", "t.example.com", &["1"]));
+    let run = sandbox.regmirror().arg("check").run();
+    run.assert_success();
+    assert!(
+        run.stdout.contains(
+            "copied only when signed keyless by one matching \
+             ^(?:https://github\\.com/acme/app/\\.github/workflows/release\\.yml@refs/tags/v.*)$ \
+             through https://token.actions.githubusercontent.com, under "
+        ) && run.stdout.contains("root.json"),
+        "{}",
+        run.output()
+    );
+
     let cases = [
         (
             "verify = { issuer = \"https://token.actions.githubusercontent.com\" }",

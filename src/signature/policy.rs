@@ -19,6 +19,20 @@ pub enum Verify {
     Keyless(Keyless),
 }
 
+impl fmt::Display for Verify {
+    /// What an image must carry, as `check` says it: "signed with the key cosign.pub".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verify::Key(key) => write!(f, "signed with the key {}", key.path.display()),
+            Verify::Keyless(keyless) => write!(
+                f,
+                "signed keyless by {} through {}, under {}",
+                keyless.identity, keyless.issuer, keyless.root.name
+            ),
+        }
+    }
+}
+
 /// The key an image's cosign signature must verify with.
 #[derive(Clone)]
 pub struct VerifyKey {
