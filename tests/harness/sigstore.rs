@@ -286,20 +286,27 @@ impl Signer<'_> {
         )
     }
 
-    /// The hashedrekord entry of `signature` over an artifact of SHA-256 `hash` (hex), its
-    /// promise signed by the log (or by a log nobody trusts, for [`Log::Forged`]).
+    /// The hashedrekord entry of `signature` over an artifact of SHA-256 `hash` (hex).
     fn entry(&self, hash: &str, signature: &[u8], log: Log) -> Entry {
-        let body = json!({
-            "apiVersion": "0.0.1",
-            "kind": "hashedrekord",
-            "spec": {
-                "data": {"hash": {"algorithm": "sha256", "value": hash}},
-                "signature": {
-                    "content": STANDARD.encode(signature),
-                    "publicKey": {"content": STANDARD.encode(self.certificate_pem())},
+        self.logged(
+            json!({
+                "apiVersion": "0.0.1",
+                "kind": "hashedrekord",
+                "spec": {
+                    "data": {"hash": {"algorithm": "sha256", "value": hash}},
+                    "signature": {
+                        "content": STANDARD.encode(signature),
+                        "publicKey": {"content": STANDARD.encode(self.certificate_pem())},
+                    },
                 },
-            },
-        });
+            }),
+            log,
+        )
+    }
+
+    /// `body` entered in the log, its promise signed by the log (or by a log nobody trusts,
+    /// for [`Log::Forged`]).
+    fn logged(&self, body: Value, log: Log) -> Entry {
         let body = STANDARD.encode(body.to_string());
         let rekor = match log {
             Log::Forged => key(222),
@@ -365,9 +372,9 @@ impl Signer<'_> {
         put_signature(&remote, repo, image_digest, &payload, annotations);
     }
 
-    /// Attaches to `image` in `repo` a Sigstore bundle v0.3 ([`Signer::bundle`]), as cosign 3
-    /// does on a registry without the referrers API: pushed by digest and listed in the
-    /// fallback index `sha256-<hex>`.
+    /// Attaches to `image` in `repo` a Sigstore bundle v0.3 as cosign 3 `sign` makes it
+    /// ([`Signer::dsse_bundle`]) and attaches it on a registry without the referrers API:
+    /// pushed by digest and listed in the fallback index `sha256-<hex>`.
     pub fn attach_bundle(
         &self,
         remote: impl Into<Remote>,
@@ -377,7 +384,7 @@ impl Signer<'_> {
         log: Log,
     ) {
         let remote = remote.into();
-        let artifact = self.bundle(image, signed_digest, log);
+        let artifact = self.dsse_bundle(image, signed_digest, log);
         artifact.push_by_digest(&remote, repo);
         let fallback = ImageBuilder::index_of(&[&artifact]);
         let tag = format!("sha256-{}", image.digest().trim_start_matches("sha256:"));
@@ -385,7 +392,7 @@ impl Signer<'_> {
     }
 
     /// A Sigstore bundle v0.3 over `signed_digest` as an OCI artifact whose subject is
-    /// `image`: a message signature over the manifest, the certificate, the log entry.
+    /// `image`, in its other form: a message signature over the manifest (`hashedrekord`).
     pub fn bundle(&self, image: &Image, signed_digest: &str, log: Log) -> Image {
         let hash = signed_digest.trim_start_matches("sha256:");
         let prehash = hex::decode(hash).expect("a SHA-256 digest");
@@ -394,7 +401,7 @@ impl Signer<'_> {
         let mut entries = Vec::new();
         if log != Log::Missing {
             let entry = self.entry(hash, &signature, log);
-            entries.push(self.proven(entry, log));
+            entries.push(self.proven(entry, log, "hashedrekord"));
         }
         let bundle = json!({
             "mediaType": BUNDLE_V03,
@@ -411,9 +418,63 @@ impl Signer<'_> {
         Image::referrer_holding(image, None, BUNDLE_V03, BUNDLE_V03, data)
     }
 
+    /// A Sigstore bundle v0.3 as cosign 3 `sign` makes it: a DSSE envelope over an in-toto
+    /// statement whose subject is `signed_digest`, its log entry of kind `dsse`.
+    pub fn dsse_bundle(&self, image: &Image, signed_digest: &str, log: Log) -> Image {
+        const IN_TOTO: &str = "application/vnd.in-toto+json";
+        let statement = json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "", "digest": {"sha256": signed_digest.trim_start_matches("sha256:")}}],
+            "predicateType": "https://sigstore.dev/cosign/sign/v1",
+            "predicate": {},
+        })
+        .to_string();
+        let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len());
+        pae.push_str(&statement);
+        let signature = der_signature(&self.key, pae.as_bytes());
+        let envelope = json!({
+            "payload": STANDARD.encode(&statement),
+            "payloadType": IN_TOTO,
+            "signatures": [{"sig": STANDARD.encode(&signature)}],
+        });
+        let mut entries = Vec::new();
+        if log != Log::Missing {
+            let body = json!({
+                "apiVersion": "0.0.1",
+                "kind": "dsse",
+                "spec": {
+                    "envelopeHash": {
+                        "algorithm": "sha256",
+                        "value": hex::encode(Sha256::digest(envelope.to_string())),
+                    },
+                    "payloadHash": {
+                        "algorithm": "sha256",
+                        "value": hex::encode(Sha256::digest(&statement)),
+                    },
+                    "signatures": [{
+                        "signature": STANDARD.encode(&signature),
+                        "verifier": STANDARD.encode(self.certificate_pem()),
+                    }],
+                },
+            });
+            let entry = self.logged(body, log);
+            entries.push(self.proven(entry, log, "dsse"));
+        }
+        let bundle = json!({
+            "mediaType": BUNDLE_V03,
+            "verificationMaterial": {
+                "certificate": {"rawBytes": STANDARD.encode(&self.certificate)},
+                "tlogEntries": entries,
+            },
+            "dsseEnvelope": envelope,
+        });
+        let data = Bytes::from(bundle.to_string());
+        Image::referrer_holding(image, None, BUNDLE_V03, BUNDLE_V03, data)
+    }
+
     /// `entry` as a bundle holds it: with its promise and its inclusion proof, the log a tree
     /// of this one entry under a checkpoint the log signed.
-    fn proven(&self, entry: Entry, log: Log) -> Value {
+    fn proven(&self, entry: Entry, log: Log, kind: &str) -> Value {
         let leaf = {
             let mut hasher = Sha256::new();
             hasher.update([0u8]);
@@ -432,7 +493,7 @@ impl Signer<'_> {
         json!({
             "logIndex": "0",
             "logId": {"keyId": STANDARD.encode(&entry.log_id)},
-            "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
+            "kindVersion": {"kind": kind, "version": "0.0.1"},
             "integratedTime": entry.integrated_time.to_string(),
             "inclusionPromise": {"signedEntryTimestamp": entry.promise},
             "inclusionProof": {
