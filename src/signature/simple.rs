@@ -17,7 +17,7 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::Signature;
 use serde::Deserialize;
 use serde_json::json;
-use sigstore_verify::types::Bundle;
+use sigstore_verify::types::{Bundle, DerCertificate};
 
 use super::{keyless_policy, refused, signer, Keyless, Unverified, Verify, VerifyKey};
 
@@ -155,13 +155,14 @@ fn as_bundle(
         .and_then(|json| serde_json::from_slice::<Body>(&json).ok())
         .ok_or("its log entry's body is not a Rekor entry")?;
     let log_id = hex::decode(&entry.payload.log_id).map_err(|_| "its log ID is not hex")?;
-    let leaf = first_certificate(certificate).ok_or("its certificate is not PEM")?;
+    let leaf = DerCertificate::from_pem(certificate)
+        .map_err(|e| format!("its certificate is not a PEM certificate: {e}"))?;
     let digest = crate::digest::of(crate::digest::Algorithm::Sha256, payload);
     let digest = hex::decode(digest.trim_start_matches("sha256:")).unwrap_or_default();
     let bundle = json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": {
-            "x509CertificateChain": {"certificates": [{"rawBytes": STANDARD.encode(leaf)}]},
+            "x509CertificateChain": {"certificates": [{"rawBytes": STANDARD.encode(leaf.as_bytes())}]},
             "tlogEntries": [{
                 "logIndex": entry.payload.log_index.to_string(),
                 "logId": {"keyId": STANDARD.encode(log_id)},
@@ -177,16 +178,6 @@ fn as_bundle(
         },
     });
     Bundle::from_json(&bundle.to_string()).map_err(|e| format!("its parts make no bundle: {e}"))
-}
-
-/// The DER of the first certificate in `pem`.
-fn first_certificate(pem: &str) -> Option<Vec<u8>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let start = pem.find(BEGIN)? + BEGIN.len();
-    let end = start + pem[start..].find(END)?;
-    let text: String = pem[start..end].split_whitespace().collect();
-    STANDARD.decode(text).ok()
 }
 
 /// The digest a simple signing payload vouches for.
